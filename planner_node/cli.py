@@ -1,0 +1,141 @@
+"""The ``planner`` command line: one entry point, subcommands per job.
+
+    planner data generate --recipe tiny|default --out DIR [--workers N]
+    planner data import --format d4rl|mocapact SRC --out DIR
+    planner data info DIR
+    planner eval --planner mppi|zero --task T --episodes N --seed S [--steps K]
+                 [--budget-ms B] [--json FILE] [--video FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _env_defaults() -> None:
+    # Headless rendering, quiet GL probing; never let DDS discovery leave the machine.
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
+def cmd_data_generate(a) -> int:
+    from planner_node.sim.generate import generate
+    meta = generate(a.recipe, a.out, workers=a.workers, progress=not a.quiet)
+    print(f"{a.out}: {meta['transitions']} transitions in {len(meta['shards'])} shards "
+          f"(spec {meta['spec_hash']})")
+    return 0
+
+
+def cmd_data_import(a) -> int:
+    from planner_node.sim.importers import import_dataset
+    meta = import_dataset(a.format, a.src, a.out)
+    print(f"{a.out}: imported {meta['transitions']} transitions in {len(meta['shards'])} episodes from {a.src}")
+    return 0
+
+
+def cmd_data_info(a) -> int:
+    import numpy as np
+
+    from planner_node.sim.dataset import Dataset
+    ds = Dataset(a.dir)
+    eps = ds.episodes()
+    arr = ds.arrays
+    print(f"dataset {a.dir}: {len(ds)} transitions, {len(eps)} episodes, spec {ds.meta['spec_hash']}")
+    print(f"{'task':<12}{'episodes':>9}{'steps':>8}{'mean ret':>10}{'falls':>7}")
+    for i, name in enumerate(ds.tasks):
+        rows = [e for e in eps if arr["task_ids"][e[0]] == i]
+        if not rows:
+            continue
+        rets = [arr["rewards"][e].sum() for e in rows]
+        falls = np.mean([arr["terminals"][e[-1]] for e in rows])
+        print(f"{name:<12}{len(rows):>9}{sum(map(len, rows)):>8}{np.mean(rets):>10.2f}{falls:>7.0%}")
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from planner_node.planning import planner_class
+    from planner_node.sim.env import EnvConfig
+    from planner_node.sim.evaluate import evaluate, format_table
+    from planner_node.sim.tasks import get_task
+
+    get_task(a.task)  # fail fast, listing the valid tasks
+    cls = planner_class(a.planner)
+    kwargs = {}
+    if a.planner == "mppi":
+        kwargs = {"budget_ms": a.budget_ms, "seed": a.seed}
+        if a.samples:
+            kwargs["samples"] = a.samples
+    elif a.budget_ms is not None:
+        print(f"note: --budget-ms applies to mppi only; ignored for {a.planner}", file=sys.stderr)
+    planner = cls(**kwargs)
+    command = tuple(a.command) if a.command else None
+    res = evaluate(planner, a.task, a.episodes, a.seed, a.steps,
+                   EnvConfig(push_every=a.push_every, push_speed=a.push_speed), command=command,
+                   progress=not a.quiet, video=a.video, planner=a.planner, budget_ms=a.budget_ms,
+                   samples=getattr(planner, "samples", None), push_every=a.push_every,
+                   push_speed=a.push_speed)
+    if hasattr(planner, "close"):
+        planner.close()
+    print(format_table([res]))
+    if a.json:
+        from planner_node.atomic import write_json
+        write_json(a.json, res)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="planner", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    data = sub.add_parser("data", help="generate, import or inspect trajectory datasets")
+    dsub = data.add_subparsers(dest="data_cmd", required=True)
+    g = dsub.add_parser("generate", help="run the MPPI expert to make a dataset (resumable)")
+    g.add_argument("--recipe", default="tiny", help="tiny | default")
+    g.add_argument("--out", required=True)
+    g.add_argument("--workers", type=int, default=1)
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(fn=cmd_data_generate)
+    i = dsub.add_parser("import", help="import a D4RL or MoCapAct HDF5 file")
+    i.add_argument("--format", required=True, help="d4rl | mocapact")
+    i.add_argument("src")
+    i.add_argument("--out", required=True)
+    i.set_defaults(fn=cmd_data_import)
+    n = dsub.add_parser("info", help="verify a dataset and print its per-task summary")
+    n.add_argument("dir")
+    n.set_defaults(fn=cmd_data_info)
+
+    e = sub.add_parser("eval", help="closed-loop evaluation in the MuJoCo sim")
+    e.add_argument("--planner", default="mppi")
+    e.add_argument("--task", default="stand")
+    e.add_argument("--episodes", type=int, default=5)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--steps", type=int, default=400, help="control steps per episode (x 30 ms)")
+    e.add_argument("--budget-ms", type=float, default=None,
+                   help="cap mppi's work per control step to this many ms on this machine")
+    e.add_argument("--samples", type=int, default=None, help="mppi samples (offline budget)")
+    e.add_argument("--command", type=float, nargs=3, metavar=("VX", "VY", "WZ"),
+                   help="twist for the 'track' task")
+    e.add_argument("--push-every", type=int, default=100, help="control steps between pushes (0: none)")
+    e.add_argument("--push-speed", type=float, default=0.25, help="push velocity impulse [m/s]")
+    e.add_argument("--json", help="write the results here")
+    e.add_argument("--video", help="render the episodes to this MP4")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(fn=cmd_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _env_defaults()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"planner: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The small ROS-free Planner interface and its name-keyed registry (lazy imports).
+
+A planner maps (observation, task) to a chunk of actions with a score. The node, the
+bridge, the evaluator, benchmarks and tests call only this interface. Registry entries
+are "module:Class" strings so that choosing one planner never imports another's
+dependencies (a deployment image needs no torch).
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Plan:
+    """Actions (H, 56) in [-1, 1] to execute from now, the plan's score, and diagnostics."""
+
+    actions: np.ndarray
+    score: float
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What a planner sees at one tick.
+
+    ``obs``: the 224-D observation. ``task``: a name from ``planner_node.sim.tasks``.
+    ``command``: the task's target twist (vx, vy, wz) if it takes one. ``sim_state``: the
+    full MuJoCo physics state, given only to ground-truth planners (the expert).
+    ``deadline``: absolute ``time.perf_counter()`` by which an anytime planner returns.
+    """
+
+    obs: np.ndarray
+    task: str = "stand"
+    command: tuple[float, float, float] | None = None
+    sim_state: np.ndarray | None = None
+    deadline: float | None = None
+
+
+class Planner(ABC):
+    """Receding-horizon planner: ``reset`` at episode start, then ``plan`` every tick."""
+
+    name: str = "planner"
+
+    def reset(self, seed: int | None = None) -> None:  # noqa: B027 - optional hook
+        """Forget warm starts; reseed the planner's random draws."""
+
+    @abstractmethod
+    def plan(self, request: PlanRequest) -> Plan:
+        """Return a plan; its first action is what to command now."""
+
+
+#: name -> "module:Class". Later planners (hgap, tap, diffuser) register here too.
+PLANNERS: dict[str, str] = {
+    "zero": "planner_node.sim.baselines:ZeroPlanner",
+    "mppi": "planner_node.sim.mppi:MPPIPlanner",
+}
+
+
+def planner_class(name: str) -> type[Planner]:
+    if name not in PLANNERS:
+        raise KeyError(f"unknown planner {name!r}; valid planners: {', '.join(PLANNERS)}")
+    module, cls = PLANNERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)

@@ -1,0 +1,167 @@
+"""Dataset generation: the MPPI expert on randomized tasks, with exploration noise and pushes.
+
+Sharded over processes, one shard per episode. Resumable: a shard exists under its final
+name only once it is complete (atomic rename), so after a kill the finished shards are
+kept and the rest are regenerated. Each shard's seed derives from the recipe's seed and
+the shard index, so a resumed run writes the same data as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from planner_node.sim.dataset import DatasetError, finalize, read_shard, write_shard
+from planner_node.sim.tasks import TASKS, get_task
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How much data, from which expert, on which tasks."""
+
+    episodes: int
+    steps: int                       # control steps per episode (x 30 ms)
+    tasks: tuple[str, ...] = tuple(TASKS)
+    expert: dict = field(default_factory=dict)   # MPPIConfig overrides
+    action_noise: float = 0.05       # exploration noise added to the expert's action
+    push_every: int = 50
+    push_speed: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.episodes < 1 or self.steps < 1:
+            raise ValueError(f"Recipe.episodes and Recipe.steps must be >= 1, got {self.episodes}, {self.steps}")
+        for t in self.tasks:
+            get_task(t)
+
+
+RECIPES: dict[str, Recipe] = {
+    # Seconds on 2 cores: for tests and smoke runs.
+    "tiny": Recipe(episodes=3, steps=8, tasks=("stand", "forward", "track"),
+                   expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4),
+    # ~15 min on 2 cores (32-sample expert, about 5 control steps/s per core pair).
+    "default": Recipe(episodes=40, steps=100, expert={"samples": 32}),
+}
+
+
+def _shard_name(i: int) -> str:
+    return f"shard_{i:05d}.npz"
+
+
+def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.ndarray]:
+    from planner_node.planning import PlanRequest
+    from planner_node.sim.env import EnvConfig, HumanoidEnv
+    from planner_node.sim.mppi import MPPIPlanner
+
+    seed = recipe.seed * 100_003 + index
+    rng = np.random.default_rng(seed)
+    task_name = recipe.tasks[int(rng.integers(len(recipe.tasks)))]
+    task = get_task(task_name)
+    command = np.zeros(3)
+    if task_name == "track":
+        command = np.array([rng.uniform(-0.3, 1.0), rng.uniform(-0.3, 0.3), rng.uniform(-0.5, 0.5)])
+    env = HumanoidEnv(EnvConfig(push_every=recipe.push_every, push_speed=recipe.push_speed))
+    expert = MPPIPlanner(seed=seed, **{"threads": threads, **recipe.expert})
+    obs = env.reset(seed)
+    rows = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts")}
+    try:
+        for t in range(recipe.steps):
+            plan = expert.plan(PlanRequest(obs=obs, task=task_name, command=tuple(command),
+                                           sim_state=env.get_state()))
+            action = np.clip(plan.actions[0] + rng.normal(0, recipe.action_noise, plan.actions.shape[1]), -1, 1)
+            next_obs, fell = env.step(action)
+            rows["observations"].append(obs)
+            rows["actions"].append(action)
+            rows["rewards"].append(float(task.reward(next_obs, command)))
+            rows["terminals"].append(fell)
+            rows["timeouts"].append(not fell and t == recipe.steps - 1)
+            obs = next_obs
+            if fell:
+                break
+    finally:
+        expert.close()
+    n = len(rows["rewards"])
+    out = {k: np.asarray(v) for k, v in rows.items()}
+    out["episode_ids"] = np.full(n, index)
+    out["task_ids"] = np.full(n, recipe.tasks.index(task_name))
+    out["commands"] = np.tile(command, (n, 1))
+    return out
+
+
+def _work(out: str, recipe: Recipe, index: int, threads: int) -> dict:
+    arrays = generate_episode(recipe, index, threads)
+    return write_shard(Path(out) / _shard_name(index), arrays)
+
+
+def _existing_entry(path: Path) -> dict | None:
+    """Meta entry for a complete shard, or None if absent/unreadable (then regenerate)."""
+    if not path.is_file():
+        return None
+    try:
+        a = read_shard(path)
+    except DatasetError:
+        return None
+    from planner_node.atomic import sha256_file
+    return {"file": path.name, "sha256": sha256_file(path), "transitions": int(len(a["rewards"])),
+            "episodes": int(len(np.unique(a["episode_ids"])))}
+
+
+def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool = True,
+             recipe: Recipe | None = None) -> dict:
+    """Generate (or resume) a dataset into ``out``; returns its meta."""
+    from tqdm import tqdm
+
+    if recipe is None:
+        if recipe_name not in RECIPES:
+            raise KeyError(f"unknown recipe {recipe_name!r}; valid recipes: {', '.join(RECIPES)}")
+        recipe = RECIPES[recipe_name]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe_file = out / "recipe.json"
+    recipe_dict = {"name": recipe_name, **asdict(recipe)}
+    recipe_dict["tasks"] = list(recipe.tasks)
+    if recipe_file.exists():
+        found = json.loads(recipe_file.read_text())
+        if found != recipe_dict:
+            raise DatasetError(f"{recipe_file}: {out} holds a different recipe ({found.get('name')!r}); "
+                               "refusing to mix or overwrite it; choose another --out")
+        if (out / "meta.json").exists():
+            from planner_node.sim.dataset import Dataset
+            return Dataset(out).meta
+    else:
+        if any(out.iterdir()):
+            raise DatasetError(f"{out}: directory is not empty and is not a dataset in progress; "
+                               "refusing to overwrite it")
+        from planner_node.atomic import write_json
+        write_json(recipe_file, recipe_dict)
+    for stale in out.glob(".shard_*.tmp*"):
+        stale.unlink()  # half-written shards from a killed run are never taken as whole
+    entries: dict[int, dict] = {}
+    todo = []
+    for i in range(recipe.episodes):
+        e = _existing_entry(out / _shard_name(i))
+        if e is None:
+            todo.append(i)
+        else:
+            entries[i] = e
+    threads = max(1, (os.cpu_count() or 2) // max(workers, 1))
+    bar = tqdm(total=recipe.episodes, initial=len(entries), desc=f"generate {recipe_name}",
+               unit="episode", disable=not progress)
+    if workers <= 1:
+        for i in todo:
+            entries[i] = _work(str(out), recipe, i, threads)
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_work, str(out), recipe, i, threads): i for i in todo}
+            for f in as_completed(futures):
+                entries[futures[f]] = f.result()
+                bar.update(1)
+    bar.close()
+    ordered = [entries[i] for i in range(recipe.episodes)]
+    return finalize(out, ordered, list(recipe.tasks), {"kind": "mppi_expert", "recipe": recipe_dict})

@@ -1,0 +1,188 @@
+"""Ground-truth sampling MPC (MPPI / predictive sampling) on the true MuJoCo dynamics.
+
+It is the expert that makes datasets (large offline budget) and the baseline the learned
+planners must beat (same 30 ms budget). Design, after MJPC's sampling planners:
+
+* controls are a piecewise-linear spline with ``knots`` knots over the horizon (few
+  parameters, smooth targets), held for each 30 ms control period like the real robot;
+* warm start: the previous nominal spline shifted by one control period is sample 0, the
+  standing "hold" posture is sample 1, the rest are Gaussian perturbations of the nominal;
+* rollouts run in ``mujoco.rollout``'s C threads; the observation of every predicted
+  control step is built by the one observation builder and scored by the task code, plus
+  a balance cost (capture point over the feet, head height) from true-state sensors;
+* update: MPPI weights exp(-(c - c_min) / (temperature * spread)); temperature 0 is
+  predictive sampling (keep the best).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import mujoco
+import numpy as np
+from mujoco import rollout
+
+from planner_node import spec
+from planner_node.planning import Plan, Planner, PlanRequest
+from planner_node.sim.humanoid import Layout, load_model, standing_qpos
+from planner_node.sim.observation import build_observation
+from planner_node.sim.tasks import get_task
+
+GRAVITY = 9.81
+
+
+@dataclass(frozen=True)
+class MPPIConfig:
+    """Expert settings. ``budget_ms`` (if set) caps samples to what fits that budget here."""
+
+    samples: int = 64
+    horizon: int = 15          # control steps (x 30 ms)
+    knots: int = 4
+    noise: float = 0.1         # std of knot perturbations, normalized action units
+    limb_noise_scale: float = 0.25  # noise multiplier for arms/head (balance joints get 1)
+    temperature: float = 0.1   # relative to the spread of sample costs; 0 = argmin
+    threads: int = 2
+    w_balance: float = 20.0    # capture point to support-centre distance [1/m]
+    w_head: float = 10.0       # head height deficit^2 [1/m^2]
+    head_height: float = 1.65  # [m] head height while standing (settled: ~1.69)
+    w_height: float = 20.0     # root height deficit^2 [1/m^2]
+    root_height: float = 1.03  # [m] root height while standing (settled: ~1.06)
+    w_posture: float = 1.0     # mean squared joint deviation from the standing pose [1/rad^2]
+    discount: float = 1.0
+    budget_ms: float | None = None
+
+    def __post_init__(self):
+        checks = {"samples": self.samples >= 2, "horizon": self.horizon >= 2,
+                  "knots": 2 <= self.knots <= self.horizon, "noise": self.noise >= 0,
+                  "temperature": self.temperature >= 0, "threads": self.threads >= 1,
+                  "budget_ms": self.budget_ms is None or self.budget_ms > 0}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"MPPIConfig.{name} has an invalid value: {getattr(self, name)!r}")
+
+
+class MPPIPlanner(Planner):
+    """Sampling MPC on the true dynamics; needs ``PlanRequest.sim_state``."""
+
+    name = "mppi"
+
+    def __init__(self, config: MPPIConfig | None = None, seed: int | None = 0, **overrides):
+        cfg = config or MPPIConfig()
+        if overrides:
+            cfg = MPPIConfig(**{**asdict(cfg), **overrides})
+        self.config = cfg
+        self.model = load_model()
+        self.layout = Layout(self.model)
+        self._q_stand = standing_qpos(self.model, self.layout)[self.layout.qpos_idx]
+        self.hold = self.layout.hold_action(self._q_stand)
+        self._datas = [mujoco.MjData(self.model) for _ in range(cfg.threads)]
+        self._pool = rollout.Rollout(nthread=cfg.threads) if cfg.threads > 1 else None
+        H, K = cfg.horizon, cfg.knots
+        # Linear interpolation matrix: actions (H, 56) = W (H, K) @ knots (K, 56).
+        self._knot_t = np.linspace(0.0, H - 1, K)
+        self._interp = self._interp_matrix(np.arange(H, dtype=np.float64))
+        self._shift = self._interp_matrix(np.minimum(self._knot_t + 1.0, H - 1))
+        self._noise_scale = np.where(np.isin(spec.JOINT_NAMES, spec.BALANCE_JOINTS), 1.0,
+                                     cfg.limb_noise_scale) * cfg.noise
+        self.samples = cfg.samples
+        if cfg.budget_ms is not None:
+            self.samples = self._calibrate(cfg.budget_ms)
+        self.reset(seed)
+
+    def _interp_matrix(self, t: np.ndarray) -> np.ndarray:
+        K = len(self._knot_t)
+        W = np.zeros((len(t), K))
+        for i, ti in enumerate(t):
+            j = min(int(np.searchsorted(self._knot_t, ti, side="right")) - 1, K - 2)
+            a = (ti - self._knot_t[j]) / (self._knot_t[j + 1] - self._knot_t[j])
+            W[i, j], W[i, j + 1] = 1.0 - a, a
+        return W
+
+    def reset(self, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.nominal = np.tile(self.hold, (self.config.knots, 1))
+
+    def _calibrate(self, budget_ms: float) -> int:
+        """Largest sample count whose plan() fits the budget on this machine (measured)."""
+        from planner_node.sim.env import HumanoidEnv
+
+        env = HumanoidEnv()
+        obs = env.reset(0)
+        req = PlanRequest(obs=obs, sim_state=env.get_state())
+        timings = {}
+        for n in (2, 8):
+            self.samples = n
+            self.reset(0)
+            self.plan(req)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                self.plan(req)
+            timings[n] = (time.perf_counter() - t0) / 3 * 1e3
+        per_sample = max((timings[8] - timings[2]) / 6, 1e-6)
+        fixed = max(timings[2] - 2 * per_sample, 0.0)
+        return int(max(2, (budget_ms - fixed) // per_sample))
+
+    def _rollout(self, state: np.ndarray, actions: np.ndarray):
+        n = actions.shape[0]
+        ctrl = np.empty((n, actions.shape[1], self.model.nu))
+        ctrl[..., self.layout.ctrl_idx] = actions
+        ctrl = np.repeat(ctrl, spec.SUBSTEPS, axis=1)  # zero-order hold per control period
+        x0 = np.tile(state, (n, 1))
+        if self._pool is not None:
+            return self._pool.rollout(self.model, self._datas, x0, ctrl)
+        return rollout.rollout(self.model, self._datas[0], x0, ctrl)
+
+    def _costs(self, states, sensordata, task, command) -> tuple[np.ndarray, np.ndarray]:
+        m, lay, cfg = self.model, self.layout, self.config
+        idx = np.arange(spec.SUBSTEPS - 1, states.shape[1], spec.SUBSTEPS)  # end of each period
+        st, sd = states[:, idx], sensordata[:, idx]
+        qpos = st[..., 1:1 + m.nq]
+        qvel = st[..., 1 + m.nq:1 + m.nq + m.nv]
+        act = st[..., 1 + m.nq + m.nv:1 + m.nq + m.nv + m.na]
+        obs = build_observation(lay, qpos, qvel, act, sd)
+        reward = task.reward(obs, command)
+        com, com_vel = sd[..., lay.com], sd[..., lay.com_vel]
+        support = sd[..., lay.support_world].reshape(*sd.shape[:2], -1, 3)
+        capture = com[..., :2] + com_vel[..., :2] * np.sqrt(np.maximum(com[..., 2:3], 0.1) / GRAVITY)
+        # A norm, not its square: a small lean must still cost something (MJPC's smooth abs).
+        balance = np.sqrt(np.sum((capture - support[..., :2].mean(axis=-2)) ** 2, axis=-1) + 1e-4)
+        head = np.maximum(cfg.head_height - sd[..., lay.head_world][..., 2], 0.0) ** 2
+        height = np.maximum(cfg.root_height - qpos[..., 2], 0.0) ** 2
+        posture = np.mean((qpos[..., lay.qpos_idx] - self._q_stand) ** 2, axis=-1)
+        step_cost = (-reward + cfg.w_balance * balance + cfg.w_head * head + cfg.w_height * height
+                     + cfg.w_posture * posture)
+        disc = cfg.discount ** np.arange(step_cost.shape[1])
+        return step_cost @ disc, reward
+
+    def plan(self, request: PlanRequest) -> Plan:
+        if request.sim_state is None:
+            raise ValueError("mppi is a ground-truth planner: PlanRequest.sim_state is required")
+        cfg, task = self.config, get_task(request.task)
+        t0 = time.perf_counter()
+        nominal = self._shift @ self.nominal
+        eps = self.rng.normal(0.0, 1.0, (self.samples, cfg.knots, spec.ACTION_DIM)) * self._noise_scale
+        eps[0] = 0.0
+        knots = nominal[None] + eps
+        knots[1] = self.hold
+        knots = np.clip(knots, spec.ACTION_LOW, spec.ACTION_HIGH)
+        actions = np.einsum("hk,nka->nha", self._interp, knots)
+        states, sensordata = self._rollout(request.sim_state, actions)
+        cost, reward = self._costs(states, sensordata, task, request.command)
+        cost = np.where(np.isfinite(cost), cost, np.inf)
+        best = int(np.argmin(cost))
+        if cfg.temperature > 0:
+            spread = max(float(np.median(cost) - cost[best]), 1e-9)
+            w = np.exp(-(cost - cost[best]) / (cfg.temperature * spread))
+            w /= w.sum()
+            self.nominal = np.einsum("n,nka->ka", w, knots)
+        else:
+            self.nominal = knots[best]
+        plan_actions = np.clip(self._interp @ self.nominal, spec.ACTION_LOW, spec.ACTION_HIGH)
+        return Plan(plan_actions, score=float(-cost[best]),
+                    info={"samples": self.samples, "best_reward": float(reward[best].mean()),
+                          "plan_ms": (time.perf_counter() - t0) * 1e3})
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

@@ -1,0 +1,217 @@
+"""Dataset format round trip, refusal of bad data, resumable generation, and both importers."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from planner_node import spec
+from planner_node.sim.dataset import FIELDS, Dataset, DatasetError, finalize, write_shard
+from planner_node.sim.generate import RECIPES, Recipe, generate
+from planner_node.sim.importers import import_dataset
+
+
+def fake_episode(rng, n, ep, task=0):
+    return {"observations": rng.normal(size=(n, 224)), "actions": rng.uniform(-1, 1, (n, 56)),
+            "rewards": rng.normal(size=n), "terminals": np.eye(1, n, n - 1, dtype=bool)[0],
+            "timeouts": np.zeros(n, bool), "episode_ids": np.full(n, ep), "task_ids": np.full(n, task),
+            "commands": np.zeros((n, 3))}
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    eps = [fake_episode(rng, n, i) for i, n in enumerate((5, 7))]
+    entries = [write_shard(tmp_path / f"shard_{i:05d}.npz", e) for i, e in enumerate(eps)]
+    finalize(tmp_path, entries, ["stand"], {"kind": "test"})
+    return tmp_path, eps
+
+
+def test_round_trip(small_dataset):
+    root, eps = small_dataset
+    ds = Dataset(root)
+    assert len(ds) == 12 and [len(e) for e in ds.episodes()] == [5, 7]
+    for k in FIELDS:
+        np.testing.assert_allclose(ds.arrays[k], np.concatenate([e[k] for e in eps]).astype(FIELDS[k][1]))
+    obs = np.concatenate([e["observations"] for e in eps]).astype(np.float32)
+    np.testing.assert_allclose(ds.stats["obs_std"], obs.std(0) + 1e-4, rtol=1e-5)
+    assert not list(root.glob("*.tmp*"))
+
+
+def test_truncated_shard_refused_by_name(small_dataset):
+    root, _ = small_dataset
+    p = root / "shard_00001.npz"
+    p.write_bytes(p.read_bytes()[:-100])
+    with pytest.raises(DatasetError, match="shard_00001.npz.*sha256"):
+        Dataset(root)
+
+
+def test_other_spec_hash_refused(small_dataset):
+    root, _ = small_dataset
+    meta = json.loads((root / "meta.json").read_text())
+    meta["spec_hash"] = "0123456789abcdef"
+    (root / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="meta.json.*spec hash"):
+        Dataset(root)
+
+
+def test_shard_path_escape_refused(small_dataset):
+    root, _ = small_dataset
+    meta = json.loads((root / "meta.json").read_text())
+    meta["shards"][0]["file"] = "../shard_00000.npz"
+    (root / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="escapes"):
+        Dataset(root)
+
+
+def test_missing_key_refused(tmp_path):
+    e = fake_episode(np.random.default_rng(0), 4, 0)
+    del e["rewards"]
+    with pytest.raises(DatasetError, match="'rewards'"):
+        write_shard(tmp_path / "s.npz", e)
+    assert not list(tmp_path.iterdir())
+
+
+def test_generate_tiny_and_refuse_other_recipe(tmp_path):
+    out = tmp_path / "ds"
+    meta = generate("tiny", out, progress=False)
+    ds = Dataset(out)
+    assert len(ds) == meta["transitions"] > 0
+    assert np.all(np.abs(ds.arrays["actions"]) <= 1)
+    assert set(ds.arrays["task_ids"]) <= set(range(len(RECIPES["tiny"].tasks)))
+    before = (out / "meta.json").read_bytes()
+    with pytest.raises(DatasetError, match="different recipe"):
+        generate("x", out, recipe=Recipe(episodes=1, steps=2), progress=False)
+    assert (out / "meta.json").read_bytes() == before
+    other = tmp_path / "occupied"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="not empty"):
+        generate("tiny", other, progress=False)
+    assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_resume_after_kill(tmp_path):
+    """Kill a real generate process after its first shard; the rerun keeps it and matches a clean run."""
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "planner_node.cli", "data", "generate", "--recipe", "tiny",
+                             "--out", str(out), "--quiet"], env=env)
+    first = out / "shard_00000.npz"
+    deadline = time.time() + 120
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), "generation never wrote a shard"
+    assert not (out / "meta.json").exists(), "killed too late to test resume"
+    kept = first.stat().st_mtime_ns
+    generate("tiny", out, progress=False)
+    assert first.stat().st_mtime_ns == kept  # finished shard reused, not regenerated
+    clean = tmp_path / "clean"
+    generate("tiny", clean, progress=False)
+    a, b = Dataset(out).arrays, Dataset(clean).arrays
+    for k in FIELDS:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def write_d4rl(path, n=30, drop=None, obs_dim=224):
+    rng = np.random.default_rng(1)
+    data = {"observations": rng.normal(size=(n, obs_dim)), "actions": rng.uniform(-1, 1, (n, 56)),
+            "rewards": rng.normal(size=n), "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool)}
+    data["terminals"][9] = True
+    data["timeouts"][19] = True
+    with h5py.File(path, "w") as f:
+        for k, v in data.items():
+            if k != drop:
+                f[k] = v
+    return data
+
+
+def test_import_d4rl(tmp_path):
+    src = tmp_path / "d4rl.hdf5"
+    data = write_d4rl(src)
+    import_dataset("d4rl", src, tmp_path / "out")
+    ds = Dataset(tmp_path / "out")
+    assert [len(e) for e in ds.episodes()] == [10, 10, 10]
+    np.testing.assert_allclose(ds.arrays["observations"], data["observations"].astype(np.float32))
+    assert ds.arrays["terminals"][9] and ds.arrays["timeouts"][19]
+
+
+@pytest.mark.parametrize("drop", ["timeouts", "actions"])
+def test_import_d4rl_missing_key(tmp_path, drop):
+    src = tmp_path / "bad.hdf5"
+    write_d4rl(src, drop=drop)
+    with pytest.raises(DatasetError, match=f"bad.hdf5.*{drop}"):
+        import_dataset("d4rl", src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_d4rl_wrong_robot(tmp_path):
+    src = tmp_path / "hopper.hdf5"
+    write_d4rl(src, obs_dim=11)
+    with pytest.raises(DatasetError, match="observations.*224"):
+        import_dataset("d4rl", src, tmp_path / "out")
+
+
+def write_mocapact(path, drop_block=None):
+    """MoCapAct rollout layout: blocks live at scattered columns of a wider proprioceptive matrix."""
+    rng = np.random.default_rng(2)
+    width = 400
+    perm = rng.permutation(width)
+    cols, start = {}, 0
+    for name, size in spec.OBS_BLOCKS:
+        cols[name] = perm[start:start + size]
+        start += size
+    expected = []
+    with h5py.File(path, "w") as f:
+        for name, c in cols.items():
+            if name != drop_block:
+                f[f"observable_indices/walker/{name}"] = c
+        for clip, lengths, early in (("CMU_016_22-0-82", (6, 4), (False, True)), ("CMU_038_03-0-50", (5,), (False,))):
+            f[f"{clip}/early_termination"] = np.array(early)
+            for k, T in enumerate(lengths):
+                full = rng.normal(size=(T + 1, width))
+                f[f"{clip}/{k}/observations/proprioceptive"] = full
+                f[f"{clip}/{k}/actions"] = rng.uniform(-1, 1, (T, 56))
+                f[f"{clip}/{k}/rewards"] = rng.uniform(size=T)
+                expected.append((np.concatenate([full[:T, cols[n]] for n, _ in spec.OBS_BLOCKS], 1), early[k]))
+    return expected
+
+
+def test_import_mocapact(tmp_path):
+    src = tmp_path / "CMU_016.hdf5"
+    expected = write_mocapact(src)
+    import_dataset("mocapact", src, tmp_path / "out")
+    ds = Dataset(tmp_path / "out")
+    eps = ds.episodes()
+    assert [len(e) for e in eps] == [6, 4, 5]
+    for e, (obs, fell) in zip(eps, expected):
+        np.testing.assert_allclose(ds.arrays["observations"][e], obs.astype(np.float32))
+        assert ds.arrays["terminals"][e[-1]] == fell and ds.arrays["timeouts"][e[-1]] == (not fell)
+
+
+def test_import_mocapact_missing_block(tmp_path):
+    src = tmp_path / "CMU_016.hdf5"
+    write_mocapact(src, drop_block="sensors_gyro")
+    with pytest.raises(DatasetError, match="CMU_016.hdf5.*observable_indices/walker/sensors_gyro"):
+        import_dataset("mocapact", src, tmp_path / "out")
+
+
+def test_import_never_overwrites(tmp_path):
+    src = tmp_path / "d4rl.hdf5"
+    write_d4rl(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.npz").write_bytes(b"x")
+    with pytest.raises(DatasetError, match="refusing to overwrite"):
+        import_dataset("d4rl", src, out)
+    assert (out / "precious.npz").read_bytes() == b"x"
+    with pytest.raises(KeyError, match="d4rl, mocapact"):
+        import_dataset("rlds", src, tmp_path / "o2")
