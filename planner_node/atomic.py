@@ -20,6 +20,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artefacts are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -29,6 +29,9 @@ class VideoRecorder:
         self._frames.append(self._renderer.render().copy())
 
     def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()  # free the GL context now, not at interpreter exit
+            self._renderer = None
         if not self._frames:
             return
         try:

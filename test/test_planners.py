@@ -92,3 +92,18 @@ def test_cli_unknown_names_list_valid(flag, bad, valid):
     r = run_cli("eval", flag, bad, "--episodes", "1", "--steps", "1", "--quiet")
     assert r.returncode == 2
     assert bad in r.stderr and valid in r.stderr
+
+
+def test_cli_video_renders_mp4(tmp_path):
+    from planner_node.sim.render import RenderUnavailable, VideoRecorder
+    from planner_node.sim.humanoid import load_model
+    try:
+        VideoRecorder(load_model(), str(tmp_path / "probe.mp4")).close()
+    except RenderUnavailable as e:
+        pytest.skip(f"headless rendering unavailable here: {e}")
+    out = tmp_path / "ep.mp4"
+    r = run_cli("eval", "--planner", "zero", "--episodes", "1", "--steps", "12", "--video", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    import imageio_ffmpeg
+    nframes, secs = imageio_ffmpeg.count_frames_and_secs(str(out))
+    assert nframes == 12 and secs > 0.3
