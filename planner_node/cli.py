@@ -3,7 +3,8 @@
     planner data generate --recipe tiny|default --out DIR [--workers N]
     planner data import --format d4rl|mocapact SRC --out DIR
     planner data info DIR
-    planner eval --planner mppi|zero --task T --episodes N --seed S [--steps K]
+    planner train --config config/train/<name>.yaml --data DIR --out RUN
+    planner eval --planner mppi|zero|hgap|tap [--checkpoint RUN] --task T --episodes N --seed S [--steps K]
                  [--budget-ms B] [--json FILE] [--video FILE]
 """
 from __future__ import annotations
@@ -69,6 +70,13 @@ def cmd_eval(a) -> int:
             kwargs["samples"] = a.samples
     elif a.budget_ms is not None:
         print(f"note: --budget-ms applies to mppi only; ignored for {a.planner}", file=sys.stderr)
+    from planner_node.planning import LEARNED
+    if a.planner in LEARNED:
+        if not a.checkpoint:
+            raise ValueError(f"--checkpoint RUN is required for planner {a.planner!r}")
+        kwargs = {"checkpoint": a.checkpoint, "seed": a.seed}
+        if a.samples:
+            kwargs["samples" if a.planner == "hgap" else "beam"] = a.samples
     planner = cls(**kwargs)
     command = tuple(a.command) if a.command else None
     res = evaluate(planner, a.task, a.episodes, a.seed, a.steps,
@@ -82,6 +90,14 @@ def cmd_eval(a) -> int:
     if a.json:
         from planner_node.atomic import write_json
         write_json(a.json, res)
+    return 0
+
+
+def cmd_train(a) -> int:
+    from planner_node.models.train import train
+    res = train(a.config, a.data, a.out, progress=not a.quiet)
+    print(f"{a.out}: {res['stage']} in {res['wall_s']:.0f} s ({res['train_windows']} training windows, "
+          f"{res['holdout_windows']} held out); curves in {a.out}/loss.png")
     return 0
 
 
@@ -106,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("dir")
     n.set_defaults(fn=cmd_data_info)
 
+    t = sub.add_parser("train", help="train a VQ-VAE and its prior (H-GAP or TAP); resumes if --out exists")
+    t.add_argument("--config", required=True, help="e.g. config/train/hgap_small.yaml")
+    t.add_argument("--data", required=True, help="dataset directory")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(fn=cmd_train)
+
     e = sub.add_parser("eval", help="closed-loop evaluation in the MuJoCo sim")
     e.add_argument("--planner", default="mppi")
     e.add_argument("--task", default="stand")
@@ -114,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=400, help="control steps per episode (x 30 ms)")
     e.add_argument("--budget-ms", type=float, default=None,
                    help="cap mppi's work per control step to this many ms on this machine")
-    e.add_argument("--samples", type=int, default=None, help="mppi samples (offline budget)")
+    e.add_argument("--samples", type=int, default=None,
+                   help="mppi/hgap samples, or tap beam width (default: the planner's own)")
+    e.add_argument("--checkpoint", help="training run (or checkpoint.pt) for hgap / tap")
     e.add_argument("--command", type=float, nargs=3, metavar=("VX", "VY", "WZ"),
                    help="twist for the 'track' task")
     e.add_argument("--push-every", type=int, default=100, help="control steps between pushes (0: none)")
@@ -131,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (KeyError, ValueError, FileNotFoundError) as e:
+    except (KeyError, ValueError, FileNotFoundError) as e:  # config, data and checkpoint errors too
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"planner: error: {msg}", file=sys.stderr)
         return 2

@@ -57,7 +57,11 @@ class Planner(ABC):
 PLANNERS: dict[str, str] = {
     "zero": "planner_node.sim.baselines:ZeroPlanner",
     "mppi": "planner_node.sim.mppi:MPPIPlanner",
+    "hgap": "planner_node.models.planners:HGAPPlanner",
+    "tap": "planner_node.models.planners:TAPPlanner",
 }
+#: Planners that need a trained checkpoint (``--checkpoint RUN``).
+LEARNED = ("hgap", "tap")
 
 
 def planner_class(name: str) -> type[Planner]:

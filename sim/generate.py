@@ -42,7 +42,7 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     # Seconds on 2 cores: for tests and smoke runs.
-    "tiny": Recipe(episodes=3, steps=8, tasks=("stand", "forward", "track"),
+    "tiny": Recipe(episodes=4, steps=20, tasks=("stand", "forward", "track"),
                    expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4),
     # ~15 min on 2 cores (32-sample expert, about 5 control steps/s per core pair).
     "default": Recipe(episodes=40, steps=100, expert={"samples": 32}),

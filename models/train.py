@@ -1,0 +1,280 @@
+"""Train a VQ-VAE and then its latent prior (H-GAP or TAP), resumable and deterministic on CPU.
+
+``planner train --config config/train/hgap_small.yaml --data DIR --out RUN``
+
+RUN/ holds ``config.yaml`` (as resolved), ``checkpoint.pt`` (atomic, every
+``train.checkpoint_every`` steps and at each stage end), ``metrics.csv`` and ``loss.png``.
+Re-running with an existing RUN resumes from its checkpoint (same config and data, else
+refused). Batches come from an RNG keyed by (seed, stage, step, rank), and torch's RNG is
+checkpointed, so a resumed run continues exactly as an uninterrupted one.
+
+Beyond one machine: launch with ``torchrun --nproc_per_node N -m planner_node.cli train ...``;
+each rank draws its own batches, gradients and codebook statistics are all-reduced (gloo),
+rank 0 writes.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from planner_node.atomic import sha256_file, write_text
+from planner_node.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from planner_node.models.config import ModelConfig, config_from_dict
+from planner_node.models.data import Normalizer, make_windows, returns_to_go, split_episodes
+from planner_node.models.prior import LatentPrior
+from planner_node.models.vqvae import TrajectoryVQVAE
+from planner_node.sim.dataset import Dataset
+
+STAGES = ("vq", "prior", "done")
+
+
+def _dist():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return world, rank
+
+
+def codebook_usage(tokens: torch.Tensor, size: int) -> tuple[float, float]:
+    """(fraction of codes used, perplexity / size) over a batch of token ids."""
+    counts = torch.bincount(tokens.reshape(-1), minlength=size).float()
+    p = counts / counts.sum()
+    perplexity = torch.exp(-(p[p > 0] * p[p > 0].log()).sum()).item()
+    return float((counts > 0).float().mean()), perplexity / size
+
+
+class Trainer:
+    def __init__(self, cfg: ModelConfig, data_dir: str | Path, out: str | Path, progress: bool = True):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.world, self.rank = _dist()
+        torch.set_num_threads(cfg.train.threads)
+        torch.manual_seed(cfg.train.seed)
+        self.ds = Dataset(data_dir)
+        self.data_id = {"path": str(Path(data_dir).resolve()), "meta_sha256": sha256_file(Path(data_dir) / "meta.json")}
+        rets = returns_to_go(self.ds, cfg.vq.discount)
+        self.norm = Normalizer.from_dataset(self.ds, rets)
+        train_eps, hold_eps = split_episodes(self.ds, cfg.train.holdout_fraction, cfg.train.seed)
+        self.train_x = torch.from_numpy(make_windows(self.ds, train_eps, cfg.vq.horizon, self.norm, rets,
+                                                     cfg.vq.predict_return))
+        self.hold_x = torch.from_numpy(make_windows(self.ds, hold_eps, cfg.vq.horizon, self.norm, rets,
+                                                    cfg.vq.predict_return))
+        if len(self.train_x) == 0:
+            raise ValueError(f"{data_dir}: no training episode is at least vq.horizon={cfg.vq.horizon} steps long")
+        self.tasks = [self.ds.tasks[i] for i in np.unique(self.ds.arrays["task_ids"])]
+        self.split = {"train_episodes": len(train_eps), "holdout_episodes": len(hold_eps),
+                      "train_windows": len(self.train_x), "holdout_windows": len(self.hold_x)}
+        self.vq = TrajectoryVQVAE(cfg.vq)
+        self.prior = LatentPrior(cfg.vq, cfg.prior)
+        t = cfg.train
+        self.opt_vq = torch.optim.AdamW(self.vq.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.opt_prior = torch.optim.AdamW(self.prior.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.stage, self.step = "vq", 0
+        self._resume_or_start()
+
+    # -- persistence -------------------------------------------------------------------------
+    def _payload(self) -> dict:
+        return {"kind": self.cfg.kind, "config": self.cfg.to_dict(), "stage": self.stage, "step": self.step,
+                "vq": self.vq.state_dict(), "prior": self.prior.state_dict(),
+                "opt_vq": self.opt_vq.state_dict(), "opt_prior": self.opt_prior.state_dict(),
+                "normalizer": self.norm.to_tensors(), "dataset": self.data_id, "tasks": self.tasks, "split": self.split,
+                "torch_rng": torch.get_rng_state()}
+
+    def save(self) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.out / "checkpoint.pt", self._payload())
+
+    def _resume_or_start(self) -> None:
+        ck_path = self.out / "checkpoint.pt"
+        if ck_path.exists():
+            ck = load_checkpoint(ck_path, expect_kind=self.cfg.kind)
+            if ck["config"] != self.cfg.to_dict():
+                raise CheckpointError(f"{ck_path}: was trained with a different config; use a new --out")
+            if ck["dataset"]["meta_sha256"] != self.data_id["meta_sha256"]:
+                raise CheckpointError(f"{ck_path}: was trained on different data ({ck['dataset']['path']})")
+            self.vq.load_state_dict(ck["vq"])
+            self.prior.load_state_dict(ck["prior"])
+            self.opt_vq.load_state_dict(ck["opt_vq"])
+            self.opt_prior.load_state_dict(ck["opt_prior"])
+            self.stage, self.step = ck["stage"], ck["step"]
+            torch.set_rng_state(ck["torch_rng"])
+        elif self.rank == 0:
+            if self.out.exists() and any(p.name != "config.yaml" for p in self.out.iterdir()):
+                raise CheckpointError(f"{self.out}: exists without a checkpoint; refusing to overwrite it")
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+
+    def _log(self, row: dict) -> None:
+        if self.rank != 0:
+            return
+        path = self.out / "metrics.csv"
+        fields = ["stage", "step", "wall_s", "train_loss", "holdout_loss", "code_use", "perplexity"]
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    # -- stages --------------------------------------------------------------------------------
+    def _batch(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.cfg.train.seed, stage, self.step, self.rank])
+        return x[torch.from_numpy(rng.integers(0, len(x), self.cfg.train.batch_size))]
+
+    def _wrap(self, module):
+        if self.world > 1:
+            return torch.nn.parallel.DistributedDataParallel(module)
+        return module
+
+    @torch.no_grad()
+    def _eval_vq(self) -> tuple[float, float, float]:
+        self.vq.eval()
+        x = self.hold_x if len(self.hold_x) else self.train_x[:256]
+        x = x[:1024]
+        loss, _ = self.vq.loss(x)
+        _, idx, _ = self.vq.encode(x)
+        self.vq.train()
+        use, ppl = codebook_usage(idx, self.cfg.vq.codebook_size)
+        return loss.item(), use, ppl
+
+    @torch.no_grad()
+    def encode_all(self, x: torch.Tensor) -> torch.Tensor:
+        self.vq.eval()
+        return torch.cat([self.vq.encode(x[i:i + 512])[1] for i in range(0, len(x), 512)]) if len(x) else \
+            torch.zeros((0, self.cfg.vq.num_tokens), dtype=torch.long)
+
+    def run(self, stop_after: int | None = None) -> dict:
+        """Train to the end (or return after ``stop_after`` optimizer steps without saving:
+        what a kill looks like to the next run, which resumes from the last checkpoint)."""
+        from tqdm import tqdm
+
+        t = self.cfg.train
+        budget = [stop_after]
+
+        def killed() -> bool:
+            if budget[0] is None:
+                return False
+            budget[0] -= 1
+            return budget[0] < 0
+        t0 = time.time()
+        if self.stage == "vq":
+            vq = self._wrap(self.vq)
+            self.vq.train()
+            bar = tqdm(total=t.vq_steps, initial=self.step, desc="vq-vae", disable=not self.progress or self.rank)
+            while self.step < t.vq_steps:
+                if killed():
+                    return {"stage": "killed", "step": self.step}
+                x = self._batch(self.train_x, 0)
+                recon, _, commit = vq(x)
+                loss = vq_loss(self.cfg, x, recon, commit)
+                self.opt_vq.zero_grad()
+                loss.backward()
+                self.opt_vq.step()
+                self.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                if self.step % t.eval_every == 0 or self.step == t.vq_steps:
+                    hl, use, ppl = self._eval_vq()
+                    self._log({"stage": "vq", "step": self.step, "wall_s": round(time.time() - t0, 2),
+                               "train_loss": loss.item(), "holdout_loss": hl, "code_use": use, "perplexity": ppl})
+                if self.step % t.checkpoint_every == 0:
+                    self.save()
+            bar.close()
+            self.stage, self.step = "prior", 0
+            self.save()
+        if self.stage == "prior":
+            state_tr = self.train_x[:, 0, : self.cfg.vq.obs_dim]
+            tok_tr = self.encode_all(self.train_x)
+            state_ho = self.hold_x[:, 0, : self.cfg.vq.obs_dim]
+            tok_ho = self.encode_all(self.hold_x)
+            prior = self._wrap(self.prior)
+            self.prior.train()
+            bar = tqdm(total=t.prior_steps, initial=self.step, desc="prior", disable=not self.progress or self.rank)
+            while self.step < t.prior_steps:
+                if killed():
+                    return {"stage": "killed", "step": self.step}
+                rng = np.random.default_rng([t.seed, 1, self.step, self.rank])
+                i = torch.from_numpy(rng.integers(0, len(tok_tr), t.batch_size))
+                logits = prior(state_tr[i], tok_tr[i])
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok_tr[i].reshape(-1))
+                self.opt_prior.zero_grad()
+                loss.backward()
+                self.opt_prior.step()
+                self.step += 1
+                bar.update(1)
+                bar.set_postfix(nll=f"{loss.item():.3f}")
+                if self.step % t.eval_every == 0 or self.step == t.prior_steps:
+                    with torch.no_grad():
+                        self.prior.eval()
+                        hl = self.prior.nll(state_ho, tok_ho).item() if len(tok_ho) else float("nan")
+                        self.prior.train()
+                    self._log({"stage": "prior", "step": self.step, "wall_s": round(time.time() - t0, 2),
+                               "train_loss": loss.item(), "holdout_loss": hl})
+                if self.step % t.checkpoint_every == 0:
+                    self.save()
+            bar.close()
+            self.stage, self.step = "done", 0
+            self.save()
+        if self.rank == 0:
+            plot_metrics(self.out)
+        return {"stage": self.stage, "wall_s": time.time() - t0, **self.split}
+
+
+def vq_loss(cfg: ModelConfig, x, recon, commit) -> torch.Tensor:
+    c = cfg.vq
+    d_oa = c.obs_dim + c.act_dim
+    loss = torch.nn.functional.mse_loss(recon[..., : c.obs_dim], x[..., : c.obs_dim])
+    loss = loss + torch.nn.functional.mse_loss(recon[..., c.obs_dim: d_oa], x[..., c.obs_dim: d_oa])
+    if c.predict_return:
+        loss = loss + torch.nn.functional.mse_loss(recon[..., d_oa:], x[..., d_oa:])
+    return loss + c.commitment * commit
+
+
+def plot_metrics(run: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = run / "metrics.csv"
+    if not path.exists():
+        return
+    rows = list(csv.DictReader(open(path)))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, stage, ylabel in ((axes[0], "vq", "reconstruction + commitment (MSE)"), (axes[1], "prior", "NLL (nats/code)")):
+        r = [x for x in rows if x["stage"] == stage]
+        if not r:
+            continue
+        steps = [int(x["step"]) for x in r]
+        ax.plot(steps, [float(x["train_loss"]) for x in r], label="train (batch)")
+        ax.plot(steps, [float(x["holdout_loss"]) for x in r], label="held-out")
+        ax.set_title(f"{run.name}: {stage}")
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.set_yscale("log")
+        ax.legend()
+    fig.tight_layout()
+    from planner_node.atomic import atomic_path
+    with atomic_path(run / "loss.png", suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def train(config_path: str | Path, data_dir: str | Path, out: str | Path, progress: bool = True) -> dict:
+    from planner_node.models.config import load_config
+    cfg = load_config(config_path)
+    return Trainer(cfg, data_dir, out, progress).run()
+
+
+def build_models(ck: dict) -> tuple[ModelConfig, TrajectoryVQVAE, LatentPrior, Normalizer]:
+    """Rebuild trained networks from a loaded checkpoint (eval mode)."""
+    cfg = config_from_dict(ck["config"])
+    vq, prior = TrajectoryVQVAE(cfg.vq), LatentPrior(cfg.vq, cfg.prior)
+    vq.load_state_dict(ck["vq"])
+    prior.load_state_dict(ck["prior"])
+    return cfg, vq.eval(), prior.eval(), Normalizer.from_tensors(ck["normalizer"])
