@@ -20,6 +20,9 @@ def world_zaxis_from_quat(quat: np.ndarray) -> np.ndarray:
 def build_observation(layout: Layout, qpos: np.ndarray, qvel: np.ndarray, act: np.ndarray,
                       sensordata: np.ndarray) -> np.ndarray:
     """Observation(s) of shape (..., OBS_DIM) from state arrays of shape (..., n)."""
+    def pick(idx, n):  # sensors a planning model dropped read as zeros
+        return sensordata[..., idx] if idx is not None else np.zeros(sensordata.shape[:-1] + (n,))
+
     quat = qpos[..., 3:7]
     quat = quat / np.linalg.norm(quat, axis=-1, keepdims=True)
     blocks = {
@@ -29,10 +32,10 @@ def build_observation(layout: Layout, qpos: np.ndarray, qvel: np.ndarray, act: n
         "end_effectors_pos": sensordata[..., layout.end_eff],
         "joints_pos": qpos[..., layout.qpos_idx],
         "joints_vel": qvel[..., layout.qvel_idx],
-        "sensors_accelerometer": sensordata[..., layout.accel],
+        "sensors_accelerometer": pick(layout.accel, 3),
         "sensors_gyro": sensordata[..., layout.gyro],
-        "sensors_torque": np.tanh(2.0 * sensordata[..., layout.torque] / TORQUE_THRESHOLD),
-        "sensors_touch": (sensordata[..., layout.touch] > TOUCH_THRESHOLD).astype(qpos.dtype),
+        "sensors_torque": np.tanh(2.0 * pick(layout.torque, 6) / TORQUE_THRESHOLD),
+        "sensors_touch": (pick(layout.touch, 10) > TOUCH_THRESHOLD).astype(qpos.dtype),
         "sensors_velocimeter": sensordata[..., layout.veloc],
         "world_zaxis": world_zaxis_from_quat(quat),
     }

@@ -14,39 +14,9 @@ from planner_node.models.train import Trainer, build_models
 from planner_node.models.vqvae import TrajectoryVQVAE
 from planner_node.planning import PlanRequest
 
-TINY = {
-    "vq": {"horizon": 8, "width": 32, "heads": 2, "conv_blocks": 1, "latent_stride": 4, "codes_per_latent": 2,
-           "code_dim": 16, "codebook_size": 32},
-    "prior": {"layers": 1, "heads": 2, "width": 32},
-    "train": {"vq_steps": 150, "prior_steps": 150, "batch_size": 32, "lr": 0.002, "checkpoint_every": 50,
-              "eval_every": 50, "holdout_fraction": 0.25, "threads": 1},
-}
-TINY_TAP = {**TINY, "kind": "tap", "vq": {**TINY["vq"], "horizon": 9, "latent_stride": 3, "codes_per_latent": 1,
-                                          "predict_return": True}}
+from conftest import TINY, TINY_TAP  # noqa: E402
+
 CODE_USE_FLOOR = 0.25  # fraction of the 32 codes used on held-out windows after training
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from planner_node.sim.generate import generate
-    out = tmp_path_factory.mktemp("data") / "tiny"
-    generate("tiny", out, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def hgap_run(tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "hgap"
-    trainer = Trainer(config_from_dict({"kind": "hgap", **TINY}), tiny_data, out, progress=False)
-    trainer.run()
-    return out
-
-
-@pytest.fixture(scope="module")
-def tap_run(tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "tap"
-    Trainer(config_from_dict(TINY_TAP), tiny_data, out, progress=False).run()
-    return out
 
 
 def test_shapes():

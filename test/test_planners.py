@@ -13,9 +13,12 @@ SMALL = dict(samples=8, horizon=5, knots=3, threads=1)
 
 
 @pytest.mark.parametrize("name", list(PLANNERS))
-def test_registry_smoke(name, env):
+def test_registry_smoke(name, env, request):
     """Every registered planner builds and returns a valid chunk of actions."""
-    kwargs = SMALL if name == "mppi" else {}
+    kwargs = {"mppi": SMALL,
+              "hgap": lambda: {"checkpoint": str(request.getfixturevalue("hgap_run")), "samples": 8},
+              "tap": lambda: {"checkpoint": str(request.getfixturevalue("tap_run")), "beam": 4}}.get(name, {})
+    kwargs = kwargs() if callable(kwargs) else kwargs
     planner = planner_class(name)(**kwargs)
     obs = env.reset(0)
     planner.reset(0)
@@ -25,7 +28,7 @@ def test_registry_smoke(name, env):
 
 
 def test_unknown_planner_lists_valid():
-    with pytest.raises(KeyError, match="zero, mppi"):
+    with pytest.raises(KeyError, match="zero, mppi, hgap, tap"):
         planner_class("hgap2")
 
 
