@@ -39,15 +39,13 @@ class SelfAttention(nn.Module):
         if cache is not None:
             k = torch.cat([cache[0], k], dim=2)
             v = torch.cat([cache[1], v], dim=2)
-        # With a cache the new queries sit at the end: they may see every cached key.
-        is_causal = causal and T > 1
-        if is_causal and k.shape[2] != T:
-            mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                               dropout_p=self.dropout if self.training else 0.0)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal,
-                                               dropout_p=self.dropout if self.training else 0.0)
+        # Explicit mask (exports to ONNX with fixed shapes). With a cache the new queries sit
+        # at the end, so query i may see keys up to (cached + i).
+        mask = None
+        if causal:
+            Tk = k.shape[2]
+            mask = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(Tk - T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C)), (k, v)
 
 

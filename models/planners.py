@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from planner_node.models.checkpoint import load_checkpoint
-from planner_node.models.prior import filter_logits, sample_tokens
+from planner_node.models.prior import filter_logits, inverse_cdf, sample_tokens
 from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.sim.tasks import get_task
 
@@ -36,7 +36,8 @@ class _LatentPlanner(Planner):
         self.reset(seed)
 
     def reset(self, seed: int | None = None) -> None:
-        self.gen = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        # numpy draws (not torch's): the runtime planner consumes the very same stream.
+        self.rng = np.random.default_rng(seed)
 
     def _state(self, obs: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.norm.norm_obs(np.asarray(obs, np.float32)))[None]
@@ -58,7 +59,8 @@ class HGAPPlanner(_LatentPlanner):
     @torch.no_grad()
     def plan(self, request: PlanRequest) -> Plan:
         s = self._state(request.obs)
-        tokens = sample_tokens(self.prior, s, self.samples, self.temperature, self.top_p, self.gen)
+        u = self.rng.random((self.samples, self.cfg.vq.num_tokens))
+        tokens = sample_tokens(self.prior, s, self.samples, self.temperature, self.top_p, u)
         traj = self.vq.decode_tokens(tokens, s.expand(self.samples, -1))
         obs, act, _ = self._unpack(traj)
         # Step 0 of the prediction is the current state; score the predicted future.
@@ -90,7 +92,8 @@ class TAPPlanner(_LatentPlanner):
         for t in range(cfg.num_tokens):
             n = tokens.shape[0]
             logp = filter_logits(logits, self.temperature, 1.0)                  # (n, K)
-            cand = torch.multinomial(logp.exp(), self.expansion, replacement=True, generator=self.gen)
+            u = torch.from_numpy(self.rng.random((n, self.expansion)))
+            cand = torch.stack([inverse_cdf(logp.exp(), u[:, j]) for j in range(self.expansion)], 1)[..., 0]
             rel = (logp.gather(1, cand) - logp.max(1, keepdim=True).values).exp()  # p / p_max
             cand_tokens = torch.cat([tokens.repeat_interleave(self.expansion, 0), cand.reshape(-1, 1)], 1)
             cand_pen = penalty.repeat_interleave(self.expansion) + (rel.reshape(-1) < self.prob_threshold).float()
@@ -112,7 +115,6 @@ class TAPPlanner(_LatentPlanner):
                 parent = keep // self.expansion
                 cache = [(k[parent], v[parent]) for k, v in cache]
                 logits, cache = self.prior.step(s.expand(len(keep), -1), tokens[:, -1:], cache)
-            del n
         traj = self.vq.decode_tokens(tokens[:1], s)
         _, act, _ = self._unpack(traj)
         return Plan(act[0], float(best_objective[0]), info={"tokens": tokens[0].tolist()})

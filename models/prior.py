@@ -54,27 +54,37 @@ class LatentPrior(nn.Module):
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """Temperature, then nucleus (top-p) filtering; returns log-probabilities."""
+    """Temperature, then nucleus (top-p) filtering; returns log-probabilities (-inf = excluded)."""
     logits = logits / max(temperature, 1e-6)
     if top_p < 1.0:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set with mass >= top_p
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest set with mass >= top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     return logits.log_softmax(-1)
 
 
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Token ids drawn with given uniforms u (N,) in [0, 1): the runtime does the same in numpy."""
+    cdf = probs.double().cumsum(-1)
+    cdf = cdf / cdf[:, -1:]
+    return torch.searchsorted(cdf, u.double()[:, None]).clamp_max(probs.shape[-1] - 1)
+
+
 @torch.no_grad()
 def sample_tokens(prior: LatentPrior, state: torch.Tensor, n: int, temperature: float, top_p: float,
-                  generator: torch.Generator) -> torch.Tensor:
-    """n token sequences per state (state: (1, obs_dim)) with the KV cache; returns (n, T)."""
+                  uniforms) -> torch.Tensor:
+    """n token sequences for one state (1, obs_dim) with the KV cache; returns (n, T).
+
+    ``uniforms``: (n, T) numbers in [0, 1) (e.g. ``numpy.random.Generator.random``); sharing
+    them is how the exported runtime reproduces this planner's plans exactly."""
+    u = torch.as_tensor(uniforms)
     s = state.expand(n, -1)
     logits, cache = prior.step(s, None, None)
     out = []
     for t in range(prior.vq.num_tokens):
-        logp = filter_logits(logits, temperature, top_p)
-        tok = torch.multinomial(logp.exp(), 1, generator=generator)
+        tok = inverse_cdf(filter_logits(logits, temperature, top_p).exp(), u[:, t])
         out.append(tok)
         if t + 1 < prior.vq.num_tokens:
             logits, cache = prior.step(s, tok, cache)

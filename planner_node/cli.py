@@ -3,6 +3,9 @@
     planner data generate --recipe tiny|default --out DIR [--workers N]
     planner data import --format d4rl|mocapact SRC --out DIR
     planner data info DIR
+    planner export --checkpoint RUN --out BUNDLE [--tensorrt]
+    planner verify BUNDLE
+    planner bench --bundle BUNDLE --ticks N [--json FILE]
     planner train --config config/train/<name>.yaml --data DIR --out RUN
     planner eval --planner mppi|zero|hgap|tap [--checkpoint RUN] --task T --episodes N --seed S [--steps K]
                  [--budget-ms B] [--json FILE] [--video FILE]
@@ -71,13 +74,19 @@ def cmd_eval(a) -> int:
     elif a.budget_ms is not None:
         print(f"note: --budget-ms applies to mppi only; ignored for {a.planner}", file=sys.stderr)
     from planner_node.planning import LEARNED
-    if a.planner in LEARNED:
+    if a.bundle:
+        from planner_node.runtime.latent_planners import runtime_planner
+        planner = runtime_planner(a.bundle, backend=a.backend, seed=a.seed)
+        a.planner = f"{planner.name}[{a.backend}]"
+        cls = None
+    elif a.planner in LEARNED:
         if not a.checkpoint:
             raise ValueError(f"--checkpoint RUN is required for planner {a.planner!r}")
         kwargs = {"checkpoint": a.checkpoint, "seed": a.seed}
         if a.samples:
             kwargs["samples" if a.planner == "hgap" else "beam"] = a.samples
-    planner = cls(**kwargs)
+    if cls is not None:
+        planner = cls(**kwargs)
     command = tuple(a.command) if a.command else None
     res = evaluate(planner, a.task, a.episodes, a.seed, a.steps,
                    EnvConfig(push_every=a.push_every, push_speed=a.push_speed), command=command,
@@ -99,6 +108,34 @@ def cmd_train(a) -> int:
     print(f"{a.out}: {res['stage']} in {res['wall_s']:.0f} s ({res['train_windows']} training windows, "
           f"{res['holdout_windows']} held out); curves in {a.out}/loss.png")
     return 0
+
+
+def cmd_export(a) -> int:
+    from planner_node.export.bundle_writer import export_bundle
+    overrides = {"samples": a.samples} if a.samples else {}
+    m = export_bundle(a.checkpoint, a.out, tensorrt=a.tensorrt, **overrides)
+    errs = ", ".join(f"{k} {v['parity_max_abs_err']:.1e}" for k, v in m["graphs"].items())
+    print(f"{a.out}: {m['planner']} bundle, graphs {list(m['graphs'])} (ONNX Runtime vs torch max abs err: {errs}), "
+          f"{len(m['plans'])} TensorRT plans")
+    return 0
+
+
+def cmd_verify(a) -> int:
+    from planner_node.runtime.bundle import BundleError, load_bundle
+    try:
+        b = load_bundle(a.bundle)
+    except BundleError as e:
+        print(f"planner verify: REJECTED: {e}", file=sys.stderr)
+        return 1
+    m = b.manifest
+    print(f"{a.bundle}: OK ({m['planner']}, spec {m['spec_hash']}, {len(m['graphs'])} graphs, "
+          f"{len(m.get('plans') or [])} plans, producer {m['producer']['planner_node']} @ {m['producer']['git_commit'][:10]})")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from planner_node.runtime.bench import run_bench
+    return run_bench(a.bundle, a.ticks, a.json, a.backends, a.task)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +166,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(fn=cmd_train)
 
+    x = sub.add_parser("export", help="export a trained run to an engine bundle (ONNX [+ TensorRT])")
+    x.add_argument("--checkpoint", required=True, help="training run directory or checkpoint.pt")
+    x.add_argument("--out", required=True, help="bundle directory (must not exist)")
+    x.add_argument("--samples", type=int, help="H-GAP samples baked into the fixed shapes (default 64)")
+    x.add_argument("--tensorrt", action="store_true", help="also build TensorRT plans for this GPU")
+    x.set_defaults(fn=cmd_export)
+    v = sub.add_parser("verify", help="verify a bundle's hashes, spec, shapes and paths")
+    v.add_argument("bundle")
+    v.set_defaults(fn=cmd_verify)
+    b = sub.add_parser("bench", help="per-tick planning latency: torch eager vs runtime backends")
+    b.add_argument("--bundle", required=True)
+    b.add_argument("--ticks", type=int, default=1000)
+    b.add_argument("--task", default="forward")
+    b.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "tensorrt"])
+    b.add_argument("--json")
+    b.set_defaults(fn=cmd_bench)
+
     e = sub.add_parser("eval", help="closed-loop evaluation in the MuJoCo sim")
     e.add_argument("--planner", default="mppi")
     e.add_argument("--task", default="stand")
@@ -140,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", type=int, default=None,
                    help="mppi/hgap samples, or tap beam width (default: the planner's own)")
     e.add_argument("--checkpoint", help="training run (or checkpoint.pt) for hgap / tap")
+    e.add_argument("--bundle", help="run an exported bundle's runtime planner instead (no torch)")
+    e.add_argument("--backend", default="onnxruntime", help="engine backend for --bundle")
     e.add_argument("--command", type=float, nargs=3, metavar=("VX", "VY", "WZ"),
                    help="twist for the 'track' task")
     e.add_argument("--push-every", type=int, default=100, help="control steps between pushes (0: none)")

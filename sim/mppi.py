@@ -38,7 +38,7 @@ class MPPIConfig:
     samples: int = 64
     horizon: int = 15          # control steps (x 30 ms)
     knots: int = 4
-    noise: float = 0.1         # std of knot perturbations, normalized action units
+    noise: float = 0.2         # std of knot perturbations, normalized action units
     limb_noise_scale: float = 0.25  # noise multiplier for arms/head (balance joints get 1)
     temperature: float = 0.1   # relative to the spread of sample costs; 0 = argmin
     threads: int = 2
@@ -47,7 +47,7 @@ class MPPIConfig:
     head_height: float = 1.65  # [m] head height while standing (settled: ~1.69)
     w_height: float = 20.0     # root height deficit^2 [1/m^2]
     root_height: float = 1.03  # [m] root height while standing (settled: ~1.06)
-    w_posture: float = 1.0     # mean squared joint deviation from the standing pose [1/rad^2]
+    w_posture: float = 10.0    # mean squared joint deviation from the standing pose [1/rad^2]
     discount: float = 1.0
     budget_ms: float | None = None
     planning_model: bool = True  # drop observation-only sensors, looser solver (~1.4x faster)

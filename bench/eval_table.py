@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Collect `planner eval --json` results into one table (rows: task; columns: planner setting).
+
+    python bench/eval_table.py results/*.json [--markdown]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+
+
+def label(r: dict) -> str:
+    p = r.get("planner", "?")
+    if p == "mppi":
+        return f"mppi@{r['budget_ms']:g}ms" if r.get("budget_ms") else "mppi offline"
+    return p
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--markdown", action="store_true")
+    a = ap.parse_args()
+    cells, cols, tasks = defaultdict(dict), [], []
+    for f in a.files:
+        r = json.load(open(f))
+        c = label(r)
+        cols += [c] if c not in cols else []
+        tasks += [r["task"]] if r["task"] not in tasks else []
+        cells[r["task"]][c] = r
+    fmt = lambda r: (f"{r['mean_return']:.1f}±{r['std_return']:.1f} ({r['mean_length']:.0f} st, "  # noqa: E731
+                     f"{r['fall_rate']:.0%} fall, {r['ctrl_steps_per_s']:.1f}/s)") if r else "-"
+    if a.markdown:
+        print("| task | " + " | ".join(cols) + " |")
+        print("|---|" + "---|" * len(cols))
+        for t in tasks:
+            print(f"| {t} | " + " | ".join(fmt(cells[t].get(c)) for c in cols) + " |")
+    else:
+        w = max(len(fmt(r)) for t in tasks for r in cells[t].values()) + 2
+        print(f"{'task':<12}" + "".join(f"{c:<{w}}" for c in cols))
+        for t in tasks:
+            print(f"{t:<12}" + "".join(f"{fmt(cells[t].get(c)):<{w}}" for c in cols))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ROS-free runtime: engines, bundles, planners on numpy. Never imports torch."""

@@ -1,0 +1,154 @@
+"""Engine bundles: a directory a robot can receive and swap to (reading and verifying; no torch).
+
+``manifest.yaml`` (format version 1)::
+
+    format_version: 1
+    planner: hgap | tap
+    spec_hash, joint_names, obs_blocks, control_period_s      # checked against this build
+    horizon, num_tokens, codebook_size, obs_dim, act_dim
+    normalizer: {obs_mean: [...], obs_std: [...], act_mean, act_std, ret_mean, ret_std}
+    planner_defaults: {samples, temperature, top_p, ...}
+    graphs:
+      prior_step: {file: prior_step.onnx, sha256, inputs: [{name, dtype, shape}], outputs: [...]}
+      decoder:    {file: decoder.onnx, ...}
+    plans: [{graph, file, sha256, tensorrt_version, compute_capability, precision}]   # optional
+    producer: {planner_node, torch, onnx, git_commit}
+
+Loading is a trust boundary: ``yaml.safe_load``, every file path must stay inside the bundle
+directory, every file's sha256 must match, the spec must match, and each ONNX graph's
+declared inputs/outputs must match the graph itself (and may not pull external data from
+outside the bundle) before anything runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from planner_node import spec
+from planner_node.atomic import sha256_file
+
+FORMAT_VERSION = 1
+PLANNER_KINDS = ("hgap", "tap")
+DTYPES = {"float32": np.float32, "int64": np.int64, "float16": np.float16}
+
+
+class BundleError(ValueError):
+    """The bundle is unusable; the message names the file or field and the reason."""
+
+
+def _inside(root: Path, rel: str, what: str) -> Path:
+    if not isinstance(rel, str) or not rel:
+        raise BundleError(f"{root}/manifest.yaml: {what}: file must be a non-empty relative path")
+    p = (root / rel).resolve()
+    if Path(rel).is_absolute() or root.resolve() not in p.parents:
+        raise BundleError(f"{root}/manifest.yaml: {what}: path {rel!r} escapes the bundle directory")
+    return p
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Bundle:
+    root: Path
+    manifest: dict
+
+    @property
+    def planner(self) -> str:
+        return self.manifest["planner"]
+
+    def graph_path(self, name: str) -> Path:
+        return _inside(self.root, self.manifest["graphs"][name]["file"], f"graphs.{name}")
+
+    def io(self, name: str, which: str) -> list[TensorSpec]:
+        return [TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in self.manifest["graphs"][name][which]]
+
+    def normalizer(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v, np.float32) for k, v in self.manifest["normalizer"].items()}
+
+
+def _check_onnx_io(path: Path, declared: dict, where: str) -> None:
+    """The graph's own inputs/outputs must be the ones the manifest declares; no outside data."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - onnx raises DecodeError and others
+        raise BundleError(f"{path}: not a readable ONNX model ({e})") from e
+    for init in model.graph.initializer:
+        for entry in init.external_data:
+            if entry.key == "location":
+                _inside(path.parent, entry.value, f"{where} external data of {init.name}")
+    type_names = {1: "float32", 7: "int64", 10: "float16"}
+    for which, values in (("inputs", model.graph.input), ("outputs", model.graph.output)):
+        actual = []
+        for v in values:
+            t = v.type.tensor_type
+            actual.append({"name": v.name, "dtype": type_names.get(t.elem_type, str(t.elem_type)),
+                           "shape": [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]})
+        want = [{"name": t["name"], "dtype": t["dtype"], "shape": list(t["shape"])} for t in declared[which]]
+        if actual != want:
+            raise BundleError(f"{path}: {which} {actual} do not match manifest {where}.{which} {want}")
+
+
+def load_bundle(path: str | Path, check_graphs: bool = True) -> Bundle:
+    """Read and verify a bundle; raises BundleError naming what is wrong."""
+    root = Path(path)
+    mpath = root / "manifest.yaml"
+    if not mpath.is_file():
+        raise BundleError(f"{mpath}: missing (not a bundle directory)")
+    try:
+        m = yaml.safe_load(mpath.read_text())
+    except yaml.YAMLError as e:
+        raise BundleError(f"{mpath}: invalid YAML ({e})") from e
+    if not isinstance(m, dict):
+        raise BundleError(f"{mpath}: expected a mapping")
+    for key in ("format_version", "planner", "spec_hash", "joint_names", "obs_blocks", "control_period_s",
+                "normalizer", "graphs", "horizon"):
+        if key not in m:
+            raise BundleError(f"{mpath}: missing field {key!r}")
+    if m["format_version"] != FORMAT_VERSION:
+        raise BundleError(f"{mpath}: format_version {m['format_version']!r} unsupported (expected {FORMAT_VERSION})")
+    if m["planner"] not in PLANNER_KINDS:
+        raise BundleError(f"{mpath}: unknown planner kind {m['planner']!r}; valid: {', '.join(PLANNER_KINDS)}")
+    if m["spec_hash"] != spec.SPEC_HASH:
+        raise BundleError(f"{mpath}: spec_hash {m['spec_hash']!r} does not match this build's {spec.SPEC_HASH!r}")
+    if list(m["joint_names"]) != list(spec.JOINT_NAMES):
+        raise BundleError(f"{mpath}: joint_names differ from this robot's joint order")
+    if [list(b) for b in m["obs_blocks"]] != [list(b) for b in spec.OBS_BLOCKS]:
+        raise BundleError(f"{mpath}: obs_blocks differ from this build's observation layout")
+    if abs(float(m["control_period_s"]) - spec.CONTROL_PERIOD_S) > 1e-9:
+        raise BundleError(f"{mpath}: control_period_s {m['control_period_s']} != {spec.CONTROL_PERIOD_S}")
+    for key, size in (("obs_mean", spec.OBS_DIM), ("obs_std", spec.OBS_DIM), ("act_mean", spec.ACTION_DIM),
+                      ("act_std", spec.ACTION_DIM)):
+        v = np.asarray(m["normalizer"].get(key, []), dtype=np.float64)
+        if v.shape != (size,) or not np.all(np.isfinite(v)):
+            raise BundleError(f"{mpath}: normalizer.{key} must be {size} finite numbers")
+    b = Bundle(root, m)
+    for name, g in m["graphs"].items():
+        for field in ("file", "sha256", "inputs", "outputs"):
+            if field not in g:
+                raise BundleError(f"{mpath}: graphs.{name} lacks {field!r}")
+        p = _inside(root, g["file"], f"graphs.{name}")
+        if not p.is_file():
+            raise BundleError(f"{p}: missing (graphs.{name})")
+        if sha256_file(p) != g["sha256"]:
+            raise BundleError(f"{p}: sha256 mismatch (graphs.{name}): modified or corrupt")
+        for which in ("inputs", "outputs"):
+            for t in g[which]:
+                if t.get("dtype") not in DTYPES or not all(isinstance(d, int) and d > 0 for d in t.get("shape", [])):
+                    raise BundleError(f"{mpath}: graphs.{name}.{which}: bad tensor spec {t}")
+        if check_graphs:
+            _check_onnx_io(p, g, f"graphs.{name}")
+    for i, plan in enumerate(m.get("plans", []) or []):
+        p = _inside(root, plan.get("file", ""), f"plans[{i}]")
+        if not p.is_file() or sha256_file(p) != plan.get("sha256"):
+            raise BundleError(f"{p}: missing or sha256 mismatch (plans[{i}])")
+    return b

@@ -1,0 +1,123 @@
+"""One Engine interface (named arrays in, named arrays out), backends chosen by name, imported lazily.
+
+* ``onnxruntime``: CPU; CUDA / TensorRT execution providers when onnxruntime-gpu is installed.
+  Preallocated outputs bound with IO binding, so a tick does not allocate.
+* ``tensorrt``: a serialized plan (see ``planner_node.export.tensorrt``), execute_async_v3 on
+  preallocated device buffers, optionally captured into a CUDA graph (fixed shapes).
+* ``torch``: the PyTorch reference modules (bundle's ``reference.pt``), for parity and benchmarks.
+
+``make_engine`` never imports torch unless ``backend == "torch"``.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from planner_node.runtime.bundle import DTYPES, Bundle
+
+
+class Engine(ABC):
+    """Runs one graph of a bundle: ``run({name: array}) -> {name: array}``."""
+
+    backend: str = "?"
+
+    def __init__(self, bundle: Bundle, graph: str):
+        self.graph = graph
+        self.inputs = bundle.io(graph, "inputs")
+        self.outputs = bundle.io(graph, "outputs")
+
+    @abstractmethod
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ...
+
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        for t in self.inputs:
+            a = feeds.get(t.name)
+            if a is None or a.shape != t.shape or a.dtype != DTYPES[t.dtype]:
+                got = None if a is None else (a.shape, a.dtype)
+                raise ValueError(f"{self.graph}: input {t.name} must be {t.dtype}{list(t.shape)}, got {got}")
+
+
+class OnnxRuntimeEngine(Engine):
+    backend = "onnxruntime"
+
+    def __init__(self, bundle: Bundle, graph: str, providers: list[str] | None = None, threads: int = 0):
+        super().__init__(bundle, graph)
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        available = ort.get_available_providers()
+        wanted = providers or [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                           "CPUExecutionProvider") if p in available]
+        self.session = ort.InferenceSession(str(bundle.graph_path(graph)), sess_options=opts, providers=wanted)
+        self.providers = self.session.get_providers()
+        self._out = {t.name: np.empty(t.shape, DTYPES[t.dtype]) for t in self.outputs}
+        self._binding = self.session.io_binding()
+
+    def run(self, feeds):
+        b = self._binding
+        for t in self.inputs:
+            b.bind_cpu_input(t.name, np.ascontiguousarray(feeds[t.name]))
+        for name, arr in self._out.items():
+            b.bind_output(name, "cpu", 0, arr.dtype, arr.shape, arr.ctypes.data)
+        self.session.run_with_iobinding(b)
+        return self._out
+
+
+class TorchEngine(Engine):
+    backend = "torch"
+
+    def __init__(self, bundle: Bundle, graph: str, threads: int = 0):
+        super().__init__(bundle, graph)
+        import torch
+
+        from planner_node.atomic import sha256_file
+        from planner_node.export.graphs import DecoderGraph, PriorStepGraph
+        from planner_node.models.config import config_from_dict
+        from planner_node.models.prior import LatentPrior
+        from planner_node.models.vqvae import TrajectoryVQVAE
+        from planner_node.runtime.bundle import BundleError, _inside
+
+        ref = bundle.manifest.get("reference") or {}
+        path = _inside(bundle.root, ref.get("file", ""), "reference")
+        if not path.is_file() or sha256_file(path) != ref.get("sha256"):
+            raise BundleError(f"{path}: missing or sha256 mismatch (reference)")
+        if threads:
+            torch.set_num_threads(threads)
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = config_from_dict(bundle.manifest["model_config"])
+        if graph == "prior_step":
+            m = LatentPrior(cfg.vq, cfg.prior)
+            m.load_state_dict(weights["prior"])
+            self.module = PriorStepGraph(m).eval()
+        else:
+            m = TrajectoryVQVAE(cfg.vq)
+            m.load_state_dict(weights["vq"])
+            self.module = DecoderGraph(m).eval()
+        self._torch = torch
+
+    def run(self, feeds):
+        with self._torch.inference_mode():
+            outs = self.module(*[self._torch.from_numpy(np.ascontiguousarray(feeds[t.name])) for t in self.inputs])
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        return {t.name: o.numpy() for t, o in zip(self.outputs, outs)}
+
+
+#: name -> "module:Class"; TensorRT lives with its plan cache logic.
+BACKENDS = {
+    "onnxruntime": "planner_node.runtime.engine:OnnxRuntimeEngine",
+    "tensorrt": "planner_node.runtime.tensorrt_engine:TensorRTEngine",
+    "torch": "planner_node.runtime.engine:TorchEngine",
+}
+
+
+def make_engine(bundle: Bundle, graph: str, backend: str = "onnxruntime", **kw) -> Engine:
+    if backend not in BACKENDS:
+        raise KeyError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    module, cls = BACKENDS[backend].split(":")
+    return getattr(importlib.import_module(module), cls)(bundle, graph, **kw)
