@@ -1,0 +1,242 @@
+"""Export round trip, graph and plan parity (torch vs ONNX Runtime), bundle refusal, TensorRT keys."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from planner_node.planning import PlanRequest
+from planner_node.runtime.bundle import BundleError, load_bundle
+from planner_node.runtime.plan_cache import decide, plan_key
+
+GRAPH_ATOL = 1e-4    # max abs diff per graph output, ONNX Runtime vs torch, fp32
+ACTION_ATOL = 1e-4   # first action, runtime planner vs PyTorch reference planner
+
+
+@pytest.fixture(scope="module")
+def hgap_bundle(hgap_run, tmp_path_factory):
+    from planner_node.export.bundle_writer import export_bundle
+    out = tmp_path_factory.mktemp("bundles") / "hgap"
+    export_bundle(hgap_run, out, samples=16)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tap_bundle(tap_run, tmp_path_factory):
+    from planner_node.export.bundle_writer import export_bundle
+    out = tmp_path_factory.mktemp("bundles") / "tap"
+    export_bundle(tap_run, out, beam=8, expansion=2)
+    return out
+
+
+def test_bundle_round_trip(hgap_bundle, hgap_run):
+    from planner_node import spec
+    b = load_bundle(hgap_bundle)
+    m = b.manifest
+    assert m["planner"] == "hgap" and m["spec_hash"] == spec.SPEC_HASH and m["joint_names"] == list(spec.JOINT_NAMES)
+    assert m["planner_defaults"]["samples"] == 16
+    assert [t.shape for t in b.io("prior_step", "inputs")][0] == (16, 224)
+    for g in m["graphs"].values():
+        assert g["parity_max_abs_err"] <= GRAPH_ATOL
+    assert (hgap_bundle / "CARD.md").read_text().startswith("# Bundle card")
+    with pytest.raises(Exception, match="already exists"):
+        from planner_node.export.bundle_writer import export_bundle
+        export_bundle(hgap_run, hgap_bundle)
+
+
+@pytest.mark.parametrize("graph", ["prior_step", "decoder"])
+def test_graph_parity_onnxruntime_vs_torch(hgap_bundle, graph):
+    from planner_node.runtime.engine import make_engine
+    b = load_bundle(hgap_bundle)
+    ort_e, torch_e = make_engine(b, graph, "onnxruntime"), make_engine(b, graph, "torch")
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for t in ort_e.inputs:
+        if t.dtype == "int64":
+            hi = 1 if t.name == "pos" else b.manifest["codebook_size"]
+            feeds[t.name] = rng.integers(0, hi if t.name != "pos" else 3, t.shape).astype(np.int64)
+        else:
+            feeds[t.name] = rng.normal(size=t.shape).astype(np.float32) * (0.1 if "cache" in t.name else 1)
+    a, c = ort_e.run(feeds), torch_e.run(feeds)
+    for t in ort_e.outputs:
+        assert np.max(np.abs(a[t.name] - c[t.name])) <= GRAPH_ATOL
+
+
+def test_plan_parity_hgap(hgap_bundle, hgap_run, env):
+    from planner_node.models.planners import HGAPPlanner
+    from planner_node.runtime.latent_planners import runtime_planner
+    ref = HGAPPlanner(str(hgap_run), samples=16, seed=3, threads=1)
+    rt = runtime_planner(hgap_bundle, seed=3)
+    obs = env.reset(4)
+    for _ in range(3):  # several ticks: the random streams stay in lockstep
+        a = ref.plan(PlanRequest(obs=obs, task="forward"))
+        b = rt.plan(PlanRequest(obs=obs, task="forward"))
+        assert a.info["tokens"] == b.info["tokens"]
+        np.testing.assert_allclose(b.actions[0], a.actions[0], atol=ACTION_ATOL)
+        obs, _ = env.step(b.actions[0])
+
+
+def test_plan_parity_tap(tap_bundle, tap_run, env):
+    from planner_node.models.planners import TAPPlanner
+    from planner_node.runtime.latent_planners import runtime_planner
+    ref = TAPPlanner(str(tap_run), beam=8, expansion=2, seed=5, threads=1)
+    rt = runtime_planner(tap_bundle, seed=5)
+    obs = env.reset(6)
+    a, b = ref.plan(PlanRequest(obs=obs, task="stand")), rt.plan(PlanRequest(obs=obs, task="stand"))
+    assert a.info["tokens"] == b.info["tokens"]
+    np.testing.assert_allclose(b.actions[0], a.actions[0], atol=ACTION_ATOL)
+
+
+def test_runtime_never_imports_torch(hgap_bundle):
+    code = f"""
+import sys, numpy as np
+from planner_node.runtime.latent_planners import runtime_planner
+from planner_node.planning import PlanRequest
+from planner_node.sim.env import HumanoidEnv
+env = HumanoidEnv(); obs = env.reset(0)
+p = runtime_planner({str(hgap_bundle)!r}, backend="onnxruntime")
+for _ in range(3):
+    obs, _ = env.step(p.plan(PlanRequest(obs=obs, task="stand")).actions[0])
+print("TORCH" if "torch" in sys.modules else "NO_TORCH")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("NO_TORCH")
+
+
+def test_deadline_returns_shifted_previous_plan(hgap_bundle, env):
+    import time
+    from planner_node.runtime.latent_planners import runtime_planner
+    p = runtime_planner(hgap_bundle, seed=0)
+    obs = env.reset(0)
+    with pytest.raises(TimeoutError):
+        p.plan(PlanRequest(obs=obs, task="stand", deadline=time.perf_counter() - 1))
+    first = p.plan(PlanRequest(obs=obs, task="stand"))
+    late = p.plan(PlanRequest(obs=obs, task="stand", deadline=time.perf_counter() - 1))
+    assert "fallback" in late.info
+    np.testing.assert_array_equal(late.actions[:-1], first.actions[1:])
+
+
+def _copy(src, tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_manifest(b, fn):
+    m = yaml.safe_load((b / "manifest.yaml").read_text())
+    fn(m)
+    (b / "manifest.yaml").write_text(yaml.safe_dump(m))
+
+
+def test_changed_byte_refused(hgap_bundle, tmp_path):
+    b = _copy(hgap_bundle, tmp_path)
+    data = bytearray((b / "decoder.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (b / "decoder.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="decoder.onnx: sha256 mismatch"):
+        load_bundle(b)
+
+
+def test_edited_shape_refused(hgap_bundle, tmp_path):
+    b = _copy(hgap_bundle, tmp_path)
+    _edit_manifest(b, lambda m: m["graphs"]["decoder"]["inputs"][0].update(shape=[32, 4]))
+    with pytest.raises(BundleError, match="inputs .* do not match manifest graphs.decoder.inputs"):
+        load_bundle(b)
+
+
+def test_path_escape_refused(hgap_bundle, tmp_path):
+    b = _copy(hgap_bundle, tmp_path)
+    shutil.copy(b / "decoder.onnx", tmp_path / "evil.onnx")
+    _edit_manifest(b, lambda m: m["graphs"]["decoder"].update(file="../evil.onnx"))
+    with pytest.raises(BundleError, match="escapes the bundle"):
+        load_bundle(b)
+
+
+def test_unknown_planner_kind_refused(hgap_bundle, tmp_path):
+    b = _copy(hgap_bundle, tmp_path)
+    _edit_manifest(b, lambda m: m.update(planner="dreamer"))
+    with pytest.raises(BundleError, match="unknown planner kind 'dreamer'"):
+        load_bundle(b)
+
+
+def test_external_data_outside_bundle_refused(hgap_bundle, tmp_path):
+    import onnx
+
+    from planner_node.atomic import sha256_file
+    b = _copy(hgap_bundle, tmp_path)
+    model = onnx.load(str(b / "decoder.onnx"))
+    init = model.graph.initializer[0]  # point one weight at a file outside the bundle (by hand:
+    init.ClearField("raw_data")        # onnx's own helper refuses to write such a path)
+    init.data_location = onnx.TensorProto.EXTERNAL
+    init.external_data.add(key="location", value="../stolen.bin")
+    (b / "decoder.onnx").write_bytes(model.SerializeToString())
+    _edit_manifest(b, lambda m: m["graphs"]["decoder"].update(sha256=sha256_file(b / "decoder.onnx")))
+    with pytest.raises(BundleError, match="external data .* escapes the bundle"):
+        load_bundle(b)
+
+
+def test_cli_verify_exit_codes(hgap_bundle, tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "planner_node.cli", "verify", str(hgap_bundle)], capture_output=True,
+                        text=True, timeout=120)
+    assert ok.returncode == 0 and "OK" in ok.stdout
+    b = _copy(hgap_bundle, tmp_path)
+    (b / "prior_step.onnx").write_bytes(b"junk")
+    bad = subprocess.run([sys.executable, "-m", "planner_node.cli", "verify", str(b)], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 1 and "prior_step.onnx: sha256 mismatch" in bad.stderr
+
+
+# --- TensorRT plan keys and fallback (pure logic, no GPU needed) --------------------------------
+
+MACHINE = {"trt_version": "10.13.0", "compute_capability": "8.7"}  # e.g. Jetson Orin
+
+
+def test_plan_key_separates_machines():
+    k = plan_key("ab" * 32, "10.13.0", "8.7", "fp16")
+    assert k != plan_key("ab" * 32, "10.13.0", "8.9", "fp16")
+    assert k != plan_key("ab" * 32, "11.0.0", "8.7", "fp16")
+    assert k != plan_key("cd" * 32, "10.13.0", "8.7", "fp16")
+    assert k != plan_key("ab" * 32, "10.13.0", "8.7", "fp32")
+
+
+def test_decide_each_case(tmp_path):
+    sha = "ab" * 32
+    key = plan_key(sha, MACHINE["trt_version"], MACHINE["compute_capability"], "fp16")
+    mine = [{"graph": "decoder", "file": "decoder.x.plan", "key": key}]
+    other = [{"graph": "decoder", "file": "decoder.y.plan", "key": plan_key(sha, "10.13.0", "9.0", "fp16")}]
+    assert decide("decoder", sha, tmp_path, mine, MACHINE, cache_dir=tmp_path).action == "use_bundle_plan"
+    d = decide("decoder", sha, tmp_path, other, MACHINE, cache_dir=tmp_path)
+    assert d.action == "rebuild" and "other machines" in d.reason and d.path.parent == tmp_path
+    d.path.write_bytes(b"plan")
+    assert decide("decoder", sha, tmp_path, other, MACHINE, cache_dir=tmp_path).action == "use_cached_plan"
+    d = decide("decoder", sha, tmp_path, other, MACHINE, cache_dir=tmp_path / "empty", can_build=False)
+    assert d.action == "fallback_onnxruntime" and "ONNX Runtime" in d.reason
+    d = decide("decoder", sha, tmp_path, mine, None, cache_dir=tmp_path)
+    assert d.action == "fallback_onnxruntime" and "not available" in d.reason
+
+
+def test_tensorrt_backend_falls_back_here_and_says_why(hgap_bundle):
+    from planner_node.export.tensorrt import machine_info
+    from planner_node.runtime.engine import make_engine
+    if machine_info() is not None:
+        pytest.skip("a TensorRT GPU is present: the fallback path is not taken here")
+    e = make_engine(load_bundle(hgap_bundle), "decoder", "tensorrt")
+    assert e.backend == "onnxruntime" and "not available" in e.fallback_reason
+
+
+def test_tensorrt_build_and_parity_gpu_only(hgap_bundle, tmp_path):
+    """GPU-only: build a plan from the bundle's ONNX and compare with ONNX Runtime (FP16 tolerance)."""
+    from planner_node.export.tensorrt import machine_info
+    if machine_info() is None:
+        pytest.skip("GPU-only: TensorRT and a CUDA GPU are not available on this machine")
+    from planner_node.runtime.engine import make_engine
+    b = load_bundle(hgap_bundle)
+    trt_e, ort_e = make_engine(b, "decoder", "tensorrt"), make_engine(b, "decoder", "onnxruntime")
+    rng = np.random.default_rng(0)
+    feeds = {"tokens": rng.integers(0, b.manifest["codebook_size"], trt_e.inputs[0].shape).astype(np.int64),
+             "state": rng.normal(size=trt_e.inputs[1].shape).astype(np.float32)}
+    np.testing.assert_allclose(trt_e.run(feeds)["trajectory"], ort_e.run(feeds)["trajectory"], atol=5e-2)
