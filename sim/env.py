@@ -90,5 +90,8 @@ class HumanoidEnv:
         if cfg.push_every and self.t > 0 and self.t % cfg.push_every == 0:
             self.push()
         mujoco.mj_step(self.model, self.data, nstep=spec.SUBSTEPS)
+        # mj_step leaves sensordata computed *before* its last integration (5 ms stale);
+        # recompute at the current state, as dm_control does, so obs == f(state) exactly.
+        mujoco.mj_forward(self.model, self.data)
         self.t += 1
         return self.observation(), fallen(self.model, self.data, self.layout)
