@@ -1,0 +1,295 @@
+"""The planner node: a thin rclpy lifecycle shell over ``planner_node.controller``.
+
+configure: read parameters (each maps to ControllerConfig or the bundle), verify and load the
+bundle, warm it up; fail naming the parameter. activate: start the control timer.
+deactivate: stop commanding. Parameters marked static are refused at run time; dynamic ones
+(task, deadline_ms, bundle_path) apply at the next tick. Setting ``bundle_path`` verifies the
+bundle synchronously (a bad one is rejected with the reason), then loads and warms it up on a
+worker thread and swaps at a tick boundary; the old planner keeps commanding meanwhile.
+
+Threads: subscriptions and the timer are in separate callback groups of a multi-threaded
+executor, so planning never blocks message callbacks; the tick reads the latest state.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from planner_node import spec
+from planner_node.controller import Controller, ControllerConfig
+from planner_node.ros_convert import joint_state_arrays, odometry_arrays, stamp_s
+from planner_node.state_estimator import MeasuredState, StateError
+
+# name: (default, static?, description)
+PARAMETERS = {
+    "planner": ("bundle", True, "bundle (run bundle_path) | mppi (ground truth, sim only) | zero"),
+    "bundle_path": ("", False, "engine bundle directory; set at run time to hot-swap"),
+    "backend": ("onnxruntime", True, "engine backend: onnxruntime | tensorrt | torch"),
+    "task": ("stand", False, "task scored by the planner; /cmd_vel drives 'track'"),
+    "control_period": (spec.CONTROL_PERIOD_S, True, "control period [s] (the models' 0.03)"),
+    "deadline_ms": (25.0, False, "planning deadline per tick [ms]"),
+    "safety_filter": (False, True, "Lyapunov-density safety filter (not available yet: must be false)"),
+    "fallback": ("hold", True, "what to command without a fresh plan: hold"),
+    "lockstep": (False, True, "tick once per new state (deterministic closed loop with a lockstep sim)"),
+    "mppi_samples": (16, True, "samples for planner=mppi"),
+    "seed": (0, True, "planner random seed"),
+    "autostart": (True, True, "configure and activate on start (pip installs have no lifecycle manager)"),
+}
+
+
+class PlannerNode(LifecycleNode):
+    def __init__(self, **kw):
+        super().__init__("planner", **kw)
+        for name, (default, static, desc) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=desc, read_only=False))
+        self._static = {n for n, (_, s, _) in PARAMETERS.items() if s}
+        self._configured = False
+        self.controller: Controller | None = None
+        self._lock = threading.Lock()
+        self._joint = None     # (stamp, pos, vel)
+        self._odom = None      # (stamp, pos, quat, lin, ang)
+        self._new_state = False
+        self._received = 0.0
+        self._last_stamp = {"joint_states": -1.0, "odom": -1.0}
+        self._cmd_twist = (0.0, 0.0, 0.0)
+        self._pending = None   # (planner, bundle_path) ready to swap in
+        self.active_bundle = ""
+        self._rejects: dict[str, int] = {}
+        self._timer = None
+        self._cb_state = MutuallyExclusiveCallbackGroup()
+        self._cb_tick = MutuallyExclusiveCallbackGroup()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # -- parameters ------------------------------------------------------------------------------
+    def p(self, name):
+        return self.get_parameter(name).value
+
+    def _config(self) -> ControllerConfig:
+        return ControllerConfig(control_period=float(self.p("control_period")), deadline_ms=float(self.p("deadline_ms")),
+                                task=self.p("task"), fallback=self.p("fallback"))
+
+    def _make_planner(self, bundle_path: str):
+        kind = self.p("planner")
+        if kind == "bundle":
+            if not bundle_path:
+                raise ValueError("bundle_path: empty, but planner is 'bundle'")
+            from planner_node.runtime.latent_planners import runtime_planner
+            return runtime_planner(bundle_path, backend=self.p("backend"), seed=int(self.p("seed")))
+        if kind == "mppi":
+            from planner_node.sim.mppi import MPPIPlanner
+            return MPPIPlanner(samples=int(self.p("mppi_samples")), seed=int(self.p("seed")), threads=1)
+        if kind == "zero":
+            from planner_node.sim.baselines import ZeroPlanner
+            return ZeroPlanner()
+        raise ValueError(f"planner: unknown planner {kind!r}; valid: bundle, mppi, zero")
+
+    def _warm_up(self, planner) -> None:
+        from planner_node.planning import PlanRequest
+        from planner_node.sim.env import HumanoidEnv
+        env = HumanoidEnv()
+        obs = env.reset(0)
+        for _ in range(3):
+            planner.plan(PlanRequest(obs=obs, task=self.p("task"), sim_state=env.get_state()))
+        planner.reset(int(self.p("seed")))
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for prm in params:
+            if not self._configured:
+                continue
+            if prm.name in self._static:
+                return SetParametersResult(successful=False, reason=f"{prm.name} is static: set it before configure")
+            if prm.name == "task":
+                from planner_node.sim.tasks import TASKS
+                if prm.value not in TASKS:
+                    return SetParametersResult(successful=False, reason=f"task: unknown {prm.value!r}; valid: {', '.join(TASKS)}")
+            if prm.name == "deadline_ms":
+                try:
+                    ControllerConfig(deadline_ms=float(prm.value), task=self.p("task"))
+                except (ValueError, TypeError) as e:
+                    return SetParametersResult(successful=False, reason=str(e))
+            if prm.name == "bundle_path":
+                from planner_node.runtime.bundle import BundleError, load_bundle
+                try:
+                    load_bundle(prm.value)  # verify synchronously: reject a bad bundle with the reason
+                except (BundleError, OSError) as e:
+                    self._reject("bundle_path", str(e))
+                    return SetParametersResult(successful=False, reason=f"bundle_path: {e}")
+                threading.Thread(target=self._load_swap, args=(prm.value,), daemon=True).start()
+        return SetParametersResult(successful=True)
+
+    def _load_swap(self, path: str) -> None:
+        try:
+            planner = self._make_planner(path)
+            self._warm_up(planner)
+        except Exception as e:  # noqa: BLE001 - keep the old bundle on any failure
+            self._reject("bundle_path", f"load/warm-up failed, keeping {self.active_bundle}: {e}")
+            return
+        with self._lock:
+            self._pending = (planner, path)
+
+    def _reject(self, what: str, why: str) -> None:
+        self._rejects[what] = self._rejects.get(what, 0) + 1
+        self.get_logger().warn(f"rejected {what}: {why}", throttle_duration_sec=1.0)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            if self.p("safety_filter"):
+                raise ValueError("safety_filter: the Lyapunov-density filter is not built yet; set it false")
+            cfg = self._config()
+            planner = self._make_planner(self.p("bundle_path"))
+            self._warm_up(planner)
+        except Exception as e:  # noqa: BLE001 - report any configure failure by parameter
+            self.get_logger().error(f"configure failed: {e}")
+            return TransitionCallbackReturn.FAILURE
+        self.controller = Controller(planner, cfg)
+        self.active_bundle = self.p("bundle_path") or self.p("planner")
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_cmd = self.create_lifecycle_publisher(Float64MultiArray, "/humanoid/joint_commands", qos)
+        self.pub_plan = self.create_lifecycle_publisher(JointTrajectory, "~/plan", 1)
+        self.pub_diag = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_states, 10, callback_group=self._cb_state)
+        self.create_subscription(Odometry, "/odom", self._on_odom, 10, callback_group=self._cb_state)
+        self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, 10, callback_group=self._cb_state)
+        self._configured = True
+        self.get_logger().info(f"configured: planner {self.active_bundle} ({self.p('backend')}), task {cfg.task}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        # Ticks are paced by a steady clock whatever use_sim_time says: a robot's control loop
+        # runs in real time, and a lockstep sim only advances when it receives our command.
+        from rclpy.clock import Clock, ClockType
+        self._timer = self.create_timer(float(self.p("control_period")), self._tick, callback_group=self._cb_tick,
+                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, callback_group=self._cb_state)
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        for t in (self._timer, getattr(self, "_diag_timer", None)):
+            if t is not None:
+                self.destroy_timer(t)
+        self._timer = None
+        return super().on_deactivate(state)
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def _check_stamp(self, topic: str, t: float) -> None:
+        if t < self._last_stamp[topic]:
+            raise StateError(f"/{topic}: stamp went backwards ({t:.3f} < {self._last_stamp[topic]:.3f})")
+        self._last_stamp[topic] = t
+
+    def _on_joint_states(self, msg: JointState) -> None:
+        try:
+            pos, vel = joint_state_arrays(msg)
+            t = stamp_s(msg.header)
+            self._check_stamp("joint_states", t)
+        except StateError as e:
+            return self._reject("joint_states", str(e))
+        with self._lock:
+            self._joint = (t, pos, vel)
+            self._received = time.monotonic()  # staleness is judged by arrival, on a steady clock
+            self._new_state = True
+
+    def _on_odom(self, msg: Odometry) -> None:
+        try:
+            arrs = odometry_arrays(msg)
+            t = stamp_s(msg.header)
+            self._check_stamp("odom", t)
+        except StateError as e:
+            return self._reject("odom", str(e))
+        with self._lock:
+            self._odom = (t, *arrs)
+
+    def _on_cmd_vel(self, msg: Twist) -> None:
+        v = (msg.linear.x, msg.linear.y, msg.angular.z)
+        if not all(np.isfinite(v)):
+            return self._reject("cmd_vel", "NaN or Inf")
+        self._cmd_twist = v
+
+    # -- the tick --------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        t0 = time.perf_counter()
+        with self._lock:
+            if self.p("lockstep") and not self._new_state and self._joint is not None:
+                return  # lockstep: one command per new state
+            self._new_state = False
+            joint, odom = self._joint, self._odom
+            if self._pending is not None:  # hot swap at a tick boundary
+                planner, path = self._pending
+                self._pending = None
+                self.controller.swap_planner(planner)
+                self.active_bundle = path
+                self.get_logger().info(f"swapped to bundle {path}")
+        state = None
+        if joint is not None and odom is not None:
+            state = MeasuredState(self._received, joint[1], joint[2], odom[1], odom[2], odom[3], odom[4])
+        now = time.monotonic()
+        res = self.controller.tick(state, now, task=self.p("task"), command=self._cmd_twist, tick_start=t0)
+        self.pub_cmd.publish(Float64MultiArray(data=res.positions.tolist()))
+        if res.plan is not None:
+            self._publish_plan(res.plan.actions)
+
+    def _publish_plan(self, actions: np.ndarray) -> None:
+        msg = JointTrajectory()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.joint_names = list(spec.JOINT_NAMES)
+        positions = self.controller.estimator.action_to_positions(actions)
+        for k, q in enumerate(positions):
+            pt = JointTrajectoryPoint(positions=q.tolist())
+            t = (k + 1) * float(self.p("control_period"))
+            pt.time_from_start.sec, pt.time_from_start.nanosec = int(t), int((t % 1) * 1e9)
+            msg.points.append(pt)
+        self.pub_plan.publish(msg)
+
+    def _publish_diagnostics(self) -> None:
+        if self.controller is None:
+            return
+        s = self.controller.stats()
+        s.update({f"rejected_{k}": v for k, v in self._rejects.items()})
+        st = DiagnosticStatus(name="planner_node", hardware_id="humanoid", message=f"bundle {self.active_bundle}")
+        st.level = DiagnosticStatus.OK if s.get("deadline_misses", 0) == 0 else DiagnosticStatus.WARN
+        st.values = [KeyValue(key="active_bundle", value=self.active_bundle)] + [
+            KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in sorted(s.items())]
+        msg = DiagnosticArray(status=[st])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(msg)
+
+
+def main(argv=None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = PlannerNode()
+    ex = MultiThreadedExecutor(num_threads=3)
+    ex.add_node(node)
+    if node.p("autostart"):
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            node.get_logger().fatal("configure failed; exiting")
+            node.destroy_node()
+            rclpy.try_shutdown()
+            return 1
+        node.trigger_activate()
+    try:
+        ex.spin()
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""ROS messages <-> arrays in spec order, with validation that names what is wrong.
+
+Real robots publish more joints than a planner commands: extra names are ignored; a missing
+spec joint, a length mismatch, NaN/Inf or a stamp going backwards is rejected.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from planner_node import spec
+from planner_node.state_estimator import StateError
+
+_INDEX = {n: i for i, n in enumerate(spec.JOINT_NAMES)}
+
+
+def stamp_s(header) -> float:
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+def joint_state_arrays(msg) -> tuple[np.ndarray, np.ndarray]:
+    """sensor_msgs/JointState -> (positions, velocities) in spec order."""
+    n = len(msg.name)
+    if len(msg.position) != n:
+        raise StateError(f"/joint_states: {n} names but {len(msg.position)} positions")
+    if len(msg.velocity) != n:
+        raise StateError(f"/joint_states: {n} names but {len(msg.velocity)} velocities")
+    pos = np.full(spec.NUM_JOINTS, np.nan)
+    vel = np.full(spec.NUM_JOINTS, np.nan)
+    for name, p, v in zip(msg.name, msg.position, msg.velocity):
+        i = _INDEX.get(name)
+        if i is not None:
+            pos[i], vel[i] = p, v
+    missing = [spec.JOINT_NAMES[i] for i in np.flatnonzero(np.isnan(pos))]
+    if missing:
+        raise StateError(f"/joint_states: missing joints {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(vel))):
+        raise StateError("/joint_states: NaN or Inf in position/velocity")
+    return pos, vel
+
+
+def odometry_arrays(msg) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """nav_msgs/Odometry -> base position, quaternion (w, x, y, z), twist in the base frame."""
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    lin, ang = msg.twist.twist.linear, msg.twist.twist.angular
+    arrs = (np.array([p.x, p.y, p.z]), np.array([q.w, q.x, q.y, q.z]),
+            np.array([lin.x, lin.y, lin.z]), np.array([ang.x, ang.y, ang.z]))
+    if not all(np.all(np.isfinite(a)) for a in arrs):
+        raise StateError("/odom: NaN or Inf in pose or twist")
+    if not 0.5 < np.linalg.norm(arrs[1]) < 1.5:
+        raise StateError(f"/odom: orientation is not a unit quaternion (norm {np.linalg.norm(arrs[1]):.3f})")
+    return arrs
+
+
+def command_array(msg) -> np.ndarray:
+    """std_msgs/Float64MultiArray of 56 joint position targets [rad] in spec order."""
+    a = np.asarray(msg.data, dtype=float)
+    if a.shape != (spec.NUM_JOINTS,):
+        raise StateError(f"/humanoid/joint_commands: expected {spec.NUM_JOINTS} values, got {a.size}")
+    if not np.all(np.isfinite(a)):
+        raise StateError("/humanoid/joint_commands: NaN or Inf")
+    return a

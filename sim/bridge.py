@@ -1,0 +1,158 @@
+"""The MuJoCo sim bridge node: the humanoid in place of the robot, over real ROS 2 topics.
+
+Publishes /clock, /joint_states (56 joints: position, velocity, effort = actuator force) and
+/odom (floating base pose in the world frame ``odom``; twist in the base frame ``base``, as
+nav_msgs/Odometry specifies); applies /humanoid/joint_commands (56 position targets [rad],
+spec order). Modes: ``realtime`` steps one control period per timer tick with the latest
+command; ``lockstep`` steps once per received command (or after ``lockstep_timeout_s`` with
+the last one), so closed-loop tests are deterministic on a slow machine. Services:
+``~/reset`` and ``~/push`` (std_srvs/Trigger).
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from nav_msgs.msg import Odometry
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from planner_node import spec
+from planner_node.ros_convert import command_array
+from planner_node.sim.env import EnvConfig, HumanoidEnv
+from planner_node.state_estimator import StateError
+
+
+def _stamp(t: float) -> Time:
+    ns = int(round(t * 1e9))  # round once, then split (rounding the fraction can carry into sec)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+class SimBridge(Node):
+    def __init__(self, **kw):
+        super().__init__("sim_bridge", **kw)
+        self.declare_parameter("mode", "lockstep")
+        self.declare_parameter("lockstep_timeout_s", 0.5)
+        self.declare_parameter("seed", 0)
+        self.declare_parameter("push_every", 0)
+        self.declare_parameter("push_speed", 0.25)
+        self.declare_parameter("max_steps", 0)
+        mode = self.get_parameter("mode").value
+        if mode not in ("lockstep", "realtime"):
+            raise ValueError(f"mode: unknown {mode!r}; valid: lockstep, realtime")
+        self.mode = mode
+        self.env = HumanoidEnv(EnvConfig(push_every=int(self.get_parameter("push_every").value),
+                                         push_speed=float(self.get_parameter("push_speed").value)))
+        self.env.reset(int(self.get_parameter("seed").value))
+        self.action = self.env.zero_action.copy()
+        self.steps, self.fell, self.rejected = 0, False, 0
+        self._got_command = threading.Event()
+        self._lock = threading.Lock()
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_clock = self.create_publisher(Clock, "/clock", 10)
+        self.pub_js = self.create_publisher(JointState, "/joint_states", 10)
+        self.pub_odom = self.create_publisher(Odometry, "/odom", 10)
+        cb = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Float64MultiArray, "/humanoid/joint_commands", self._on_command, qos, callback_group=cb)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=cb)
+        self.create_service(Trigger, "~/push", self._on_push, callback_group=cb)
+        self._publish_state()
+        if mode == "realtime":
+            self.create_timer(spec.CONTROL_PERIOD_S, self._step, callback_group=MutuallyExclusiveCallbackGroup())
+        else:
+            threading.Thread(target=self._lockstep_loop, daemon=True).start()
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        try:
+            positions = command_array(msg)
+        except StateError as e:
+            self.rejected += 1
+            self.get_logger().warn(f"rejected command: {e}", throttle_duration_sec=1.0)
+            return
+        with self._lock:
+            self.action = self.env.layout.hold_action(positions)
+        self._got_command.set()
+
+    def _on_reset(self, req, resp):
+        with self._lock:
+            self.env.reset(int(self.get_parameter("seed").value))
+            self.action = self.env.zero_action.copy()
+            self.fell = False
+        resp.success, resp.message = True, "reset"
+        return resp
+
+    def _on_push(self, req, resp):
+        with self._lock:
+            self.env.push()
+        resp.success, resp.message = True, f"pushed at {self.env.config.push_speed} m/s"
+        return resp
+
+    def _lockstep_loop(self) -> None:
+        timeout = float(self.get_parameter("lockstep_timeout_s").value)
+        while rclpy.ok():
+            self._got_command.wait(timeout)
+            self._got_command.clear()
+            self._step()
+
+    def _step(self) -> None:
+        max_steps = int(self.get_parameter("max_steps").value)
+        if max_steps and self.steps >= max_steps:
+            return
+        with self._lock:
+            _, fell = self.env.step(self.action)
+            self.fell = self.fell or fell
+            self.steps += 1
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        d, lay = self.env.data, self.env.layout
+        t = float(d.time)
+        self.pub_clock.publish(Clock(clock=_stamp(t)))
+        js = JointState()
+        js.header.stamp = _stamp(t)
+        js.name = list(spec.JOINT_NAMES)
+        js.position = d.qpos[lay.qpos_idx].tolist()
+        js.velocity = d.qvel[lay.qvel_idx].tolist()
+        js.effort = d.actuator_force[lay.ctrl_idx].tolist()
+        od = Odometry()
+        od.header.stamp = _stamp(t)
+        od.header.frame_id, od.child_frame_id = "odom", "base"
+        p, q = od.pose.pose.position, od.pose.pose.orientation
+        p.x, p.y, p.z = d.qpos[0:3].tolist()
+        q.w, q.x, q.y, q.z = d.qpos[3:7].tolist()
+        R = d.xmat[1].reshape(3, 3)  # body 1 is the root (floating base)
+        lin = R.T @ d.qvel[0:3]
+        od.twist.twist.linear.x, od.twist.twist.linear.y, od.twist.twist.linear.z = lin.tolist()
+        ang = d.qvel[3:6]
+        od.twist.twist.angular.x, od.twist.twist.angular.y, od.twist.twist.angular.z = ang.tolist()
+        self.pub_odom.publish(od)
+        self.pub_js.publish(js)
+
+
+def main(argv=None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = SimBridge()
+    ex = MultiThreadedExecutor(num_threads=2)
+    ex.add_node(node)
+    try:
+        ex.spin()
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
