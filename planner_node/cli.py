@@ -6,6 +6,7 @@
     planner export --checkpoint RUN --out BUNDLE [--tensorrt]
     planner verify BUNDLE
     planner bench --bundle BUNDLE --ticks N [--json FILE]
+    planner up humanoid [--bundle B] [--lockstep] [--duration S]
     planner train --config config/train/<name>.yaml --data DIR --out RUN
     planner eval --planner mppi|zero|hgap|tap [--checkpoint RUN] --task T --episodes N --seed S [--steps K]
                  [--budget-ms B] [--json FILE] [--video FILE]
@@ -138,6 +139,13 @@ def cmd_bench(a) -> int:
     return run_bench(a.bundle, a.ticks, a.json, a.backends, a.task)
 
 
+def cmd_up(a) -> int:
+    from planner_node.bringup import up
+    values = {"bundle": a.bundle or "", "backend": a.backend, "task": a.task, "planner": a.planner_kind,
+              "lockstep": str(a.lockstep).lower(), "use_sim_time": str(a.use_sim_time).lower()}
+    return up(values, a.duration)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="planner", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -182,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "tensorrt"])
     b.add_argument("--json")
     b.set_defaults(fn=cmd_bench)
+
+    u = sub.add_parser("up", help="start sim bridge + planner node (what humanoid.launch.py starts)")
+    u.add_argument("system", choices=["humanoid"])
+    u.add_argument("--bundle", help="engine bundle for the planner")
+    u.add_argument("--backend", default="onnxruntime")
+    u.add_argument("--task", default="stand")
+    u.add_argument("--planner", dest="planner_kind", default="bundle", help="bundle | mppi | zero")
+    u.add_argument("--lockstep", action="store_true", help="sim waits for each command (deterministic)")
+    u.add_argument("--use-sim-time", action="store_true")
+    u.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    u.set_defaults(fn=cmd_up)
 
     e = sub.add_parser("eval", help="closed-loop evaluation in the MuJoCo sim")
     e.add_argument("--planner", default="mppi")

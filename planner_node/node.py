@@ -99,12 +99,17 @@ class PlannerNode(LifecycleNode):
         raise ValueError(f"planner: unknown planner {kind!r}; valid: bundle, mppi, zero")
 
     def _warm_up(self, planner) -> None:
+        """A few plans on a standing observation (built once at configure: a hot swap's worker
+        thread then does no Python-heavy work that would hold the GIL against the tick)."""
         from planner_node.planning import PlanRequest
-        from planner_node.sim.env import HumanoidEnv
-        env = HumanoidEnv()
-        obs = env.reset(0)
+        if getattr(self, "_warm", None) is None:
+            from planner_node.sim.env import HumanoidEnv
+            env = HumanoidEnv()
+            self._warm = (env.reset(0), env.get_state())
+        obs, state = self._warm
         for _ in range(3):
-            planner.plan(PlanRequest(obs=obs, task=self.p("task"), sim_state=env.get_state()))
+            planner.plan(PlanRequest(obs=obs, task=self.p("task"), sim_state=state))
+            time.sleep(0.005)  # yield between plans
         planner.reset(int(self.p("seed")))
 
     def _on_set_parameters(self, params) -> SetParametersResult:

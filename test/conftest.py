@@ -62,3 +62,19 @@ def tap_run(tiny_data, tmp_path_factory):
     return out
 
 
+
+
+@pytest.fixture(scope="session")
+def hgap_bundle(hgap_run, tmp_path_factory):
+    from planner_node.export.bundle_writer import export_bundle
+    out = tmp_path_factory.mktemp("bundles") / "hgap"
+    export_bundle(hgap_run, out, samples=16)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tap_bundle(tap_run, tmp_path_factory):
+    from planner_node.export.bundle_writer import export_bundle
+    out = tmp_path_factory.mktemp("bundles") / "tap"
+    export_bundle(tap_run, out, beam=8, expansion=2)
+    return out

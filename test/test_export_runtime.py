@@ -16,22 +16,6 @@ GRAPH_ATOL = 1e-4    # max abs diff per graph output, ONNX Runtime vs torch, fp3
 ACTION_ATOL = 1e-4   # first action, runtime planner vs PyTorch reference planner
 
 
-@pytest.fixture(scope="module")
-def hgap_bundle(hgap_run, tmp_path_factory):
-    from planner_node.export.bundle_writer import export_bundle
-    out = tmp_path_factory.mktemp("bundles") / "hgap"
-    export_bundle(hgap_run, out, samples=16)
-    return out
-
-
-@pytest.fixture(scope="module")
-def tap_bundle(tap_run, tmp_path_factory):
-    from planner_node.export.bundle_writer import export_bundle
-    out = tmp_path_factory.mktemp("bundles") / "tap"
-    export_bundle(tap_run, out, beam=8, expansion=2)
-    return out
-
-
 def test_bundle_round_trip(hgap_bundle, hgap_run):
     from planner_node import spec
     b = load_bundle(hgap_bundle)

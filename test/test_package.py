@@ -23,7 +23,7 @@ def test_exec_depends_cover_ros_imports():
     deps = {e.text for e in pkg.findall("exec_depend")}
     used = set()
     for py in list(ROOT.glob("planner_node/**/*.py")) + list(ROOT.glob("sim/**/*.py")) + list(ROOT.glob("launch/*.py")):
-        for mod in re.findall(r"^\s*(?:from|import)\s+(\w+_msgs|\w+_srvs|rclpy|launch_ros|launch)\b",
+        for mod in re.findall(r"^\s*(?:from|import)\s+(\w+_msgs|\w+_srvs|\w+_interfaces|ament_index_python|rclpy|launch_ros|launch)\b",
                               py.read_text(), re.M):
             used.add(mod)
     assert used <= deps, f"imported but not in package.xml exec_depend: {sorted(used - deps)}"

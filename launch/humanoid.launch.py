@@ -1,0 +1,28 @@
+"""ros2 launch planner_node humanoid.launch.py [bundle:=DIR] [backend:=...] [task:=...] [lockstep:=true]
+
+Starts the MuJoCo sim bridge and the planner node with config/humanoid.yaml; the arguments and
+their mapping onto parameters come from planner_node.launch_description, which `planner up`
+uses too.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from planner_node.launch_description import ARGUMENTS, NODES, PARAMS_FILE, node_overrides
+
+
+def _nodes(context):
+    values = {a: LaunchConfiguration(a).perform(context) for a in ARGUMENTS}
+    params = os.path.join(get_package_share_directory("planner_node"), "config", PARAMS_FILE)
+    overrides = node_overrides(values)
+    return [Node(package="planner_node", executable=exe, name=name, output="screen",
+                 parameters=[params, overrides[name]]) for name, exe in NODES.items()]
+
+
+def generate_launch_description():
+    args = [DeclareLaunchArgument(a, default_value=str(d)) for a, (d, _) in ARGUMENTS.items()]
+    return LaunchDescription(args + [OpaqueFunction(function=_nodes)])

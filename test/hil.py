@@ -1,0 +1,81 @@
+"""Hardware-in-the-loop harness: nodes in their own processes, a probe node in the test process,
+real DDS over loopback on a per-test ROS domain (discovery limited to localhost)."""
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+
+
+class Probe:
+    """Subscribes to everything the nodes publish; records arrival order and times."""
+
+    def __init__(self, domain: int):
+        os.environ["ROS_DOMAIN_ID"] = str(domain)
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain)
+        self.node = Node("hil_probe", context=self.ctx)
+        self.msgs = defaultdict(list)   # topic -> [(monotonic time, msg)]
+        self.events = []                # (topic, monotonic time) in arrival order
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        for topic, typ in (("/humanoid/joint_commands", Float64MultiArray), ("/joint_states", JointState),
+                           ("/odom", Odometry), ("/diagnostics", DiagnosticArray)):
+            self.node.create_subscription(typ, topic, self._cb(topic), qos)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+
+    def _cb(self, topic):
+        def f(msg):
+            now = time.monotonic()
+            self.msgs[topic].append((now, msg))
+            self.events.append((topic, now))
+        return f
+
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def wait_for(self, cond, timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return
+            self.executor.spin_once(timeout_sec=0.05)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    def diagnostics(self) -> dict:
+        if not self.msgs["/diagnostics"]:
+            return {}
+        st = self.msgs["/diagnostics"][-1][1].status[0]
+        return {kv.key: kv.value for kv in st.values}
+
+    def set_param(self, node: str, name: str, value: str, timeout: float = 30.0):
+        cli = self.node.create_client(SetParameters, f"/{node}/set_parameters")
+        self.wait_for(lambda: cli.service_is_ready(), timeout, f"/{node}/set_parameters")
+        req = SetParameters.Request(parameters=[Parameter(name=name, value=ParameterValue(
+            type=ParameterType.PARAMETER_STRING, string_value=value))])
+        fut = cli.call_async(req)
+        self.wait_for(fut.done, timeout, f"set {name}")
+        return fut.result().results[0]
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.ctx)
+
+
+def log_tail(log_dir: Path, n: int = 3000) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-n:]}" for p in sorted(log_dir.glob("*.log")))

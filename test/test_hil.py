@@ -1,0 +1,161 @@
+"""Closed-loop HIL over real ROS 2 transport: sim bridge + planner node as separate processes.
+
+Each test takes a fresh ROS domain (and localhost-only discovery) so tests never see each
+other or another machine.
+"""
+import itertools
+
+import subprocess
+
+
+
+import numpy as np
+import pytest
+from hil import Probe, log_tail
+
+from planner_node import spec
+from planner_node.bringup import Bringup, node_commands
+
+_domains = itertools.count(120)
+STEPS = 200
+
+
+@pytest.fixture
+def probe():
+    domain = next(_domains)
+    p = Probe(domain)
+    yield p
+    p.close()
+
+
+def bringup(tmp_path, planner_args: dict, bridge: dict | None = None, **values):
+    vals = {"lockstep": "true", **values}
+    return Bringup(vals, extra={"planner": planner_args, "sim_bridge": bridge or {}}, log_dir=tmp_path)
+
+
+def test_lockstep_closed_loop_no_misses_no_gaps(probe, tmp_path, hgap_bundle):
+    """>= 200 control steps in lockstep: one command per state, zero deadline misses."""
+    with bringup(tmp_path, {"deadline_ms": 30.0}, {"max_steps": STEPS, "lockstep_timeout_s": 5.0},
+                 bundle=str(hgap_bundle)) as b:
+        try:
+            probe.wait_for(lambda: len(probe.msgs["/joint_states"]) > STEPS, 240, f"{STEPS} sim steps")
+            probe.spin(2.5)  # one more diagnostics message after the last step
+        except AssertionError:
+            raise AssertionError(log_tail(tmp_path))
+        assert all(b.alive().values())
+    d = probe.diagnostics()
+    assert int(d["ticks"]) >= STEPS and int(d.get("deadline_misses", 0)) == 0, d
+    assert int(d.get("fallbacks", 0)) <= 1, d  # at most the tick before the first state
+    # No gap: between consecutive states the planner sent exactly one command.
+    seq = [t for t, _ in probe.events if t in ("/joint_states", "/humanoid/joint_commands")]
+    states = [i for i, t in enumerate(seq) if t == "/joint_states"]
+    between = [seq[a + 1:b].count("/humanoid/joint_commands") for a, b in zip(states[5:], states[6:])]
+    assert between and max(between) == 1 and min(between) == 1, between[:20]
+    cmds = [m.data for _, m in probe.msgs["/humanoid/joint_commands"]]
+    assert all(len(c) == spec.NUM_JOINTS and np.all(np.isfinite(c)) for c in cmds)
+
+
+def test_hot_swap_mid_run_keeps_commanding(probe, tmp_path, hgap_bundle, tap_bundle):
+    with bringup(tmp_path, {"deadline_ms": 30.0}, {"lockstep_timeout_s": 5.0}, bundle=str(hgap_bundle)):
+        probe.wait_for(lambda: len(probe.msgs["/joint_states"]) > 30, 120, "the loop to run")
+        bad = probe.set_param("planner", "bundle_path", str(tmp_path / "nope"))
+        assert not bad.successful and "manifest.yaml" in bad.reason
+        n0 = len(probe.msgs["/joint_states"])
+        res = probe.set_param("planner", "bundle_path", str(tap_bundle))
+        assert res.successful, res.reason
+        probe.wait_for(lambda: probe.diagnostics().get("active_bundle") == str(tap_bundle), 120, "the swap")
+        probe.wait_for(lambda: len(probe.msgs["/joint_states"]) > n0 + 60, 120, "60 steps after the swap")
+        d = probe.diagnostics()
+    assert int(d.get("swaps", 0)) == 1 and int(d.get("deadline_misses", 0)) == 0, d
+    assert int(d.get("rejected_bundle_path", 0)) == 1, d
+    seq = [t for t, _ in probe.events if t in ("/joint_states", "/humanoid/joint_commands")]
+    states = [i for i, t in enumerate(seq) if t == "/joint_states"]
+    between = [seq[a + 1:b].count("/humanoid/joint_commands") for a, b in zip(states[5:], states[6:])]
+    assert min(between) == 1 and max(between) == 1, "a state went without a command during the swap"
+
+
+def test_configure_fails_naming_parameter(tmp_path):
+    cmd = node_commands({"planner": "bundle", "bundle": str(tmp_path / "missing")})["planner"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "ROS_DOMAIN_ID": str(next(_domains))})
+    assert r.returncode != 0
+    assert "configure failed" in r.stderr + r.stdout and "manifest.yaml" in r.stderr + r.stdout
+
+
+def _state_msgs(env, stamp_s, names=None, n_pos=None, bad=None):
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import JointState
+    d, lay = env.data, env.layout
+    js = JointState()
+    js.header.stamp.sec, js.header.stamp.nanosec = int(stamp_s), int((stamp_s % 1) * 1e9)
+    js.name = list(names or spec.JOINT_NAMES)
+    pos = d.qpos[lay.qpos_idx].tolist()
+    vel = d.qvel[lay.qvel_idx].tolist()
+    if names is not None and len(names) > 56:
+        pos, vel = pos + [0.0] * (len(names) - 56), vel + [0.0] * (len(names) - 56)
+    js.position = pos[:n_pos] if n_pos else pos
+    js.velocity = vel
+    if bad == "nan":
+        js.position[3] = float("nan")
+    od = Odometry()
+    od.header.stamp = js.header.stamp
+    od.pose.pose.position.x, od.pose.pose.position.y, od.pose.pose.position.z = d.qpos[0:3].tolist()
+    q = od.pose.pose.orientation
+    q.w, q.x, q.y, q.z = d.qpos[3:7].tolist()
+    if bad == "inf_odom":
+        od.twist.twist.linear.x = float("inf")
+    return js, od
+
+
+def test_bad_inputs_rejected_node_keeps_commanding(probe, tmp_path):
+    """Malformed state is rejected (named, counted in /diagnostics); commands never stop."""
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import JointState
+
+    from planner_node.sim.env import HumanoidEnv
+    env = HumanoidEnv()
+    env.reset(0)
+    pub_js = probe.node.create_publisher(JointState, "/joint_states", 10)
+    pub_od = probe.node.create_publisher(Odometry, "/odom", 10)
+    cmd = Bringup({"planner": "zero"}, log_dir=tmp_path).cmds["planner"]
+    import os
+    proc = subprocess.Popen(cmd, env={**os.environ}, stdout=open(tmp_path / "planner.log", "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        probe.wait_for(lambda: len(probe.msgs["/humanoid/joint_commands"]) > 5, 60, "commands from the node")
+        t = 10.0
+        extra = list(spec.JOINT_NAMES) + ["lwrist_roll_extra", "camera_pan"]
+        script = ([None] * 10 + ["nan", "short", "missing", "backwards", "inf_odom", "extra"] + [None] * 10)
+        for step in script:
+            t += 0.03
+            if step == "short":
+                js, od = _state_msgs(env, t, n_pos=55)
+            elif step == "missing":
+                js, od = _state_msgs(env, t, names=list(spec.JOINT_NAMES[:-1]) + ["not_a_joint"])
+            elif step == "backwards":
+                js, od = _state_msgs(env, t - 5.0)
+            elif step == "extra":
+                js, od = _state_msgs(env, t, names=extra)
+            else:
+                js, od = _state_msgs(env, t, bad=step)
+            pub_js.publish(js)
+            pub_od.publish(od)
+            probe.spin(0.03)
+        n_before = len(probe.msgs["/humanoid/joint_commands"])
+        probe.spin(0.6)  # stop publishing: the state goes stale, the node keeps commanding
+        assert len(probe.msgs["/humanoid/joint_commands"]) - n_before >= 10
+        probe.spin(1.2)
+        d = probe.diagnostics()
+        assert proc.poll() is None, "planner node died"
+    finally:
+        proc.send_signal(2)
+        proc.wait(10)
+    assert int(d["rejected_joint_states"]) == 4, d   # nan, short, missing, backwards
+    assert int(d["rejected_odom"]) == 2, d           # backwards (sent on both topics), inf
+    assert int(d["stale_state"]) >= 5, d
+    log = (tmp_path / "planner.log").read_text()
+    for needle in ("NaN or Inf", "56 names but 55 positions", "missing joints", "stamp went backwards"):
+        assert needle in log or needle.replace("56", "58") in log, needle
+    times = [t for t, _ in probe.msgs["/humanoid/joint_commands"]]
+    assert max(np.diff(times)) < 0.25, "a gap in the command stream"
+    assert all(np.all(np.isfinite(m.data)) and len(m.data) == 56 for _, m in probe.msgs["/humanoid/joint_commands"])
