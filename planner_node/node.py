@@ -70,6 +70,7 @@ class PlannerNode(LifecycleNode):
         self._pending = None   # (planner, bundle_path) ready to swap in
         self.active_bundle = ""
         self._rejects: dict[str, int] = {}
+        self._last_log: dict[tuple, float] = {}
         self._timer = None
         self._cb_state = MutuallyExclusiveCallbackGroup()
         self._cb_tick = MutuallyExclusiveCallbackGroup()
@@ -148,8 +149,14 @@ class PlannerNode(LifecycleNode):
             self._pending = (planner, path)
 
     def _reject(self, what: str, why: str) -> None:
+        """Count it for /diagnostics; log it, throttled to 1/s per kind of problem (not per call
+        site, so a NaN flood does not hide a different fault on the same topic)."""
         self._rejects[what] = self._rejects.get(what, 0) + 1
-        self.get_logger().warn(f"rejected {what}: {why}", throttle_duration_sec=1.0)
+        kind = (what, why.split(":")[1][:24] if ":" in why else why[:24])
+        now = time.monotonic()
+        if now - self._last_log.get(kind, -1e9) >= 1.0:
+            self._last_log[kind] = now
+            self.get_logger().warn(f"rejected {what}: {why} ({self._rejects[what]} so far)")
 
     # -- lifecycle -------------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:

@@ -24,13 +24,14 @@ def joint_state_arrays(msg) -> tuple[np.ndarray, np.ndarray]:
         raise StateError(f"/joint_states: {n} names but {len(msg.position)} positions")
     if len(msg.velocity) != n:
         raise StateError(f"/joint_states: {n} names but {len(msg.velocity)} velocities")
-    pos = np.full(spec.NUM_JOINTS, np.nan)
-    vel = np.full(spec.NUM_JOINTS, np.nan)
+    pos = np.zeros(spec.NUM_JOINTS)
+    vel = np.zeros(spec.NUM_JOINTS)
+    seen = np.zeros(spec.NUM_JOINTS, bool)
     for name, p, v in zip(msg.name, msg.position, msg.velocity):
         i = _INDEX.get(name)
         if i is not None:
-            pos[i], vel[i] = p, v
-    missing = [spec.JOINT_NAMES[i] for i in np.flatnonzero(np.isnan(pos))]
+            pos[i], vel[i], seen[i] = p, v, True
+    missing = [spec.JOINT_NAMES[i] for i in np.flatnonzero(~seen)]
     if missing:
         raise StateError(f"/joint_states: missing joints {missing[:5]}{'...' if len(missing) > 5 else ''}")
     if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(vel))):
