@@ -146,6 +146,11 @@ def cmd_up(a) -> int:
     return up(values, a.duration)
 
 
+def cmd_demo(a) -> int:
+    from planner_node.demo import main_demo
+    return main_demo(a.bundle, a.out, int(os.environ.get("ROS_DOMAIN_ID", "47")))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="planner", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -201,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--use-sim-time", action="store_true")
     u.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
     u.set_defaults(fn=cmd_up)
+
+    dm = sub.add_parser("demo", help="sim + planner, scripted stand/walk/turn/push sequence, report")
+    dm.add_argument("--bundle", default="bundles/default_hgap")
+    dm.add_argument("--out", default="demo_out")
+    dm.set_defaults(fn=cmd_demo)
 
     e = sub.add_parser("eval", help="closed-loop evaluation in the MuJoCo sim")
     e.add_argument("--planner", default="mppi")

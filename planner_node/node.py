@@ -65,6 +65,7 @@ class PlannerNode(LifecycleNode):
         self._odom = None      # (stamp, pos, quat, lin, ang)
         self._new_state = False
         self._received = 0.0
+        self._answered = None  # stamp of the last state answered in lockstep
         self._last_stamp = {"joint_states": -1.0, "odom": -1.0}
         self._cmd_twist = (0.0, 0.0, 0.0)
         self._pending = None   # (planner, bundle_path) ready to swap in
@@ -225,6 +226,7 @@ class PlannerNode(LifecycleNode):
             return self._reject("odom", str(e))
         with self._lock:
             self._odom = (t, *arrs)
+            self._new_state = True
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         v = (msg.linear.x, msg.linear.y, msg.angular.z)
@@ -236,8 +238,13 @@ class PlannerNode(LifecycleNode):
     def _tick(self) -> None:
         t0 = time.perf_counter()
         with self._lock:
-            if self.p("lockstep") and not self._new_state and self._joint is not None:
-                return  # lockstep: one command per new state
+            if self.p("lockstep"):
+                # Lockstep (sim only): exactly one command per new state, none before the first.
+                # Wait until both halves of the state (same stamp) are in.
+                if (self._joint is None or self._odom is None or self._odom[0] != self._joint[0]
+                        or not self._new_state or self._joint[0] == self._answered):
+                    return
+                self._answered = self._joint[0]
             self._new_state = False
             joint, odom = self._joint, self._odom
             if self._pending is not None:  # hot swap at a tick boundary

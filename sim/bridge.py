@@ -17,6 +17,7 @@ import threading
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -55,7 +56,7 @@ class SimBridge(Node):
                                          push_speed=float(self.get_parameter("push_speed").value)))
         self.env.reset(int(self.get_parameter("seed").value))
         self.action = self.env.zero_action.copy()
-        self.steps, self.fell, self.rejected = 0, False, 0
+        self.steps, self.fell, self.rejected, self.resets, self.lockstep_timeouts = 0, False, 0, 0, 0
         self._got_command = threading.Event()
         self._lock = threading.Lock()
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -66,11 +67,20 @@ class SimBridge(Node):
         self.create_subscription(Float64MultiArray, "/humanoid/joint_commands", self._on_command, qos, callback_group=cb)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=cb)
         self.create_service(Trigger, "~/push", self._on_push, callback_group=cb)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=cb)
         self._publish_state()
         if mode == "realtime":
             self.create_timer(spec.CONTROL_PERIOD_S, self._step, callback_group=MutuallyExclusiveCallbackGroup())
         else:
             threading.Thread(target=self._lockstep_loop, daemon=True).start()
+
+    def _publish_diagnostics(self) -> None:
+        st = DiagnosticStatus(name="sim_bridge", hardware_id="mujoco", message=self.mode)
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in (
+            ("steps", self.steps), ("lockstep_timeouts", self.lockstep_timeouts), ("rejected_commands", self.rejected),
+            ("resets", self.resets), ("fell", self.fell), ("sim_time", f"{self.env.data.time:.3f}"))]
+        self.pub_diag.publish(DiagnosticArray(status=[st]))
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         try:
@@ -85,7 +95,10 @@ class SimBridge(Node):
 
     def _on_reset(self, req, resp):
         with self._lock:
-            self.env.reset(int(self.get_parameter("seed").value))
+            t = self.env.data.time
+            self.env.reset(int(self.get_parameter("seed").value) + 1000 * (self.resets + 1))
+            self.env.data.time = t  # sim time keeps running: stamps never go backwards on a reset
+            self.resets += 1
             self.action = self.env.zero_action.copy()
             self.fell = False
         resp.success, resp.message = True, "reset"
@@ -98,11 +111,20 @@ class SimBridge(Node):
         return resp
 
     def _lockstep_loop(self) -> None:
+        """Step once per command; without one for ``lockstep_timeout_s``, step with the last
+        command. Until the first command arrives, re-publish the initial state instead."""
         timeout = float(self.get_parameter("lockstep_timeout_s").value)
+        started = False
         while rclpy.ok():
-            self._got_command.wait(timeout)
+            got = self._got_command.wait(timeout if started else 0.2)
             self._got_command.clear()
-            self._step()
+            if started and not got:
+                self.lockstep_timeouts += 1  # a gap in the command stream: step with the last one
+            started = started or got
+            if started:
+                self._step()
+            else:
+                self._publish_state()
 
     def _step(self) -> None:
         max_steps = int(self.get_parameter("max_steps").value)

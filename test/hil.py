@@ -56,11 +56,13 @@ class Probe:
             self.executor.spin_once(timeout_sec=0.05)
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
-    def diagnostics(self) -> dict:
-        if not self.msgs["/diagnostics"]:
-            return {}
-        st = self.msgs["/diagnostics"][-1][1].status[0]
-        return {kv.key: kv.value for kv in st.values}
+    def diagnostics(self, name: str = "planner_node") -> dict:
+        """Latest /diagnostics key-values of one status (planner_node or sim_bridge)."""
+        for _, msg in reversed(self.msgs["/diagnostics"]):
+            for st in msg.status:
+                if st.name == name:
+                    return {kv.key: kv.value for kv in st.values}
+        return {}
 
     def set_param(self, node: str, name: str, value: str, timeout: float = 30.0):
         cli = self.node.create_client(SetParameters, f"/{node}/set_parameters")

@@ -1,0 +1,266 @@
+"""``planner demo``: bring up sim + planner with a bundle, run a scripted sequence, report.
+
+Sequence (lockstep sim, so the result does not depend on this machine's speed): stand, walk
+forward at two commanded speeds (task ``track`` driven by /cmd_vel), turn in place, and stand
+through pushes. Prints a per-segment table (return, falls, velocity tracking error, plan
+latency p50/p99, deadline misses, state->command latency over ROS 2), writes a PNG of
+commanded vs achieved velocity and tick latency, records the run as MCAP, and renders an MP4
+from the recorded states when headless rendering works.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: (name, task, /cmd_vel (vx, vy, wz), control steps, push at these steps of the segment)
+SEGMENTS = (
+    ("stand", "stand", (0.0, 0.0, 0.0), 100, ()),
+    ("walk 0.3 m/s", "track", (0.3, 0.0, 0.0), 100, ()),
+    ("walk 0.6 m/s", "track", (0.6, 0.0, 0.0), 100, ()),
+    ("turn 0.5 rad/s", "track", (0.0, 0.0, 0.5), 100, ()),
+    ("stand + pushes", "stand", (0.0, 0.0, 0.0), 100, (30, 70)),
+)
+
+
+@dataclass
+class Sample:
+    segment: int
+    t_sim: float
+    v_fwd: float
+    yaw_rate: float
+    reward: float
+    height: float
+
+
+def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = "onnxruntime",
+             segments=SEGMENTS, video: bool = True) -> dict:
+    import rclpy
+    from geometry_msgs.msg import Twist
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_srvs.srv import Trigger
+
+    from planner_node.bringup import Bringup
+    from planner_node.mcap_io import McapRecorder
+    from planner_node.ros_convert import joint_state_arrays, odometry_arrays
+    from planner_node.sim.tasks import get_task, kinematics
+    from planner_node.state_estimator import MeasuredState, StateEstimator
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    node = Node("demo_driver", context=ctx)
+    ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    rec = McapRecorder(out / "demo.mcap")
+    est = StateEstimator()
+    state = {"joint": None, "odom": None, "t_state": None, "steps": 0}
+    lat_ros, diags, samples, qpos_log = [], [], [], []
+    seg_idx = [0]
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    def now_ns():
+        return time.time_ns()
+
+    def on_js(msg):
+        rec.write("/joint_states", msg, now_ns())
+        state["joint"], state["t_state"] = msg, time.perf_counter()
+        state["steps"] += 1
+
+    def on_odom(msg):
+        rec.write("/odom", msg, now_ns())
+        state["odom"] = msg
+        if state["joint"] is None:
+            return
+        pos, vel = joint_state_arrays(state["joint"])
+        bp, bq, bl, ba = odometry_arrays(msg)
+        obs = est.observe(MeasuredState(0.0, pos, vel, bp, bq, bl, ba))
+        name, task, cmd, _, _ = segments[seg_idx[0]]
+        k = kinematics(obs)
+        samples.append(Sample(seg_idx[0], state["steps"] * 0.03, float(k["v_fwd"]), float(k["yaw_rate"]),
+                              float(get_task(task).reward(obs, cmd)), float(bp[2])))
+        qpos_log.append(np.concatenate([bp, bq, pos]))
+
+    def on_cmd(msg):
+        rec.write("/humanoid/joint_commands", msg, now_ns())
+        est.commanded(est.positions_to_action(np.asarray(msg.data)))
+        if state["t_state"] is not None:
+            lat_ros.append((time.perf_counter() - state["t_state"]) * 1e3)
+            state["t_state"] = None
+
+    def on_diag(msg):
+        rec.write("/diagnostics", msg, now_ns())
+        diags.append({kv.key: kv.value for kv in msg.status[0].values})
+
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    node.create_subscription(JointState, "/joint_states", on_js, qos)
+    node.create_subscription(Odometry, "/odom", on_odom, qos)
+    node.create_subscription(Float64MultiArray, "/humanoid/joint_commands", on_cmd, qos)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    pub_twist = node.create_publisher(Twist, "/cmd_vel", 10)
+    set_params = node.create_client(SetParameters, "/planner/set_parameters")
+    push = node.create_client(Trigger, "/sim_bridge/push")
+    reset = node.create_client(Trigger, "/sim_bridge/reset")
+
+    def spin_until(cond, timeout):
+        end = time.time() + timeout
+        while time.time() < end and not cond():
+            ex.spin_once(timeout_sec=0.02)
+        return cond()
+
+    def call(cli, req):
+        fut = cli.call_async(req)
+        spin_until(fut.done, 30)
+        return fut.result()
+
+    values = {"bundle": bundle, "backend": backend, "lockstep": "true", "task": segments[0][1]}
+    falls = [0] * len(segments)
+    t0 = time.time()
+    with Bringup(values, extra={"sim_bridge": {"lockstep_timeout_s": 2.0}}, log_dir=out) as b:
+        if not spin_until(lambda: set_params.service_is_ready() and state["steps"] > 3, 120):
+            raise RuntimeError(f"nodes did not come up; logs in {out}: {b.alive()}")
+        for i, (name, task, cmd, steps, pushes) in enumerate(segments):
+            seg_idx[0] = i
+            call(set_params, SetParameters.Request(parameters=[Parameter(name="task", value=ParameterValue(
+                type=ParameterType.PARAMETER_STRING, string_value=task))]))
+            tw = Twist()
+            tw.linear.x, tw.linear.y, tw.angular.z = cmd
+            start = state["steps"]
+            pushed = set()
+            while state["steps"] - start < steps:
+                pub_twist.publish(tw)
+                ex.spin_once(timeout_sec=0.05)
+                k = state["steps"] - start
+                for p in pushes:
+                    if k >= p and p not in pushed:
+                        pushed.add(p)
+                        call(push, Trigger.Request())
+                if samples and samples[-1].height < 0.6:  # fell: count, reset, go on
+                    falls[i] += 1
+                    call(reset, Trigger.Request())
+                    est.reset()
+                    spin_until(lambda: samples and samples[-1].height > 0.9, 10)
+                if not all(b.alive().values()):
+                    raise RuntimeError(f"a node died; logs in {out}")
+        spin_until(lambda: False, 1.5)  # last diagnostics
+    rec.close()
+    ex.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown(context=ctx)
+    wall = time.time() - t0
+    return _report(out, segments, samples, falls, lat_ros, diags, np.asarray(qpos_log), wall, video)
+
+
+def _report(out, segments, samples, falls, lat_ros, diags, qpos_log, wall, video) -> dict:
+    last = diags[-1] if diags else {}
+    rows = []
+    for i, (name, task, cmd, steps, _) in enumerate(segments):
+        s = [x for x in samples if x.segment == i]
+        v = np.array([x.v_fwd for x in s]) if s else np.zeros(1)
+        w = np.array([x.yaw_rate for x in s]) if s else np.zeros(1)
+        err = float(np.sqrt(np.mean((v - cmd[0]) ** 2 + (w - cmd[2]) ** 2)))
+        rows.append({"segment": name, "task": task, "steps": len(s), "return": float(sum(x.reward for x in s)),
+                     "falls": falls[i], "track_rmse": err, "mean_v_fwd": float(v.mean()), "mean_yaw_rate": float(w.mean())})
+    lat = np.asarray(lat_ros) if lat_ros else np.zeros(1)
+    summary = {"segments": rows, "plan_latency_p50_ms": float(last.get("latency_p50_ms", "nan")),
+               "plan_latency_p99_ms": float(last.get("latency_p99_ms", "nan")),
+               "deadline_misses": int(last.get("deadline_misses", 0)), "fallbacks": int(last.get("fallbacks", 0)),
+               "state_to_command_p50_ms": float(np.percentile(lat, 50)),
+               "state_to_command_p99_ms": float(np.percentile(lat, 99)), "wall_s": wall,
+               "active_bundle": last.get("active_bundle")}
+    print(f"{'segment':<16}{'task':<7}{'steps':>6}{'return':>9}{'falls':>6}{'track rmse':>11}{'v_fwd':>7}{'yaw':>7}")
+    for r in rows:
+        print(f"{r['segment']:<16}{r['task']:<7}{r['steps']:>6}{r['return']:>9.1f}{r['falls']:>6}"
+              f"{r['track_rmse']:>11.2f}{r['mean_v_fwd']:>7.2f}{r['mean_yaw_rate']:>7.2f}")
+    print(f"plan latency p50 {summary['plan_latency_p50_ms']:.1f} ms, p99 {summary['plan_latency_p99_ms']:.1f} ms; "
+          f"deadline misses {summary['deadline_misses']}; state->command over ROS 2 p50 "
+          f"{summary['state_to_command_p50_ms']:.1f} ms, p99 {summary['state_to_command_p99_ms']:.1f} ms; "
+          f"wall {wall:.0f} s")
+    _plot(out / "demo.png", segments, samples, lat_ros)
+    from planner_node.atomic import write_json
+    write_json(out / "demo.json", summary)
+    print(f"wrote {out}/demo.json, {out}/demo.png, {out}/demo.mcap")
+    if video and len(qpos_log):
+        try:
+            _render(out / "demo.mp4", qpos_log)
+            print(f"wrote {out}/demo.mp4")
+        except Exception as e:  # noqa: BLE001 - rendering is optional
+            print(f"no MP4: {e}")
+    return summary
+
+
+def _plot(path, segments, samples, lat_ros) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    t = np.array([s.t_sim for s in samples])
+    fig, ax = plt.subplots(3, 1, figsize=(9, 7), sharex=False)
+    cmd_v = np.array([segments[s.segment][2][0] for s in samples])
+    cmd_w = np.array([segments[s.segment][2][2] for s in samples])
+    ax[0].plot(t, cmd_v, "k--", label="commanded vx")
+    ax[0].plot(t, [s.v_fwd for s in samples], label="achieved v_fwd")
+    ax[0].set_ylabel("m/s")
+    ax[0].legend(loc="upper left")
+    ax[1].plot(t, cmd_w, "k--", label="commanded wz")
+    ax[1].plot(t, [s.yaw_rate for s in samples], label="achieved yaw rate")
+    ax[1].set_ylabel("rad/s")
+    ax[1].legend(loc="upper left")
+    ax[2].plot(lat_ros, ".", ms=2)
+    ax[2].set_ylabel("state->command [ms]")
+    ax[2].set_xlabel("tick")
+    for a in ax[:2]:
+        start = 0
+        for name, _, _, steps, _ in segments:
+            a.axvline(start * 0.03, color="0.8", lw=0.8)
+            a.text(start * 0.03, a.get_ylim()[1], name, fontsize=7, va="top")
+            start += steps
+        a.set_xlabel("sim time [s]")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _render(path, qpos_log) -> None:
+    import mujoco
+
+    from planner_node.sim.humanoid import Layout, load_model
+    from planner_node.sim.render import VideoRecorder
+    model = load_model()
+    lay = Layout(model)
+    data = mujoco.MjData(model)
+    rec = VideoRecorder(model, str(path))
+
+    class _Env:
+        pass
+    e = _Env()
+    e.data = data
+    for q in qpos_log:
+        data.qpos[0:7] = q[0:7]
+        data.qpos[lay.qpos_idx] = q[7:]
+        mujoco.mj_forward(model, data)
+        rec.add(e)
+    rec.close()
+
+
+_ports = itertools.count()
+
+
+def main_demo(bundle: str, out: str, domain: int) -> int:
+    summary = run_demo(bundle, out, domain=domain)
+    print(json.dumps({k: v for k, v in summary.items() if k != "segments"}))
+    return 0
