@@ -66,6 +66,7 @@ class Controller:
         self._plan: Plan | None = None
         self._plan_step = 0
         self._last_state: MeasuredState | None = None
+        self._realtime = True
 
     def swap_planner(self, planner: Planner) -> None:
         """Called between ticks: the next tick plans with ``planner``."""
@@ -90,12 +91,18 @@ class Controller:
         ms = (time.perf_counter() - t0) * 1e3
         self.latency_ms.append(ms)
         if ms > self.config.deadline_ms:
-            self.counters["deadline_misses"] += 1
+            # Real time: a late command is a deadline miss. Lockstep: the sim waits for us, so
+            # it is only a wall-clock overrun (reported, not a miss).
+            self.counters["deadline_misses" if self._realtime else "wall_overruns"] += 1
         return TickResult(self.estimator.action_to_positions(action), action, source, ms, plan)
 
     def tick(self, state: MeasuredState | None, now_s: float, task: str | None = None,
-             command: tuple[float, float, float] | None = None, tick_start: float | None = None) -> TickResult:
+             command: tuple[float, float, float] | None = None, tick_start: float | None = None,
+             realtime: bool = True) -> TickResult:
+        """``realtime=False`` (lockstep sim): plan without a wall-clock deadline, so the same
+        states give the same commands whatever the machine's load (replay determinism)."""
         t0 = time.perf_counter() if tick_start is None else tick_start
+        self._realtime = realtime
         self.counters["ticks"] += 1
         if state is None:
             return self._fallback("no state received yet", t0)
@@ -109,7 +116,7 @@ class Controller:
             self._last_state = state
             req = PlanRequest(obs=obs, task=task or self.config.task, command=command,
                               sim_state=self.estimator.sim_state(),
-                              deadline=t0 + self.config.deadline_ms / 1e3)
+                              deadline=t0 + self.config.deadline_ms / 1e3 if realtime else None)
             plan = self.planner.plan(req)
         except Exception as e:  # noqa: BLE001 - any planner failure must still yield a command
             self.counters["planner_errors"] += 1

@@ -257,7 +257,8 @@ class PlannerNode(LifecycleNode):
         if joint is not None and odom is not None:
             state = MeasuredState(self._received, joint[1], joint[2], odom[1], odom[2], odom[3], odom[4])
         now = time.monotonic()
-        res = self.controller.tick(state, now, task=self.p("task"), command=self._cmd_twist, tick_start=t0)
+        res = self.controller.tick(state, now, task=self.p("task"), command=self._cmd_twist, tick_start=t0,
+                                   realtime=not self.p("lockstep"))
         self.pub_cmd.publish(Float64MultiArray(data=res.positions.tolist()))
         if res.plan is not None:
             self._publish_plan(res.plan.actions)

@@ -66,6 +66,7 @@ def test_hot_swap_mid_run_keeps_commanding(probe, tmp_path, hgap_bundle, tap_bun
         probe.spin(2.2)
         d = probe.diagnostics()
     assert int(d.get("swaps", 0)) == 1 and int(d.get("deadline_misses", 0)) == 0, d
+    assert int(d.get("fallbacks", 0)) == 0, d  # every state was answered by a plan, old or new
     assert int(d.get("rejected_bundle_path", 0)) == 1, d
     sim = probe.diagnostics("sim_bridge")
     assert int(sim["lockstep_timeouts"]) == 0, f"a gap in the command stream during the swap: {sim}"
