@@ -12,7 +12,7 @@ export ROS_DOMAIN_ID ?= 37
 export MUJOCO_GL ?= egl
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test demo lint bench colcon-check clean
+.PHONY: setup test demo default-bundle lint bench colcon-check clean
 
 setup: $(VENV)/.stamp
 
@@ -27,10 +27,19 @@ $(VENV)/.stamp: requirements.txt setup.py package.xml
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider test
 
+# Sim bridge + planner node (default bundle) over ROS 2: stand, walk, turn, pushes. Writes demo_out/.
 demo: setup
-	@echo "== zero action vs ground-truth MPPI on the stand task (pushes every 3 s) =="
-	$(PLANNER) eval --planner zero --task stand --episodes 2 --steps 150 --json demo_zero.json --quiet
-	$(PLANNER) eval --planner mppi --task stand --episodes 1 --steps 150 --json demo_mppi.json
+	$(PLANNER) demo --bundle $(BUNDLE) --out demo_out
+
+BUNDLE ?= bundles/default_hgap
+
+# Rebuild the shipped bundle from scratch: expert data (~20 min), H-GAP training (~6 min), export.
+default-bundle: setup
+	$(PLANNER) data generate --recipe default --out data/default
+	$(PLANNER) train --config config/train/hgap_small.yaml --data data/default --out runs/hgap_small
+	rm -rf bundles/default_hgap.new
+	$(PLANNER) export --checkpoint runs/hgap_small --out bundles/default_hgap.new
+	rm -rf bundles/default_hgap && mv bundles/default_hgap.new bundles/default_hgap
 
 bench: setup
 	$(PY) bench/sim_throughput.py
@@ -43,4 +52,4 @@ colcon-check:
 	bash .ci/colcon_check.sh
 
 clean:
-	rm -rf $(VENV) build install log .venv-colcon demo_*.json
+	rm -rf $(VENV) build install log .venv-colcon demo_out

@@ -9,7 +9,6 @@ from the recorded states when headless rendering works.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
@@ -105,7 +104,9 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
 
     def on_diag(msg):
         rec.write("/diagnostics", msg, now_ns())
-        diags.append({kv.key: kv.value for kv in msg.status[0].values})
+        for st in msg.status:
+            if st.name == "planner_node":
+                diags.append({kv.key: kv.value for kv in st.values})
 
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     node.create_subscription(JointState, "/joint_states", on_js, qos)
@@ -180,6 +181,7 @@ def _report(out, segments, samples, falls, lat_ros, diags, qpos_log, wall, video
     summary = {"segments": rows, "plan_latency_p50_ms": float(last.get("latency_p50_ms", "nan")),
                "plan_latency_p99_ms": float(last.get("latency_p99_ms", "nan")),
                "deadline_misses": int(last.get("deadline_misses", 0)), "fallbacks": int(last.get("fallbacks", 0)),
+               "wall_overruns": int(last.get("wall_overruns", 0)),
                "state_to_command_p50_ms": float(np.percentile(lat, 50)),
                "state_to_command_p99_ms": float(np.percentile(lat, 99)), "wall_s": wall,
                "active_bundle": last.get("active_bundle")}
@@ -188,7 +190,8 @@ def _report(out, segments, samples, falls, lat_ros, diags, qpos_log, wall, video
         print(f"{r['segment']:<16}{r['task']:<7}{r['steps']:>6}{r['return']:>9.1f}{r['falls']:>6}"
               f"{r['track_rmse']:>11.2f}{r['mean_v_fwd']:>7.2f}{r['mean_yaw_rate']:>7.2f}")
     print(f"plan latency p50 {summary['plan_latency_p50_ms']:.1f} ms, p99 {summary['plan_latency_p99_ms']:.1f} ms; "
-          f"deadline misses {summary['deadline_misses']}; state->command over ROS 2 p50 "
+          f"deadline misses {summary['deadline_misses']} (wall-clock overruns {summary['wall_overruns']}, "
+          f"lockstep: the sim waits); state->command over ROS 2 p50 "
           f"{summary['state_to_command_p50_ms']:.1f} ms, p99 {summary['state_to_command_p99_ms']:.1f} ms; "
           f"wall {wall:.0f} s")
     _plot(out / "demo.png", segments, samples, lat_ros)
@@ -255,9 +258,6 @@ def _render(path, qpos_log) -> None:
         mujoco.mj_forward(model, data)
         rec.add(e)
     rec.close()
-
-
-_ports = itertools.count()
 
 
 def main_demo(bundle: str, out: str, domain: int) -> int:

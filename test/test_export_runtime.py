@@ -96,9 +96,8 @@ def test_deadline_returns_shifted_previous_plan(hgap_bundle, env):
     from planner_node.runtime.latent_planners import runtime_planner
     p = runtime_planner(hgap_bundle, seed=0)
     obs = env.reset(0)
-    with pytest.raises(TimeoutError):
-        p.plan(PlanRequest(obs=obs, task="stand", deadline=time.perf_counter() - 1))
-    first = p.plan(PlanRequest(obs=obs, task="stand"))
+    first = p.plan(PlanRequest(obs=obs, task="stand", deadline=time.perf_counter() - 1))
+    assert "fallback" not in first.info  # nothing to fall back to: the first plan completes late
     late = p.plan(PlanRequest(obs=obs, task="stand", deadline=time.perf_counter() - 1))
     assert "fallback" in late.info
     np.testing.assert_array_equal(late.actions[:-1], first.actions[1:])

@@ -59,12 +59,14 @@ class _BundlePlanner(Planner):
         return obs, act
 
     def _late(self, deadline: float | None, margin_s: float) -> bool:
+        # Without a previous plan there is nothing better to return: finish (late) instead,
+        # and let the controller count the miss; the next ticks can then be anytime.
+        if self._previous is None:
+            return False
         return deadline is not None and time.perf_counter() + margin_s > deadline
 
     def _fallback(self, request: PlanRequest, why: str) -> Plan:
         task = get_task(request.task)
-        if self._previous is None:
-            raise TimeoutError(f"{self.kind}: deadline reached before a first plan existed ({why})")
         obs, act = self._previous
         obs, act = np.concatenate([obs[1:], obs[-1:]]), np.concatenate([act[1:], act[-1:]])
         self._previous = (obs, act)
