@@ -25,7 +25,7 @@ $(VENV)/.stamp: requirements.txt setup.py package.xml
 	@touch $@
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider test
+	$(PY) -m pytest -q -rs -p no:cacheprovider test
 
 # Sim bridge + planner node (default bundle) over ROS 2: stand, walk, turn, pushes. Writes demo_out/.
 demo: setup
