@@ -1,0 +1,110 @@
+"""Launch file and `planner up` agree; the ROS-free controller's fallbacks (no rclpy.init here)."""
+import ast
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from planner_node import spec
+from planner_node.controller import Controller, ControllerConfig
+from planner_node.launch_description import ARGUMENTS, NODES, PARAMS_FILE, node_overrides
+from planner_node.planning import Plan, Planner
+from planner_node.state_estimator import MeasuredState
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_launch_file_and_runner_share_one_description():
+    tree = ast.parse((ROOT / "launch" / "humanoid.launch.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "planner_node.launch_description"
+                for a in n.names}
+    assert {"ARGUMENTS", "NODES", "PARAMS_FILE", "node_overrides"} <= imported
+    scripts = re.findall(r'"(\w+) = ([\w.]+):main"', (ROOT / "setup.py").read_text())
+    assert set(NODES.values()) <= {name for name, _ in scripts}
+    # `planner up` exposes exactly the launch arguments
+    from planner_node.cli import build_parser
+    up = build_parser()._subparsers._group_actions[0].choices["up"]
+    flags = {a.dest for a in up._actions} - {"help", "system", "duration"}
+    assert {"bundle", "backend", "task", "planner_kind", "lockstep", "use_sim_time"} == flags
+    assert set(ARGUMENTS) == {"bundle", "backend", "task", "planner", "lockstep", "use_sim_time"}
+
+
+def test_params_file_covers_every_declared_parameter():
+    from planner_node.node import PARAMETERS
+    params = yaml.safe_load((ROOT / "config" / PARAMS_FILE).read_text())
+    assert set(params) == set(NODES)
+    assert set(params["planner"]["ros__parameters"]) == set(PARAMETERS)
+    bridge_src = (ROOT / "sim" / "bridge.py").read_text()
+    declared = set(re.findall(r'declare_parameter\("(\w+)"', bridge_src))
+    assert set(params["sim_bridge"]["ros__parameters"]) == declared
+
+
+def test_argument_mapping():
+    o = node_overrides({"bundle": "/b", "lockstep": "true", "use_sim_time": "true"})
+    assert o["planner"]["bundle_path"] == "/b" and o["planner"]["lockstep"] is True
+    assert o["sim_bridge"]["mode"] == "lockstep" and o["sim_bridge"]["use_sim_time"] is True
+    assert "bundle_path" not in node_overrides({})["planner"]
+
+
+class _Fixed(Planner):
+    def __init__(self, fail=False):
+        self.fail, self.calls = fail, 0
+
+    def plan(self, request):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("boom")
+        return Plan(np.tile(np.linspace(-0.5, 0.5, 56), (4, 1)) * (np.arange(4)[:, None] + 1) / 4, 1.0)
+
+
+def _state(env, stamp):
+    d, lay = env.data, env.layout
+    R = d.xmat[1].reshape(3, 3)
+    return MeasuredState(stamp, d.qpos[lay.qpos_idx].copy(), d.qvel[lay.qvel_idx].copy(), d.qpos[0:3].copy(),
+                         d.qpos[3:7].copy(), R.T @ d.qvel[0:3], d.qvel[3:6].copy())
+
+
+def test_controller_plans_then_falls_back_in_order(env):
+    env.reset(0)
+    c = Controller(_Fixed(), ControllerConfig())
+    r0 = c.tick(None, 0.0)
+    assert r0.source.startswith("fallback: no state")
+    np.testing.assert_allclose(r0.action, c.stand_action)
+    r1 = c.tick(_state(env, 1.0), 1.0)
+    assert r1.source == "plan" and r1.positions.shape == (56,)
+    r2 = c.tick(_state(env, 1.0), 1.5)  # stale: shifted previous plan
+    assert "old" in r2.source
+    np.testing.assert_allclose(r2.action, r1.plan.actions[1])
+    for _ in range(3):
+        r = c.tick(_state(env, 1.0), 2.0)
+    s = _state(env, 1.0)
+    np.testing.assert_allclose(r.action, c.estimator.positions_to_action(s.joint_pos))  # plan used up: hold pose
+    st = c.stats()
+    assert st["stale_state"] == 4 and st["fallbacks"] == 5
+
+
+def test_controller_survives_planner_errors_and_bad_state(env):
+    env.reset(0)
+    c = Controller(_Fixed(fail=True), ControllerConfig())
+    r = c.tick(_state(env, 1.0), 1.0)
+    assert "planner error: RuntimeError: boom" in r.source and np.all(np.isfinite(r.positions))
+    bad = _state(env, 1.0)
+    bad.joint_pos[3] = np.nan
+    r = c.tick(bad, 1.0)
+    assert r.source.startswith("fallback") and np.all(np.isfinite(r.positions))
+    assert c.stats()["planner_errors"] == 2
+
+
+@pytest.mark.parametrize("field,value", [("deadline_ms", 0.0), ("deadline_ms", 31.0), ("task", "moonwalk"),
+                                         ("control_period", 0.02), ("fallback", "freeze")])
+def test_controller_config_names_parameter(field, value):
+    with pytest.raises(ValueError, match=field):
+        ControllerConfig(**{field: value})
+
+
+def test_command_positions_round_trip(env):
+    c = Controller(None)
+    a = np.linspace(-0.9, 0.9, spec.NUM_JOINTS)
+    np.testing.assert_allclose(c.estimator.positions_to_action(c.estimator.action_to_positions(a)), a, atol=1e-9)
