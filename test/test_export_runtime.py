@@ -1,5 +1,4 @@
 """Export round trip, graph and plan parity (torch vs ONNX Runtime), bundle refusal, TensorRT keys."""
-import json
 import shutil
 import subprocess
 import sys

@@ -206,7 +206,7 @@ def test_replay_recorded_mcap_reproduces_commands(probe, tmp_path, hgap_bundle):
             before = len(probe.msgs["/humanoid/joint_commands"])
             pub_od.publish(od)
             pub_js.publish(js)
-            probe.wait_for(lambda: len(probe.msgs["/humanoid/joint_commands"]) > before, 10, "a replayed command")
+            probe.wait_for(lambda b=before: len(probe.msgs["/humanoid/joint_commands"]) > b, 10, "a replayed command")
             replayed.append(np.asarray(probe.msgs["/humanoid/joint_commands"][-1][1].data))
     finally:
         proc.send_signal(2)

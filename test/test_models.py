@@ -14,7 +14,7 @@ from planner_node.models.train import Trainer, build_models
 from planner_node.models.vqvae import TrajectoryVQVAE
 from planner_node.planning import PlanRequest
 
-from conftest import TINY, TINY_TAP  # noqa: E402
+from conftest import TINY  # noqa: E402
 
 CODE_USE_FLOOR = 0.25  # fraction of the 32 codes used on held-out windows after training
 
