@@ -47,6 +47,7 @@ PARAMETERS = {
     "fallback": ("hold", True, "what to command without a fresh plan: hold"),
     "lockstep": (False, True, "tick once per new state (deterministic closed loop with a lockstep sim)"),
     "mppi_samples": (16, True, "samples for planner=mppi"),
+    "mppi_threads": (1, True, "rollout threads for planner=mppi"),
     "seed": (0, True, "planner random seed"),
     "autostart": (True, True, "configure and activate on start (pip installs have no lifecycle manager)"),
 }
@@ -94,7 +95,8 @@ class PlannerNode(LifecycleNode):
             return runtime_planner(bundle_path, backend=self.p("backend"), seed=int(self.p("seed")))
         if kind == "mppi":
             from planner_node.sim.mppi import MPPIPlanner
-            return MPPIPlanner(samples=int(self.p("mppi_samples")), seed=int(self.p("seed")), threads=1)
+            return MPPIPlanner(samples=int(self.p("mppi_samples")), seed=int(self.p("seed")),
+                               threads=int(self.p("mppi_threads")))
         if kind == "zero":
             from planner_node.sim.baselines import ZeroPlanner
             return ZeroPlanner()

@@ -53,6 +53,18 @@ def test_lockstep_closed_loop_no_misses_no_gaps(probe, tmp_path, hgap_bundle):
     assert all(len(c) == spec.NUM_JOINTS and np.all(np.isfinite(c)) for c in cmds)
 
 
+def test_ground_truth_mpc_keeps_robot_standing_over_ros(probe, tmp_path):
+    """The whole loop (bridge -> /joint_states,/odom -> node -> estimator -> MPPI -> command ->
+    bridge) keeps the humanoid standing for 200 lockstep steps; zero action falls by ~60."""
+    with bringup(tmp_path, {"mppi_samples": 32, "mppi_threads": 2}, {"max_steps": STEPS, "lockstep_timeout_s": 20.0},
+                 planner="mppi"):
+        probe.wait_for(lambda: probe.diagnostics("sim_bridge").get("steps") == str(STEPS), 900, f"{STEPS} steps")
+    sim = probe.diagnostics("sim_bridge")
+    heights = [m.pose.pose.position.z for _, m in probe.msgs["/odom"]]
+    assert sim["fell"] == "False" and int(sim["lockstep_timeouts"]) == 0, sim
+    assert min(heights[-50:]) > 0.9, min(heights)
+
+
 def test_hot_swap_mid_run_keeps_commanding(probe, tmp_path, hgap_bundle, tap_bundle):
     with bringup(tmp_path, {"deadline_ms": 30.0}, {"lockstep_timeout_s": 5.0}, bundle=str(hgap_bundle)):
         probe.wait_for(lambda: len(probe.msgs["/joint_states"]) > 30, 120, "the loop to run")
