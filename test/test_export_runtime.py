@@ -100,6 +100,9 @@ def test_deadline_returns_shifted_previous_plan(hgap_bundle, env):
     late = p.plan(PlanRequest(obs=obs, task="stand", deadline=time.perf_counter() - 1))
     assert "fallback" in late.info
     np.testing.assert_array_equal(late.actions[:-1], first.actions[1:])
+    p.plan(PlanRequest(obs=obs, task="stand", deadline=time.perf_counter() - 1))
+    fresh = p.plan(PlanRequest(obs=obs, task="stand", deadline=time.perf_counter() - 1))
+    assert "fallback" not in fresh.info  # never runs open loop for more than MAX_FALLBACK_TICKS
 
 
 def _copy(src, tmp_path):

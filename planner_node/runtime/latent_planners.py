@@ -48,6 +48,7 @@ class _BundlePlanner(Planner):
     def reset(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)
         self._previous: tuple[np.ndarray, np.ndarray] | None = None  # (pred obs, actions) of last best
+        self._prev_age = 0
 
     def _norm_state(self, obs: np.ndarray, n: int) -> np.ndarray:
         s = ((np.asarray(obs, np.float32) - self.obs_mean) / self.obs_std).astype(np.float32)
@@ -58,10 +59,14 @@ class _BundlePlanner(Planner):
         act = np.clip(traj[..., self.D: self.D + 56] * self.act_std + self.act_mean, -1.0, 1.0)
         return obs, act
 
+    #: After this many consecutive fallback ticks the previous plan is too old to reuse: plan
+    #: to completion even if late (the controller counts the miss), rather than run open loop.
+    MAX_FALLBACK_TICKS = 2
+
     def _late(self, deadline: float | None, margin_s: float) -> bool:
-        # Without a previous plan there is nothing better to return: finish (late) instead,
-        # and let the controller count the miss; the next ticks can then be anytime.
-        if self._previous is None:
+        # Without a (recent) previous plan there is nothing better to return: finish late
+        # instead; the next ticks can then be anytime again.
+        if self._previous is None or self._prev_age >= self.MAX_FALLBACK_TICKS:
             return False
         return deadline is not None and time.perf_counter() + margin_s > deadline
 
@@ -70,6 +75,7 @@ class _BundlePlanner(Planner):
         obs, act = self._previous
         obs, act = np.concatenate([obs[1:], obs[-1:]]), np.concatenate([act[1:], act[-1:]])
         self._previous = (obs, act)
+        self._prev_age += 1
         return Plan(act, float(task.reward(obs[1:], request.command).sum()), info={"fallback": why})
 
     def _step_cost_s(self) -> float:
@@ -110,7 +116,7 @@ class RuntimeHGAPPlanner(_BundlePlanner):
         obs, act = self._unpack(traj)
         score = get_task(request.task).reward(obs[:, 1:], request.command).sum(axis=1)
         best = int(np.argmax(score))
-        self._previous = (obs[best], act[best])
+        self._previous, self._prev_age = (obs[best], act[best]), 0
         return Plan(act[best].copy(), float(score[best]), info={"tokens": tokens[best].tolist()})
 
 
@@ -176,7 +182,7 @@ class RuntimeTAPPlanner(_BundlePlanner):
         best = np.concatenate([tokens[:1], np.repeat(tokens[:1], self.n_dec - 1, 0)])
         traj = self.decoder.run({"tokens": best, "state": state_d})["trajectory"][:1]
         obs, act = self._unpack(traj)
-        self._previous = (obs[0], act[0])
+        self._previous, self._prev_age = (obs[0], act[0]), 0
         return Plan(act[0].copy(), float(best_objective[0]), info={"tokens": tokens[0].tolist()})
 
 
