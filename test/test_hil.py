@@ -171,57 +171,70 @@ def test_bad_inputs_rejected_node_keeps_commanding(probe, tmp_path):
     assert all(np.all(np.isfinite(m.data)) and len(m.data) == 56 for _, m in probe.msgs["/humanoid/joint_commands"])
 
 
-def test_replay_recorded_mcap_reproduces_commands(probe, tmp_path, hgap_bundle):
-    """Record a lockstep run as MCAP; replay its state stream into a fresh planner node; the
-    node must issue the recorded commands again (same bundle, same seed: deterministic)."""
-    from planner_node.mcap_io import McapRecorder, read_messages
-    rec_path = tmp_path / "run.mcap"
-    rec = McapRecorder(rec_path)
-    n = 40
-    with bringup(tmp_path, {"deadline_ms": 30.0, "seed": 3}, {"max_steps": n, "lockstep_timeout_s": 5.0},
-                 bundle=str(hgap_bundle)):
-        probe.wait_for(lambda: probe.diagnostics("sim_bridge").get("steps") == str(n), 180, "the recorded run")
-        probe.spin(0.5)
-    for topic in ("/joint_states", "/odom", "/humanoid/joint_commands"):
-        for t, m in probe.msgs[topic]:
-            rec.write(topic, m, int(t * 1e9))
-    rec.close()
-    # In lockstep the command that answers state k is the first command after it (in log time).
-    msgs = sorted(read_messages(rec_path), key=lambda x: x[2])
-    odoms = [m for t, m, _ in msgs if t == "/odom"]
-    states, recorded, waiting = [], [], None
-    for topic, m, _ in msgs:
-        if topic == "/joint_states":
-            waiting = m
-        elif topic == "/humanoid/joint_commands" and waiting is not None:
-            states.append(waiting)
-            recorded.append(np.asarray(m.data))
-            waiting = None
-    odom_at = {(o.header.stamp.sec, o.header.stamp.nanosec): o for o in odoms}
-    odoms = [odom_at[(s.header.stamp.sec, s.header.stamp.nanosec)] for s in states]
-    probe.msgs.clear()
-    probe.events.clear()
+def _drive(probe, env_steps, states_in=None, log=None, n=30):
+    """Publish states to a lockstep planner node one at a time; collect its answer to each.
+    ``states_in``: replay these (JointState, Odometry) pairs; else step a sim with the answers."""
     from nav_msgs.msg import Odometry
     from sensor_msgs.msg import JointState
     pub_js = probe.node.create_publisher(JointState, "/joint_states", 10)
     pub_od = probe.node.create_publisher(Odometry, "/odom", 10)
+    probe.wait_for(lambda: "latency_p50_ms" in probe.diagnostics(), 120, "the planner node")
+    probe.wait_for(lambda: pub_js.get_subscription_count() > 0 and pub_od.get_subscription_count() > 0, 30,
+                   "the node's subscriptions")
+    sent, answers = [], []
+    for k in range(n):
+        if states_in is not None:
+            js, od = states_in[k]
+        else:
+            js, od = _state_msgs(env_steps, 0.03 * (k + 1))
+        before = len(probe.msgs["/humanoid/joint_commands"])
+        pub_od.publish(od)
+        pub_js.publish(js)
+        probe.wait_for(lambda b=before: len(probe.msgs["/humanoid/joint_commands"]) > b, 20, f"the answer to state {k}")
+        cmd = probe.msgs["/humanoid/joint_commands"][-1][1]
+        sent.append((js, od))
+        answers.append(cmd)
+        if log is not None:
+            log.write("/joint_states", js, k)
+            log.write("/odom", od, k)
+            log.write("/humanoid/joint_commands", cmd, k)
+        if states_in is None:  # close the loop through the simulator
+            env_steps.step(env_steps.layout.hold_action(np.asarray(cmd.data)))
+    return sent, answers
+
+
+def test_replay_recorded_mcap_reproduces_commands(probe, tmp_path, hgap_bundle):
+    """Run the planner node in closed loop (lockstep) and record states + commands as MCAP;
+    replay the recorded state stream into a fresh node: it must issue the recorded commands."""
+    import os
+
+    from planner_node.mcap_io import McapRecorder, read_messages
+    from planner_node.sim.env import HumanoidEnv
+    env = HumanoidEnv()
+    env.reset(2)
     cmd = Bringup({"bundle": str(hgap_bundle), "lockstep": "true"},
                   extra={"planner": {"deadline_ms": 30.0, "seed": 3}}).cmds["planner"]
-    import os
-    proc = subprocess.Popen(cmd, env={**os.environ}, stdout=open(tmp_path / "replay.log", "w"),
+    rec = McapRecorder(tmp_path / "run.mcap")
+    proc = subprocess.Popen(cmd, env={**os.environ}, stdout=open(tmp_path / "live.log", "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        probe.wait_for(lambda: "latency_p50_ms" in probe.diagnostics(), 120, "the replay node diagnostics")
-        probe.wait_for(lambda: pub_js.get_subscription_count() > 0, 30, "the node's subscription")
-        replayed = []
-        for js, od in zip(states[:30], odoms[:30]):
-            before = len(probe.msgs["/humanoid/joint_commands"])
-            pub_od.publish(od)
-            pub_js.publish(js)
-            probe.wait_for(lambda b=before: len(probe.msgs["/humanoid/joint_commands"]) > b, 10, "a replayed command")
-            replayed.append(np.asarray(probe.msgs["/humanoid/joint_commands"][-1][1].data))
+        _drive(probe, env, log=rec)
     finally:
         proc.send_signal(2)
         proc.wait(10)
-    assert len(replayed) == 30, (len(states), len(recorded), len(msgs))
-    np.testing.assert_allclose(np.array(replayed), np.array(recorded[:30]), atol=1e-6)
+        rec.close()
+    msgs = list(read_messages(tmp_path / "run.mcap"))
+    js = [m for t, m, _ in msgs if t == "/joint_states"]
+    od = [m for t, m, _ in msgs if t == "/odom"]
+    recorded = np.array([m.data for t, m, _ in msgs if t == "/humanoid/joint_commands"])
+    assert len(js) == len(od) == len(recorded) == 30
+    probe.msgs.clear()
+    proc = subprocess.Popen(cmd, env={**os.environ}, stdout=open(tmp_path / "replay.log", "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _, answers = _drive(probe, None, states_in=list(zip(js, od)))
+    finally:
+        proc.send_signal(2)
+        proc.wait(10)
+    np.testing.assert_allclose(np.array([m.data for m in answers]), recorded, atol=1e-6)
+    assert np.ptp(recorded, axis=0).max() > 1e-3  # the commands vary: the comparison has teeth
