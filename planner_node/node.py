@@ -23,7 +23,6 @@ from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -294,8 +293,6 @@ class PlannerNode(LifecycleNode):
 def main(argv=None) -> int:
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = PlannerNode()
-    ex = MultiThreadedExecutor(num_threads=3)
-    ex.add_node(node)
     if node.p("autostart"):
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             node.get_logger().fatal("configure failed; exiting")
@@ -303,14 +300,8 @@ def main(argv=None) -> int:
             rclpy.try_shutdown()
             return 1
         node.trigger_activate()
-    try:
-        ex.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    from planner_node.ros_spin import spin
+    return spin(node, threads=3)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -162,17 +161,8 @@ class SimBridge(Node):
 
 def main(argv=None) -> int:
     rclpy.init(args=argv if argv is not None else sys.argv)
-    node = SimBridge()
-    ex = MultiThreadedExecutor(num_threads=2)
-    ex.add_node(node)
-    try:
-        ex.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    from planner_node.ros_spin import spin
+    return spin(SimBridge(), threads=2)
 
 
 if __name__ == "__main__":
