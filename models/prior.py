@@ -69,7 +69,7 @@ def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Token ids drawn with given uniforms u (N,) in [0, 1): the runtime does the same in numpy."""
     cdf = probs.double().cumsum(-1)
     cdf = cdf / cdf[:, -1:]
-    return torch.searchsorted(cdf, u.double()[:, None]).clamp_max(probs.shape[-1] - 1)
+    return torch.searchsorted(cdf, u.double()[:, None].contiguous()).clamp_max(probs.shape[-1] - 1)
 
 
 @torch.no_grad()
