@@ -76,6 +76,7 @@ class Trainer:
         self.opt_vq = torch.optim.AdamW(self.vq.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.opt_prior = torch.optim.AdamW(self.prior.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.stage, self.step = "vq", 0
+        self.best_prior = (float("inf"), 0, None)  # (held-out NLL, step, state dict)
         self._resume_or_start()
 
     # -- persistence -------------------------------------------------------------------------
@@ -84,7 +85,9 @@ class Trainer:
                 "vq": self.vq.state_dict(), "prior": self.prior.state_dict(),
                 "opt_vq": self.opt_vq.state_dict(), "opt_prior": self.opt_prior.state_dict(),
                 "normalizer": self.norm.to_tensors(), "dataset": self.data_id, "tasks": self.tasks, "split": self.split,
-                "torch_rng": torch.get_rng_state()}
+                "torch_rng": torch.get_rng_state(),
+                "prior_best": self.best_prior[2] if self.best_prior[2] is not None else {},
+                "prior_best_step": self.best_prior[1], "prior_best_holdout_nll": self.best_prior[0]}
 
     def save(self) -> None:
         if self.rank == 0:
@@ -104,6 +107,8 @@ class Trainer:
             self.opt_prior.load_state_dict(ck["opt_prior"])
             self.stage, self.step = ck["stage"], ck["step"]
             torch.set_rng_state(ck["torch_rng"])
+            if ck.get("prior_best"):
+                self.best_prior = (ck["prior_best_holdout_nll"], ck["prior_best_step"], ck["prior_best"])
         elif self.rank == 0:
             if self.out.exists() and any(p.name != "config.yaml" for p in self.out.iterdir()):
                 raise CheckpointError(f"{self.out}: exists without a checkpoint; refusing to overwrite it")
@@ -216,6 +221,10 @@ class Trainer:
                         self.prior.train()
                     self._log({"stage": "prior", "step": self.step, "wall_s": round(time.time() - t0, 2),
                                "train_loss": loss.item(), "holdout_loss": hl})
+                    # Early stopping by selection: keep the prior with the best held-out NLL
+                    # (small datasets overfit it long before prior_steps).
+                    if hl == hl and hl < self.best_prior[0]:
+                        self.best_prior = (hl, self.step, {k: v.clone() for k, v in self.prior.state_dict().items()})
                 if self.step % t.checkpoint_every == 0:
                     self.save()
             bar.close()
@@ -271,10 +280,11 @@ def train(config_path: str | Path, data_dir: str | Path, out: str | Path, progre
     return Trainer(cfg, data_dir, out, progress).run()
 
 
-def build_models(ck: dict) -> tuple[ModelConfig, TrajectoryVQVAE, LatentPrior, Normalizer]:
-    """Rebuild trained networks from a loaded checkpoint (eval mode)."""
+def build_models(ck: dict, best: bool = True) -> tuple[ModelConfig, TrajectoryVQVAE, LatentPrior, Normalizer]:
+    """Rebuild trained networks from a loaded checkpoint (eval mode). ``best``: the prior with the
+    lowest held-out NLL (when the run held data out), else the last one."""
     cfg = config_from_dict(ck["config"])
     vq, prior = TrajectoryVQVAE(cfg.vq), LatentPrior(cfg.vq, cfg.prior)
     vq.load_state_dict(ck["vq"])
-    prior.load_state_dict(ck["prior"])
+    prior.load_state_dict(ck["prior_best"] if best and ck.get("prior_best") else ck["prior"])
     return cfg, vq.eval(), prior.eval(), Normalizer.from_tensors(ck["normalizer"])

@@ -50,12 +50,18 @@ def test_training_lowers_loss_and_uses_codebook(hgap_run):
     assert float(pr[-1]["train_loss"]) < float(pr[0]["train_loss"])
     assert float(vq[-1]["code_use"]) >= CODE_USE_FLOOR
     assert (hgap_run / "loss.png").stat().st_size > 1000
+    ck = load_checkpoint(hgap_run)  # the kept prior is the one with the best held-out NLL
+    assert ck["prior_best_holdout_nll"] == min(float(r["holdout_loss"]) for r in pr)
+    assert ck["prior_best_step"] == int(min(pr, key=lambda r: float(r["holdout_loss"]))["step"])
 
 
 def test_checkpoint_round_trip_identical_outputs(hgap_run, tmp_path):
     ck = load_checkpoint(hgap_run, expect_kind="hgap")
     _, vq, prior, norm = build_models(ck)
     _, vq2, prior2, _ = build_models(load_checkpoint(hgap_run / "checkpoint.pt"))
+    _, _, last, _ = build_models(ck, best=False)
+    for name, w in last.state_dict().items():
+        torch.testing.assert_close(w, ck["prior"][name], rtol=0, atol=0)
     x = torch.randn(4, 8, 280)
     torch.testing.assert_close(vq(x)[0], vq2(x)[0], rtol=0, atol=0)
     torch.testing.assert_close(prior(x[:, 0, :224], vq(x)[1]), prior2(x[:, 0, :224], vq(x)[1]), rtol=0, atol=0)
@@ -69,7 +75,7 @@ def test_resume_matches_uninterrupted(tiny_data, hgap_run, tmp_path):
     assert torch.load(part / "checkpoint.pt", weights_only=True)["step"] == 50
     Trainer(cfg, tiny_data, part, progress=False).run()
     a, b = load_checkpoint(part), load_checkpoint(hgap_run)
-    for key in ("vq", "prior"):
+    for key in ("vq", "prior", "prior_best"):
         for name in a[key]:
             torch.testing.assert_close(a[key][name], b[key][name], rtol=0, atol=0, msg=f"{key}.{name}")
     other = config_from_dict({"kind": "hgap", **TINY, "train": {**TINY["train"], "lr": 0.01}})
