@@ -94,7 +94,7 @@ def _ort_only_rss(bundle_path: str, task: str) -> dict:
         "from planner_node.runtime.bench import _rss_mb\n"
         "import numpy as np\n"
         f"p = runtime_planner({bundle_path!r}, backend='onnxruntime')\n"
-        "obs = np.zeros(224, np.float32); obs[p.bundle.manifest['obs_blocks'] and 0] = 0\n"
+        "obs = np.zeros(224, np.float32)\n"
         f"[p.plan(PlanRequest(obs=obs, task={task!r})) for _ in range(20)]\n"
         "print(json.dumps({'rss_mb': _rss_mb(), 'torch_imported': 'torch' in sys.modules}))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
