@@ -7,8 +7,8 @@ deactivate: stop commanding. Parameters marked static are refused at run time; d
 bundle synchronously (a bad one is rejected with the reason), then loads and warms it up on a
 worker thread and swaps at a tick boundary; the old planner keeps commanding meanwhile.
 
-Threads: subscriptions and the timer are in separate callback groups of a multi-threaded
-executor, so planning never blocks message callbacks; the tick reads the latest state.
+Threads: one executor thread (see ``ros_spin`` for why); the tick reads the latest state
+under a lock, because bundle loading for a hot swap runs on a worker thread.
 """
 from __future__ import annotations
 
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
             return 1
         node.trigger_activate()
     from planner_node.ros_spin import spin
-    return spin(node, threads=3)
+    return spin(node)
 
 
 if __name__ == "__main__":

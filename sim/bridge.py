@@ -162,7 +162,7 @@ class SimBridge(Node):
 def main(argv=None) -> int:
     rclpy.init(args=argv if argv is not None else sys.argv)
     from planner_node.ros_spin import spin
-    return spin(SimBridge(), threads=2)
+    return spin(SimBridge())
 
 
 if __name__ == "__main__":
