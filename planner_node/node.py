@@ -22,7 +22,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -30,6 +29,7 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from planner_node import spec
+from planner_node.control_loop import ControlLoop
 from planner_node.controller import Controller, ControllerConfig
 from planner_node.ros_convert import joint_state_arrays, odometry_arrays, stamp_s
 from planner_node.state_estimator import MeasuredState, StateError
@@ -72,9 +72,8 @@ class PlannerNode(LifecycleNode):
         self.active_bundle = ""
         self._rejects: dict[str, int] = {}
         self._last_log: dict[tuple, float] = {}
-        self._timer = None
-        self._cb_state = MutuallyExclusiveCallbackGroup()
-        self._cb_tick = MutuallyExclusiveCallbackGroup()
+        self._loop: ControlLoop | None = None
+        self._lockstep = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # -- parameters ------------------------------------------------------------------------------
@@ -177,9 +176,9 @@ class PlannerNode(LifecycleNode):
         self.pub_cmd = self.create_lifecycle_publisher(Float64MultiArray, "/humanoid/joint_commands", qos)
         self.pub_plan = self.create_lifecycle_publisher(JointTrajectory, "~/plan", 1)
         self.pub_diag = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_states, 10, callback_group=self._cb_state)
-        self.create_subscription(Odometry, "/odom", self._on_odom, 10, callback_group=self._cb_state)
-        self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, 10, callback_group=self._cb_state)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_states, 10)
+        self.create_subscription(Odometry, "/odom", self._on_odom, 10)
+        self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, 10)
         self._configured = True
         self.get_logger().info(f"configured: planner {self.active_bundle} ({self.p('backend')}), task {cfg.task}")
         return TransitionCallbackReturn.SUCCESS
@@ -187,18 +186,29 @@ class PlannerNode(LifecycleNode):
     def on_activate(self, state) -> TransitionCallbackReturn:
         # Ticks are paced by a steady clock whatever use_sim_time says: a robot's control loop
         # runs in real time, and a lockstep sim only advances when it receives our command.
-        from rclpy.clock import Clock, ClockType
-        self._timer = self.create_timer(float(self.p("control_period")), self._tick, callback_group=self._cb_tick,
-                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, callback_group=self._cb_state)
+        # The tick runs on its own thread so planning never blocks the executor's callbacks.
+        self._lockstep = bool(self.p("lockstep"))
+        self._loop = ControlLoop(float(self.p("control_period")), self._tick, on_error=self._tick_error).start()
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
-        for t in (self._timer, getattr(self, "_diag_timer", None)):
-            if t is not None:
-                self.destroy_timer(t)
-        self._timer = None
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+        if getattr(self, "_diag_timer", None) is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
         return super().on_deactivate(state)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        if self._loop is not None:
+            self._loop.stop()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _tick_error(self, e: BaseException) -> None:
+        self._rejects["tick_errors"] = self._rejects.get("tick_errors", 0) + 1
+        self.get_logger().error(f"tick failed: {e.__class__.__name__}: {e}", throttle_duration_sec=1.0)
 
     # -- inputs ----------------------------------------------------------------------------------
     def _check_stamp(self, topic: str, t: float) -> None:
@@ -217,6 +227,7 @@ class PlannerNode(LifecycleNode):
             self._joint = (t, pos, vel)
             self._received = time.monotonic()  # staleness is judged by arrival, on a steady clock
             self._new_state = True
+        self._wake_if_lockstep()
 
     def _on_odom(self, msg: Odometry) -> None:
         try:
@@ -228,6 +239,11 @@ class PlannerNode(LifecycleNode):
         with self._lock:
             self._odom = (t, *arrs)
             self._new_state = True
+        self._wake_if_lockstep()
+
+    def _wake_if_lockstep(self) -> None:
+        if self._loop is not None and self._lockstep:
+            self._loop.wake()  # answer the new state now, not at the next period slot
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         v = (msg.linear.x, msg.linear.y, msg.angular.z)
@@ -239,7 +255,7 @@ class PlannerNode(LifecycleNode):
     def _tick(self) -> None:
         t0 = time.perf_counter()
         with self._lock:
-            if self.p("lockstep"):
+            if self._lockstep:
                 # Lockstep (sim only): exactly one command per new state, none before the first.
                 # Wait until both halves of the state (same stamp) are in.
                 if (self._joint is None or self._odom is None or self._odom[0] != self._joint[0]
@@ -259,7 +275,7 @@ class PlannerNode(LifecycleNode):
             state = MeasuredState(self._received, joint[1], joint[2], odom[1], odom[2], odom[3], odom[4])
         now = time.monotonic()
         res = self.controller.tick(state, now, task=self.p("task"), command=self._cmd_twist, tick_start=t0,
-                                   realtime=not self.p("lockstep"))
+                                   realtime=not self._lockstep)
         self.pub_cmd.publish(Float64MultiArray(data=res.positions.tolist()))
         if res.plan is not None:
             self._publish_plan(res.plan.actions)
