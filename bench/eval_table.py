@@ -15,7 +15,13 @@ def label(r: dict) -> str:
     p = r.get("planner", "?")
     if p == "mppi":
         return f"mppi@{r['budget_ms']:g}ms" if r.get("budget_ms") else "mppi offline"
-    return p
+    tags = []
+    if r.get("checkpoint"):
+        import os
+        tags.append(os.path.basename(os.path.normpath(r["checkpoint"])))
+    if r.get("temperature") is not None:
+        tags.append(f"T={r['temperature']:g}")
+    return f"{p}[{','.join(tags)}]" if tags else p
 
 
 def main() -> int:

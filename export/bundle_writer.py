@@ -110,7 +110,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = Fals
         v = torch.randn(step.cache_shape(n_prior), generator=gen) * 0.1
         pos = torch.tensor([2])
         _export(step, (state, token, pos, k, v), ["state", "token", "pos", "k_cache", "v_cache"],
-                ["logits", "k_cache_out", "v_cache_out"], tmp / "prior_step.onnx")
+                ["logits", "k_new", "v_new"], tmp / "prior_step.onnx")
         with torch.no_grad():
             exp = [t.numpy() for t in step(state, token, pos, k, v)]
         errs = {"prior_step": _parity(tmp / "prior_step.onnx", {"state": state.numpy(), "token": token.numpy(),

@@ -6,6 +6,17 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def mish(x: torch.Tensor) -> torch.Tensor:
+    """Mish, x * tanh(softplus(x)). In ONNX export it is written with one exp,
+    x * n / (n + 2) with n = e^x (e^x + 2) (equal in exact arithmetic; x clamped at 20, where
+    n / (n + 2) is 1 in float32): ONNX Runtime's Softplus + Tanh took 21 % of the decoder."""
+    if torch.onnx.is_in_onnx_export():
+        e = torch.exp(torch.clamp(x, max=20.0))
+        n = e * (e + 2.0)
+        return x * n / (n + 2.0)
+    return F.mish(x)
+
+
 class CausalConvBlock(nn.Module):
     """Residual temporal conv block (Conv1d, GroupNorm, Mish), left-padded so step t sees <= t."""
 
@@ -18,9 +29,9 @@ class CausalConvBlock(nn.Module):
         self.norm2 = nn.GroupNorm(8, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T)
-        h = F.mish(self.norm1(self.conv1(F.pad(x, (self.pad, 0)))))
+        h = mish(self.norm1(self.conv1(F.pad(x, (self.pad, 0)))))
         h = self.norm2(self.conv2(F.pad(h, (self.pad, 0))))
-        return F.mish(x + h)
+        return mish(x + h)
 
 
 class SelfAttention(nn.Module):

@@ -85,6 +85,10 @@ def cmd_eval(a) -> int:
         kwargs = {"checkpoint": a.checkpoint, "seed": a.seed}
         if a.samples:
             kwargs["samples" if a.planner == "hgap" else "beam"] = a.samples
+        if a.temperature is not None:
+            kwargs["temperature"] = a.temperature
+    elif a.temperature is not None:
+        print(f"note: --temperature applies to hgap/tap only; ignored for {a.planner}", file=sys.stderr)
     if cls is not None:
         planner = cls(**kwargs)
     command = tuple(a.command) if a.command else None
@@ -92,7 +96,8 @@ def cmd_eval(a) -> int:
                    EnvConfig(push_every=a.push_every, push_speed=a.push_speed), command=command,
                    progress=not a.quiet, video=a.video, planner=a.planner, budget_ms=a.budget_ms,
                    samples=getattr(planner, "samples", None), push_every=a.push_every,
-                   push_speed=a.push_speed)
+                   push_speed=a.push_speed, temperature=a.temperature,
+                   checkpoint=a.checkpoint)
     if hasattr(planner, "close"):
         planner.close()
     print(format_table([res]))
@@ -221,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cap mppi's work per control step to this many ms on this machine")
     e.add_argument("--samples", type=int, default=None,
                    help="mppi/hgap samples, or tap beam width (default: the planner's own)")
+    e.add_argument("--temperature", type=float, default=None,
+                   help="hgap/tap prior sampling temperature (default: the planner's own: hgap 2, tap 1)")
     e.add_argument("--checkpoint", help="training run (or checkpoint.pt) for hgap / tap")
     e.add_argument("--bundle", help="run an exported bundle's runtime planner instead (no torch)")
     e.add_argument("--backend", default="onnxruntime", help="engine backend for --bundle")

@@ -46,6 +46,9 @@ RECIPES: dict[str, Recipe] = {
                    expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4),
     # ~15 min on 2 cores (32-sample expert, about 5 control steps/s per core pair).
     "default": Recipe(episodes=40, steps=100, expert={"samples": 32}),
+    # ~1 h on 2 cores. Same seeds as default, so its first 40 episodes are default's: copy
+    # data/default's shards into the new directory and only the other 80 are generated.
+    "large": Recipe(episodes=120, steps=100, expert={"samples": 32}),
 }
 
 

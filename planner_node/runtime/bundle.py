@@ -1,8 +1,8 @@
 """Engine bundles: a directory a robot can receive and swap to (reading and verifying; no torch).
 
-``manifest.yaml`` (format version 1)::
+``manifest.yaml`` (format version 2)::
 
-    format_version: 1
+    format_version: 2
     planner: hgap | tap
     spec_hash, joint_names, obs_blocks, control_period_s      # checked against this build
     horizon, num_tokens, codebook_size, obs_dim, act_dim
@@ -30,7 +30,7 @@ import yaml
 from planner_node import spec
 from planner_node.atomic import sha256_file
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: prior_step outputs only the new KV slot (k_new, v_new)
 PLANNER_KINDS = ("hgap", "tap")
 DTYPES = {"float32": np.float32, "int64": np.int64, "float16": np.float16}
 

@@ -108,7 +108,7 @@ class RuntimeHGAPPlanner(_BundlePlanner):
                 return self._fallback(request, f"deadline at token {t}/{self.T}")
             out = self._timed_prior({"state": state, "token": token, "pos": np.array([t], np.int64),
                                      "k_cache": k, "v_cache": v})
-            k, v = out["k_cache_out"].copy(), out["v_cache_out"].copy()
+            k[:, :, :, t], v[:, :, :, t] = out["k_new"], out["v_new"]  # write slot t (copies)
             probs = filtered_probs(out["logits"], p["temperature"], p["top_p"])
             token = inverse_cdf(probs, u[:, t])[:, None]
             tokens[:, t] = token[:, 0]
@@ -138,8 +138,9 @@ class RuntimeTAPPlanner(_BundlePlanner):
         v = np.zeros(self.cache_shape, np.float32)
         out = self._timed_prior({"state": state_b, "token": np.zeros((B, 1), np.int64), "pos": np.array([0]),
                                  "k_cache": k, "v_cache": v})
-        logits = out["logits"][:1]
-        k, v = out["k_cache_out"][:, :1].copy(), out["v_cache_out"][:, :1].copy()
+        logits = out["logits"][:1].copy()
+        k[:, :, :, 0], v[:, :, :, 0] = out["k_new"], out["v_new"]
+        k, v = k[:, :1], v[:, :1]
         tokens = np.zeros((1, 0), np.int64)
         penalty = np.zeros(1)
         for t in range(self.T):
@@ -177,8 +178,9 @@ class RuntimeTAPPlanner(_BundlePlanner):
                 tok[:nb, 0] = tokens[:, -1]
                 out = self._timed_prior({"state": state_b, "token": tok, "pos": np.array([t + 1]),
                                          "k_cache": kk, "v_cache": vv})
-                logits = out["logits"][:nb]
-                k, v = out["k_cache_out"][:, :nb].copy(), out["v_cache_out"][:, :nb].copy()
+                logits = out["logits"][:nb].copy()
+                kk[:, :, :, t + 1], vv[:, :, :, t + 1] = out["k_new"], out["v_new"]
+                k, v = kk[:, :nb], vv[:, :nb]
         best = np.concatenate([tokens[:1], np.repeat(tokens[:1], self.n_dec - 1, 0)])
         traj = self.decoder.run({"tokens": best, "state": state_d})["trajectory"][:1]
         obs, act = self._unpack(traj)

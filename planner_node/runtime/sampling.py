@@ -11,12 +11,13 @@ def filtered_probs(logits: np.ndarray, temperature: float, top_p: float) -> np.n
     p = np.exp(z)
     p /= p.sum(axis=-1, keepdims=True)
     if top_p < 1.0:
-        order = np.argsort(-p, axis=-1, kind="stable")
-        ps = np.take_along_axis(p, order, -1)
-        drop = np.cumsum(ps, -1) - ps > top_p
-        ps = np.where(drop, 0.0, ps)
-        p = np.zeros_like(p)
-        np.put_along_axis(p, order, ps, -1)
+        # Keep the smallest prefix (by descending probability) with mass >= top_p, found as a
+        # threshold on the sorted values: a value sort is ~4x cheaper than argsort + scatter.
+        # Same set as the reference's sort-and-scatter except for exact ties at the threshold.
+        ps = -np.sort(-p, axis=-1)
+        kept = ((np.cumsum(ps, -1) - ps) <= top_p).sum(axis=-1)
+        tau = np.take_along_axis(ps, (kept - 1)[:, None], -1)
+        p = np.where(p >= tau, p, 0.0)
         p /= p.sum(axis=-1, keepdims=True)
     return p
 
