@@ -5,7 +5,7 @@
     planner data info DIR
     planner export --checkpoint RUN --out BUNDLE [--tensorrt]
     planner verify BUNDLE
-    planner bench --bundle BUNDLE --ticks N [--json FILE]
+    planner bench --bundle BUNDLE --ticks N [--checkpoint RUN] [--json FILE]
     planner up humanoid [--bundle B] [--lockstep] [--duration S]
     planner train --config config/train/<name>.yaml --data DIR --out RUN
     planner eval --planner mppi|zero|hgap|tap [--checkpoint RUN] --task T --episodes N --seed S [--steps K]
@@ -140,7 +140,7 @@ def cmd_verify(a) -> int:
 
 def cmd_bench(a) -> int:
     from planner_node.runtime.bench import run_bench
-    return run_bench(a.bundle, a.ticks, a.json, a.backends, a.task)
+    return run_bench(a.bundle, a.ticks, a.json, a.backends, a.task, a.checkpoint)
 
 
 def cmd_up(a) -> int:
@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ticks", type=int, default=1000)
     b.add_argument("--task", default="forward")
     b.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "tensorrt"])
+    b.add_argument("--checkpoint", help="the training run the bundle was exported from: adds the PyTorch "
+                   "reference planner (torch-eager) as the baseline row")
     b.add_argument("--json")
     b.set_defaults(fn=cmd_bench)
 

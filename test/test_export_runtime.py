@@ -225,3 +225,19 @@ def test_tensorrt_build_and_parity_gpu_only(hgap_bundle, tmp_path):
     feeds = {"tokens": rng.integers(0, b.manifest["codebook_size"], trt_e.inputs[0].shape).astype(np.int64),
              "state": rng.normal(size=trt_e.inputs[1].shape).astype(np.float32)}
     np.testing.assert_allclose(trt_e.run(feeds)["trajectory"], ort_e.run(feeds)["trajectory"], atol=5e-2)
+
+
+def test_bench_compares_backends_against_torch_eager(hgap_bundle, hgap_run, tmp_path):
+    """`planner bench` runs every backend in one process and writes one JSON row per backend,
+    ratios against the PyTorch reference planner (no timing is asserted)."""
+    import json
+
+    from planner_node.cli import main
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--bundle", str(hgap_bundle), "--checkpoint", str(hgap_run), "--ticks", "3",
+                 "--backends", "torch", "onnxruntime", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["backends"]
+    assert [r["backend"] for r in rows] == ["torch-eager", "torch", "onnxruntime"]
+    for r in rows:
+        assert r["speedup_base"] == "torch-eager" and r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+    assert json.loads(out.read_text())["runtime_torch_imported"] is False

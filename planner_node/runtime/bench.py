@@ -8,6 +8,7 @@ resident memory of a separate process that runs ONNX Runtime only (no torch impo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -68,9 +69,20 @@ def _observations(n: int) -> list[np.ndarray]:
     return obs
 
 
-def time_backend(bundle, backend: str, ticks: int, task: str, obs: list[np.ndarray]) -> dict:
-    from planner_node.runtime.latent_planners import runtime_planner
-    planner = runtime_planner(bundle, backend=backend, seed=0)
+def time_backend(bundle, backend: str, ticks: int, task: str, obs: list[np.ndarray],
+                 checkpoint: str | None = None) -> dict:
+    """``backend == "torch-eager"``: the PyTorch reference planner of ``checkpoint`` (growing KV
+    cache, torch sampling), i.e. the planner before export, at the bundle's sample count."""
+    if backend == "torch-eager":
+        from planner_node.planning import planner_class
+        m = bundle.manifest
+        size = {"samples": m["planner_defaults"]["samples"]} if m["planner"] == "hgap" else \
+            {"beam": m["planner_defaults"]["beam"]}
+        planner = planner_class(m["planner"])(checkpoint=checkpoint, seed=0, threads=os.cpu_count() or 1,
+                                             **size)
+    else:
+        from planner_node.runtime.latent_planners import runtime_planner
+        planner = runtime_planner(bundle, backend=backend, seed=0)
     for o in obs[:5]:  # warm-up (allocations, graph optimizations)
         planner.plan(PlanRequest(obs=o, task=task))
     lat = []
@@ -82,7 +94,7 @@ def time_backend(bundle, backend: str, ticks: int, task: str, obs: list[np.ndarr
     return {"backend": backend, "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
             "max_ms": float(lat.max()), "mean_ms": float(lat.mean()),
             "engine": getattr(planner.prior, "backend", backend),
-            "note": getattr(planner.prior, "fallback_reason", None)}
+            "note": getattr(planner.prior, "fallback_reason", None) if backend != "torch-eager" else checkpoint}
 
 
 def _ort_only_rss(bundle_path: str, task: str) -> dict:
@@ -103,7 +115,8 @@ def _ort_only_rss(bundle_path: str, task: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_bench(bundle_path: str, ticks: int, json_path: str | None, backends: list[str], task: str) -> int:
+def run_bench(bundle_path: str, ticks: int, json_path: str | None, backends: list[str], task: str,
+              checkpoint: str | None = None) -> int:
     from planner_node.runtime.bundle import load_bundle
     bundle = load_bundle(bundle_path)
     m = bundle.manifest
@@ -114,23 +127,30 @@ def run_bench(bundle_path: str, ticks: int, json_path: str | None, backends: lis
     obs = _observations(50)
     peak = gemm_peak_gflops()
     rows, skipped = [], []
+    if checkpoint:
+        backends = ["torch-eager", *[b for b in backends if b != "torch-eager"]]
     for be in backends:
         if be == "tensorrt":
             from planner_node.export.tensorrt import machine_info
             if machine_info() is None:
                 skipped.append("tensorrt: skipped (TensorRT / CUDA GPU not available on this machine)")
                 continue
-        rows.append(time_backend(bundle, be, ticks, task, obs))
-    base = next((r for r in rows if r["backend"] == "torch"), None)
+        rows.append(time_backend(bundle, be, ticks, task, obs, checkpoint))
+    # The ratio is against torch eager: the reference planner when --checkpoint is given, else
+    # the exported fixed-shape graphs run by torch.
+    base = next((r for r in rows if r["backend"] == "torch-eager"), None) or \
+        next((r for r in rows if r["backend"] == "torch"), None)
     print(f"bundle {bundle_path}: {m['planner']}, {m['planner_defaults']}, {flops / 1e6:.1f} MFLOP/tick; "
           f"fp32 GEMM peak here {peak:.0f} GFLOP/s; {ticks} ticks per backend")
-    print(f"{'backend':<14}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'x torch p50':>13}{'GFLOP/s':>9}{'% peak':>8}")
+    print(f"{'backend':<14}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'x ' + (base or {}).get('backend', '-') + ' p50':>18}"
+          f"{'GFLOP/s':>9}{'% peak':>8}")
     for r in rows:
         r["gflops"] = flops / (r["mean_ms"] / 1e3) / 1e9
         r["peak_share"] = r["gflops"] / peak
         r["speedup_vs_torch_p50"] = base["p50_ms"] / r["p50_ms"] if base else None
+        r["speedup_base"] = base["backend"] if base else None
         sp = f"{r['speedup_vs_torch_p50']:.2f}" if base else "-"
-        print(f"{r['backend']:<14}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['max_ms']:>9.2f}{sp:>13}"
+        print(f"{r['backend']:<14}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['max_ms']:>9.2f}{sp:>18}"
               f"{r['gflops']:>9.1f}{r['peak_share']:>8.1%}")
     for s in skipped:
         print(s)
