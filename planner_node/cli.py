@@ -39,6 +39,13 @@ def cmd_data_import(a) -> int:
     return 0
 
 
+def cmd_data_merge(a) -> int:
+    from planner_node.sim.dataset import merge
+    meta = merge(a.sources, a.out)
+    print(f"{a.out}: {meta['transitions']} transitions in {len(meta['shards'])} episodes from {len(a.sources)} datasets")
+    return 0
+
+
 def cmd_data_info(a) -> int:
     import numpy as np
 
@@ -162,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="generate, import or inspect trajectory datasets")
     dsub = data.add_subparsers(dest="data_cmd", required=True)
     g = dsub.add_parser("generate", help="run the MPPI expert to make a dataset (resumable)")
-    g.add_argument("--recipe", default="tiny", help="tiny | default")
+    g.add_argument("--recipe", default="tiny", help="tiny | default | large | dart (see sim/generate.py)")
     g.add_argument("--out", required=True)
     g.add_argument("--workers", type=int, default=1)
     g.add_argument("--quiet", action="store_true")
@@ -172,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("src")
     i.add_argument("--out", required=True)
     i.set_defaults(fn=cmd_data_import)
+    mg = dsub.add_parser("merge", help="concatenate verified datasets (same spec and tasks) into a new one")
+    mg.add_argument("sources", nargs="+")
+    mg.add_argument("--out", required=True)
+    mg.set_defaults(fn=cmd_data_merge)
     n = dsub.add_parser("info", help="verify a dataset and print its per-task summary")
     n.add_argument("dir")
     n.set_defaults(fn=cmd_data_info)

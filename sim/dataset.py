@@ -156,3 +156,34 @@ class Dataset:
         ids = self.arrays["episode_ids"]
         bounds = np.flatnonzero(np.diff(ids)) + 1
         return np.split(np.arange(len(ids)), bounds)
+
+
+def merge(sources: list[str | Path], out: str | Path) -> dict:
+    """Concatenate verified datasets into a new one (e.g. expert data from two recipes).
+
+    Every source is verified (sha256 of each shard) and must share the spec and the task list;
+    episode ids are renumbered so episodes stay distinct; normalizers are recomputed over the
+    union. Refuses to write into a non-empty directory; meta.json is written last, so a killed
+    merge leaves no dataset that loads.
+    """
+    if len(sources) < 2:
+        raise DatasetError("merge: give at least two source datasets")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise DatasetError(f"{out}: directory is not empty; refusing to overwrite it")
+    loaded = [Dataset(s) for s in sources]
+    tasks = loaded[0].tasks
+    for s, ds in zip(sources, loaded):
+        if ds.tasks != tasks:
+            raise DatasetError(f"{s}: task list {ds.tasks} differs from {sources[0]}'s {tasks}")
+    out.mkdir(parents=True, exist_ok=True)
+    entries, next_id = [], 0
+    for ds in loaded:
+        for ep_rows in ds.episodes():
+            arrays = {k: ds.arrays[k][ep_rows] for k in FIELDS}
+            arrays["episode_ids"] = np.full(len(ep_rows), next_id)
+            entries.append(write_shard(out / f"shard_{next_id:05d}.npz", arrays))
+            next_id += 1
+    source = {"kind": "merge", "sources": [{"path": str(Path(s).resolve()), "source": ds.meta.get("source"),
+                                            "transitions": len(ds)} for s, ds in zip(sources, loaded)]}
+    return finalize(out, entries, tasks, source)

@@ -49,6 +49,10 @@ RECIPES: dict[str, Recipe] = {
     # ~1 h on 2 cores. Same seeds as default, so its first 40 episodes are default's: copy
     # data/default's shards into the new directory and only the other 80 are generated.
     "large": Recipe(episodes=120, steps=100, expert={"samples": 32}),
+    # DART (Laskey et al. 2017): 4x the execution noise, so the expert demonstrates recoveries
+    # from the drift a learned planner makes (measured: H-GAP's actions drift 0.1-0.35 from the
+    # expert's before it falls). Another seed; combine with `planner data merge`. ~15 min.
+    "dart": Recipe(episodes=60, steps=100, expert={"samples": 32}, action_noise=0.2, seed=1),
 }
 
 

@@ -223,3 +223,37 @@ def test_sharded_generation_matches_single_process(tmp_path, tiny_data):
     a, b = Dataset(out).arrays, Dataset(tiny_data).arrays
     for k in FIELDS:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def _fake_dataset(root, seed, lengths, tasks=("stand",)):
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    eps = [fake_episode(rng, n, i) for i, n in enumerate(lengths)]   # episode ids 0.. in both
+    entries = [write_shard(root / f"shard_{i:05d}.npz", e) for i, e in enumerate(eps)]
+    finalize(root, entries, list(tasks), {"kind": "test"})
+    return eps
+
+
+def test_merge_keeps_episodes_distinct_and_recomputes_stats(tmp_path):
+    from planner_node.sim.dataset import merge
+    a = _fake_dataset(tmp_path / "a", 0, (5, 7))
+    b = _fake_dataset(tmp_path / "b", 1, (6,))
+    meta = merge([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    ds = Dataset(tmp_path / "m")
+    assert [len(e) for e in ds.episodes()] == [5, 7, 6] and meta["transitions"] == 18
+    allobs = np.concatenate([e["observations"] for e in a + b]).astype(np.float32)  # stored as float32
+    np.testing.assert_allclose(ds.stats["obs_mean"], allobs.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ds.arrays["observations"][12:], b[0]["observations"].astype(np.float32))
+
+
+def test_merge_refuses_other_tasks_and_nonempty_out(tmp_path):
+    from planner_node.sim.dataset import merge
+    _fake_dataset(tmp_path / "a", 0, (5,))
+    _fake_dataset(tmp_path / "b", 1, (5,), tasks=("stand", "forward"))
+    with pytest.raises(DatasetError, match="task list"):
+        merge([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "precious.txt").write_text("x")
+    with pytest.raises(DatasetError, match="not empty"):
+        merge([tmp_path / "a", tmp_path / "a"], tmp_path / "keep")
+    assert (tmp_path / "keep" / "precious.txt").read_text() == "x"
