@@ -147,7 +147,7 @@ def cmd_verify(a) -> int:
 
 def cmd_bench(a) -> int:
     from planner_node.runtime.bench import run_bench
-    return run_bench(a.bundle, a.ticks, a.json, a.backends, a.task, a.checkpoint)
+    return run_bench(a.bundle, a.ticks, a.json, a.backends, a.task, a.checkpoint, a.threads)
 
 
 def cmd_up(a) -> int:
@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ticks", type=int, default=1000)
     b.add_argument("--task", default="forward")
     b.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "tensorrt"])
+    b.add_argument("--threads", type=int, default=0, help="engine intra-op threads (default: the runtime planner's, 1)")
     b.add_argument("--checkpoint", help="the training run the bundle was exported from: adds the PyTorch "
                    "reference planner (torch-eager) as the baseline row")
     b.add_argument("--json")

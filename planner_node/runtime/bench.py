@@ -70,7 +70,7 @@ def _observations(n: int) -> list[np.ndarray]:
 
 
 def time_backend(bundle, backend: str, ticks: int, task: str, obs: list[np.ndarray],
-                 checkpoint: str | None = None) -> dict:
+                 checkpoint: str | None = None, threads: int = 0) -> dict:
     """``backend == "torch-eager"``: the PyTorch reference planner of ``checkpoint`` (growing KV
     cache, torch sampling), i.e. the planner before export, at the bundle's sample count."""
     if backend == "torch-eager":
@@ -82,7 +82,7 @@ def time_backend(bundle, backend: str, ticks: int, task: str, obs: list[np.ndarr
                                              **size)
     else:
         from planner_node.runtime.latent_planners import runtime_planner
-        planner = runtime_planner(bundle, backend=backend, seed=0)
+        planner = runtime_planner(bundle, backend=backend, seed=0, **({"threads": threads} if threads else {}))
     for o in obs[:5]:  # warm-up (allocations, graph optimizations)
         planner.plan(PlanRequest(obs=o, task=task))
     lat = []
@@ -116,7 +116,7 @@ def _ort_only_rss(bundle_path: str, task: str) -> dict:
 
 
 def run_bench(bundle_path: str, ticks: int, json_path: str | None, backends: list[str], task: str,
-              checkpoint: str | None = None) -> int:
+              checkpoint: str | None = None, threads: int = 0) -> int:
     from planner_node.runtime.bundle import load_bundle
     bundle = load_bundle(bundle_path)
     m = bundle.manifest
@@ -135,7 +135,7 @@ def run_bench(bundle_path: str, ticks: int, json_path: str | None, backends: lis
             if machine_info() is None:
                 skipped.append("tensorrt: skipped (TensorRT / CUDA GPU not available on this machine)")
                 continue
-        rows.append(time_backend(bundle, be, ticks, task, obs, checkpoint))
+        rows.append(time_backend(bundle, be, ticks, task, obs, checkpoint, threads))
     # The ratio is against torch eager: the reference planner when --checkpoint is given, else
     # the exported fixed-shape graphs run by torch.
     base = next((r for r in rows if r["backend"] == "torch-eager"), None) or \
