@@ -10,18 +10,7 @@ P=.venv/bin/planner
 EPISODES=${EPISODES:-5}; STEPS=${STEPS:-150}; MPPI_EPISODES=${MPPI_EPISODES:-2}
 TASKS=${TASKS:-"stand speed forward backward shift_left jump rotate_x rotate_y rotate_z track"}
 mkdir -p results/final runs
-$P data generate --recipe default --out data/default --workers 2
-if [ ! -f data/large/meta.json ]; then   # large's first 40 episodes are default's
-  mkdir -p data/large
-  [ -f data/large/recipe.json ] || .venv/bin/python -c "
-import json; from dataclasses import asdict; from planner_node.sim.generate import RECIPES
-from planner_node.atomic import write_json
-r = asdict(RECIPES['large']); r['tasks'] = list(r['tasks']); write_json('data/large/recipe.json', {'name': 'large', **r})"
-  cp -n data/default/shard_*.npz data/large/
-fi
-$P data generate --recipe large --out data/large --workers 2
-$P data generate --recipe dart --out data/dart --workers 2
-[ -f data/large_dart/meta.json ] || $P data merge data/large data/dart --out data/large_dart
+bash bench/expert_data.sh
 for m in hgap tap; do
   /usr/bin/time -f "train $m: %e s wall" $P train --config config/train/${m}_small.yaml --data data/large_dart \
     --out runs/${m}_ld --quiet 2>&1 | tail -2

@@ -88,7 +88,8 @@ def _parity(path: Path, feeds: dict, expected: list, atol: float) -> float:
     return err
 
 
-def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = False, **overrides) -> dict:
+def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = False,
+                  evaluations: list[dict] | None = None, **overrides) -> dict:
     ck = load_checkpoint(checkpoint)
     kind = ck["kind"]
     cfg, vq, prior, norm = build_models(ck)
@@ -152,7 +153,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = Fals
             from planner_node.export.tensorrt import build_plans
             manifest["plans"] = build_plans(tmp, graphs)
         write_text(tmp / "manifest.yaml", yaml.safe_dump(manifest, sort_keys=False, width=120))
-        write_text(tmp / "CARD.md", bundle_card(manifest, ck))
+        write_text(tmp / "CARD.md", bundle_card(manifest, ck, evaluations or []))
         load_bundle(tmp)  # verify what we wrote, exactly as a robot will
         os.replace(tmp, out)
         return manifest
@@ -160,7 +161,18 @@ def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = Fals
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bundle_card(m: dict, ck: dict) -> str:
+def evaluation_table(evaluations: list[dict]) -> str:
+    """Markdown rows from ``planner eval --json`` results (closed loop, in simulation)."""
+    if not evaluations:
+        return ""
+    rows = ["| task | planner | episodes x steps | mean return | mean length | fall rate |", "|---|---|---|---|---|---|"]
+    for r in evaluations:
+        rows.append(f"| {r['task']} | {r.get('planner', '?')} | {len(r['episodes'])} x {r['steps']} | "
+                    f"{r['mean_return']:.1f} ± {r['std_return']:.1f} | {r['mean_length']:.0f} | {r['fall_rate']:.0%} |")
+    return "\n## Evaluation (closed loop in simulation, `planner eval`; pushes included)\n\n" + "\n".join(rows) + "\n"
+
+
+def bundle_card(m: dict, ck: dict, evaluations: list[dict] = ()) -> str:
     split = ck.get("split", {})
     return f"""# Bundle card: {m['planner']} ({m['producer']['planner_node']})
 
@@ -174,5 +186,6 @@ def bundle_card(m: dict, ck: dict) -> str:
   parity (max abs err vs torch): {', '.join(f"{k} {v['parity_max_abs_err']:.1e}" for k, v in m['graphs'].items())}.
 - TensorRT plans: {len(m['plans'])} ({'none built: ONNX Runtime is used' if not m['plans'] else 'see manifest'}).
 - Evaluation: run `planner eval --planner {m['planner']} --bundle <this dir> --task T` on the target machine.
-- Known limits: trained on a small MPPI-expert dataset generated in simulation; not validated on hardware.
-"""
+- Known limits: trained on MPPI-expert data generated in simulation (small next to the papers' MoCapAct);
+  not validated on hardware.
+{evaluation_table(list(evaluations))}"""

@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
 
 def _env_defaults() -> None:
@@ -125,7 +127,17 @@ def cmd_train(a) -> int:
 def cmd_export(a) -> int:
     from planner_node.export.bundle_writer import export_bundle
     overrides = {"samples": a.samples} if a.samples else {}
-    m = export_bundle(a.checkpoint, a.out, tensorrt=a.tensorrt, **overrides)
+    evaluations = []
+    for f in a.evaluation or []:
+        try:
+            evaluations.append(json.loads(Path(f).read_text()))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--evaluation {f}: not a readable `planner eval --json` file ({e})") from e
+        missing = [k for k in ("task", "steps", "episodes", "mean_return", "std_return", "mean_length", "fall_rate")
+                   if k not in evaluations[-1]]
+        if missing:
+            raise ValueError(f"--evaluation {f}: missing key {missing[0]!r} (expected `planner eval --json` output)")
+    m = export_bundle(a.checkpoint, a.out, tensorrt=a.tensorrt, evaluations=evaluations, **overrides)
     errs = ", ".join(f"{k} {v['parity_max_abs_err']:.1e}" for k, v in m["graphs"].items())
     print(f"{a.out}: {m['planner']} bundle, graphs {list(m['graphs'])} (ONNX Runtime vs torch max abs err: {errs}), "
           f"{len(m['plans'])} TensorRT plans")
@@ -198,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--checkpoint", required=True, help="training run directory or checkpoint.pt")
     x.add_argument("--out", required=True, help="bundle directory (must not exist)")
     x.add_argument("--samples", type=int, help="H-GAP samples baked into the fixed shapes (default 64)")
+    x.add_argument("--evaluation", nargs="+", help="`planner eval --json` files: their table goes into CARD.md")
     x.add_argument("--tensorrt", action="store_true", help="also build TensorRT plans for this GPU")
     x.set_defaults(fn=cmd_export)
     v = sub.add_parser("verify", help="verify a bundle's hashes, spec, shapes and paths")

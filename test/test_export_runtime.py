@@ -241,3 +241,21 @@ def test_bench_compares_backends_against_torch_eager(hgap_bundle, hgap_run, tmp_
     for r in rows:
         assert r["speedup_base"] == "torch-eager" and r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
     assert json.loads(out.read_text())["runtime_torch_imported"] is False
+
+
+def test_export_card_holds_the_evaluation_table_and_refuses_bad_files(hgap_run, tmp_path, capsys):
+    import json
+
+    from planner_node.cli import main
+    ev = {"task": "stand", "planner": "hgap", "steps": 20, "episodes": [{}, {}], "mean_return": 12.5,
+          "std_return": 1.0, "mean_length": 18.0, "fall_rate": 0.5}
+    (tmp_path / "ev.json").write_text(json.dumps(ev))
+    assert main(["export", "--checkpoint", str(hgap_run), "--out", str(tmp_path / "b"), "--samples", "4",
+                 "--evaluation", str(tmp_path / "ev.json")]) == 0
+    assert "| stand | hgap | 2 x 20 | 12.5 ± 1.0 | 18 | 50% |" in (tmp_path / "b" / "CARD.md").read_text()
+    del ev["fall_rate"]
+    (tmp_path / "bad.json").write_text(json.dumps(ev))
+    assert main(["export", "--checkpoint", str(hgap_run), "--out", str(tmp_path / "c"), "--evaluation",
+                 str(tmp_path / "bad.json")]) == 2
+    assert "bad.json: missing key 'fall_rate'" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
