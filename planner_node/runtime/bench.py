@@ -115,6 +115,28 @@ def _ort_only_rss(bundle_path: str, task: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _tap_flops(bundle) -> int:
+    """FLOPs of the graphs one TAP tick runs: the beam is 1, E, E^2, ... rows wide until it is
+    full, and each call uses the smallest fixed-shape copy that holds its rows."""
+    m = bundle.manifest
+    by = {"prior_step": {}, "decoder": {}}
+    for name, g in m["graphs"].items():
+        base = "prior_step" if name.startswith("prior_step") else "decoder"
+        batch = next(t["shape"][0] for t in g["inputs"] if t["name"] == "state")
+        by[base][batch] = onnx_flops(bundle.graph_path(name))
+
+    def fit(base, n):
+        return by[base][min(b for b in by[base] if b >= n)]
+    B, E, T = m["planner_defaults"]["beam"], m["planner_defaults"]["expansion"], m["num_tokens"]
+    total, beams = fit("prior_step", 1), 1
+    for t in range(T):
+        total += fit("decoder", beams * E)
+        beams = min(B, beams * E)
+        if t + 1 < T:
+            total += fit("prior_step", beams)
+    return total + fit("decoder", 1)
+
+
 def run_bench(bundle_path: str, ticks: int, json_path: str | None, backends: list[str], task: str,
               checkpoint: str | None = None, threads: int = 0) -> int:
     from planner_node.runtime.bundle import load_bundle
@@ -123,7 +145,7 @@ def run_bench(bundle_path: str, ticks: int, json_path: str | None, backends: lis
     T = m["num_tokens"]
     flops = T * onnx_flops(bundle.graph_path("prior_step")) + onnx_flops(bundle.graph_path("decoder"))
     if m["planner"] == "tap":
-        flops = T * (onnx_flops(bundle.graph_path("prior_step")) + onnx_flops(bundle.graph_path("decoder")))
+        flops = _tap_flops(bundle)
     obs = _observations(50)
     peak = gemm_peak_gflops()
     rows, skipped = [], []

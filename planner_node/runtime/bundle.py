@@ -11,6 +11,7 @@
     graphs:
       prior_step: {file: prior_step.onnx, sha256, inputs: [{name, dtype, shape}], outputs: [...]}
       decoder:    {file: decoder.onnx, ...}
+      prior_step_b1, decoder_b4, ...   # TAP only: the same graphs at smaller fixed batch sizes
     plans: [{graph, file, sha256, tensorrt_version, compute_capability, precision}]   # optional
     producer: {planner_node, torch, onnx, git_commit}
 

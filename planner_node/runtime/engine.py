@@ -97,7 +97,7 @@ class TorchEngine(Engine):
             torch.set_num_threads(threads)
         weights = torch.load(path, map_location="cpu", weights_only=True)
         cfg = config_from_dict(bundle.manifest["model_config"])
-        if graph == "prior_step":
+        if graph.startswith("prior_step"):
             m = LatentPrior(cfg.vq, cfg.prior)
             m.load_state_dict(weights["prior"])
             self.module = PriorStepGraph(m).eval()

@@ -35,8 +35,12 @@ class _BundlePlanner(Planner):
             raise ValueError(f"{self.bundle.root}: bundle is for planner {m['planner']!r}, not {self.kind!r}")
         self.params = {**m["planner_defaults"], **overrides}
         kw = {"threads": threads} if threads else {}
-        self.prior = make_engine(self.bundle, "prior_step", backend, **kw)
-        self.decoder = make_engine(self.bundle, "decoder", backend, **kw)
+        # batch size -> engine: the full-size graph plus any smaller fixed-shape copies (TAP)
+        self.priors = self._engines("prior_step", backend, kw)
+        self.decoders = self._engines("decoder", backend, kw)
+        self.prior, self.decoder = self.priors["prior_step"], self.decoders["decoder"]
+        self.priors = self._by_batch(self.priors)
+        self.decoders = self._by_batch(self.decoders)
         self.backend = backend
         n = self.bundle.normalizer()
         self.obs_mean, self.obs_std = n["obs_mean"], n["obs_std"]
@@ -48,6 +52,20 @@ class _BundlePlanner(Planner):
         self.cache_shape = shapes["k_cache"]
         self.n_dec = {t.name: t.shape for t in self.decoder.inputs}["tokens"][0]
         self.reset(seed)
+
+    def _engines(self, base: str, backend: str, kw: dict) -> dict:
+        return {name: make_engine(self.bundle, name, backend, **kw) for name in self.bundle.manifest["graphs"]
+                if name == base or name.startswith(base + "_b")}
+
+    @staticmethod
+    def _by_batch(engines: dict) -> dict:
+        by = {{t.name: t.shape for t in e.inputs}["state"][0]: e for e in engines.values()}
+        return dict(sorted(by.items()))
+
+    @staticmethod
+    def _fit(engines: dict, n: int):
+        """(batch, engine) of the smallest fixed-shape graph that holds n rows."""
+        return next((b, e) for b, e in engines.items() if b >= n)
 
     def reset(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)
@@ -85,9 +103,9 @@ class _BundlePlanner(Planner):
     def _step_cost_s(self) -> float:
         return getattr(self, "_ema_step_s", 0.0)
 
-    def _timed_prior(self, feeds):
+    def _timed_prior(self, feeds, engine=None):
         t = time.perf_counter()
-        out = self.prior.run(feeds)
+        out = (engine or self.prior).run(feeds)
         dt = time.perf_counter() - t
         self._ema_step_s = 0.8 * self._step_cost_s() + 0.2 * dt if self._step_cost_s() else dt
         return out
@@ -136,12 +154,22 @@ class RuntimeTAPPlanner(_BundlePlanner):
         m = self.bundle.manifest
         task = get_task(request.task)
         use_value = m.get("trained_tasks") == [request.task]
-        state_b = self._norm_state(request.obs, B)
-        state_d = self._norm_state(request.obs, self.n_dec)
-        k = np.zeros(self.cache_shape, np.float32)
-        v = np.zeros(self.cache_shape, np.float32)
-        out = self._timed_prior({"state": state_b, "token": np.zeros((B, 1), np.int64), "pos": np.array([0]),
-                                 "k_cache": k, "v_cache": v})
+        states: dict[int, np.ndarray] = {}
+
+        def state(n: int) -> np.ndarray:
+            if n not in states:
+                states[n] = self._norm_state(request.obs, n)
+            return states[n]
+
+        def cache(n: int) -> np.ndarray:
+            return np.zeros((self.cache_shape[0], n, *self.cache_shape[2:]), np.float32)
+
+        # Each call runs the smallest fixed-shape graph that holds the live rows (rows beyond
+        # them are padding and are dropped): the beam is 1, E, E^2, ... wide before it is full.
+        bp, eng = self._fit(self.priors, 1)
+        k, v = cache(bp), cache(bp)
+        out = self._timed_prior({"state": state(bp), "token": np.zeros((bp, 1), np.int64), "pos": np.array([0]),
+                                 "k_cache": k, "v_cache": v}, eng)
         logits = out["logits"][:1].copy()
         k[:, :, :, 0], v[:, :, :, 0] = out["k_new"], out["v_new"]
         k, v = k[:, :1], v[:, :1]
@@ -159,8 +187,9 @@ class RuntimeTAPPlanner(_BundlePlanner):
             cand_pen = np.repeat(penalty, E) + (rel.reshape(-1) < p["prob_threshold"])
             full = np.concatenate([cand_tokens, np.repeat(cand_tokens[:, -1:], self.T - t - 1, 1)], 1)
             nc = len(full)
-            padded = np.concatenate([full, np.repeat(full[-1:], self.n_dec - nc, 0)]) if nc < self.n_dec else full
-            traj = self.decoder.run({"tokens": padded, "state": state_d})["trajectory"][:nc]
+            bd, dec = self._fit(self.decoders, nc)
+            padded = np.concatenate([full, np.repeat(full[-1:], bd - nc, 0)]) if nc < bd else full
+            traj = dec.run({"tokens": padded, "state": state(bd)})["trajectory"][:nc]
             obs, _ = self._unpack(traj)
             cpl, stride = m["codes_per_latent"], m["latent_stride"]
             steps = ((t + 1) // cpl) * stride if cpl > 1 else (t + 1) * stride
@@ -175,18 +204,18 @@ class RuntimeTAPPlanner(_BundlePlanner):
             if t + 1 < self.T:
                 parent = keep // E
                 nb = len(keep)
-                kk = np.zeros(self.cache_shape, np.float32)
-                vv = np.zeros(self.cache_shape, np.float32)
+                bp, eng = self._fit(self.priors, nb)
+                kk, vv = cache(bp), cache(bp)
                 kk[:, :nb], vv[:, :nb] = k[:, parent], v[:, parent]
-                tok = np.zeros((B, 1), np.int64)
+                tok = np.zeros((bp, 1), np.int64)
                 tok[:nb, 0] = tokens[:, -1]
-                out = self._timed_prior({"state": state_b, "token": tok, "pos": np.array([t + 1]),
-                                         "k_cache": kk, "v_cache": vv})
+                out = self._timed_prior({"state": state(bp), "token": tok, "pos": np.array([t + 1]),
+                                         "k_cache": kk, "v_cache": vv}, eng)
                 logits = out["logits"][:nb].copy()
                 kk[:, :, :, t + 1], vv[:, :, :, t + 1] = out["k_new"], out["v_new"]
                 k, v = kk[:, :nb], vv[:, :nb]
-        best = np.concatenate([tokens[:1], np.repeat(tokens[:1], self.n_dec - 1, 0)])
-        traj = self.decoder.run({"tokens": best, "state": state_d})["trajectory"][:1]
+        bd, dec = self._fit(self.decoders, 1)
+        traj = dec.run({"tokens": np.repeat(tokens[:1], bd, 0), "state": state(bd)})["trajectory"][:1]
         obs, act = self._unpack(traj)
         self._previous, self._prev_age = (obs[0], act[0]), 0
         return Plan(act[0].copy(), float(best_objective[0]), info={"tokens": tokens[0].tolist()})
