@@ -28,7 +28,7 @@ def _env_defaults() -> None:
 
 def cmd_data_generate(a) -> int:
     from planner_node.sim.generate import generate
-    meta = generate(a.recipe, a.out, workers=a.workers, progress=not a.quiet)
+    meta = generate(a.recipe, a.out, workers=a.workers, progress=not a.quiet, reuse=a.reuse)
     print(f"{a.out}: {meta['transitions']} transitions in {len(meta['shards'])} shards "
           f"(spec {meta['spec_hash']})")
     return 0
@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--recipe", default="tiny", help="tiny | default | large | dart (see sim/generate.py)")
     g.add_argument("--out", required=True)
     g.add_argument("--workers", type=int, default=1)
+    g.add_argument("--reuse", help="a finished dataset of the same recipe with fewer episodes (e.g. data/default "
+                   "for --recipe large): its episodes are copied, not regenerated")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(fn=cmd_data_generate)
     i = dsub.add_parser("import", help="import a D4RL or MoCapAct HDF5 file")

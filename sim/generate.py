@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
@@ -46,8 +47,8 @@ RECIPES: dict[str, Recipe] = {
                    expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4),
     # ~15 min on 2 cores (32-sample expert, about 5 control steps/s per core pair).
     "default": Recipe(episodes=40, steps=100, expert={"samples": 32}),
-    # ~1 h on 2 cores. Same seeds as default, so its first 40 episodes are default's: copy
-    # data/default's shards into the new directory and only the other 80 are generated.
+    # ~1 h on 2 cores. Same seeds as default, so its first 40 episodes are default's:
+    # `--reuse data/default` takes them from there and only the other 80 are generated.
     "large": Recipe(episodes=120, steps=100, expert={"samples": 32}),
     # DART (Laskey et al. 2017): 4x the execution noise, so the expert demonstrates recoveries
     # from the drift a learned planner makes (measured: H-GAP's actions drift 0.1-0.35 from the
@@ -118,9 +119,30 @@ def _existing_entry(path: Path) -> dict | None:
             "episodes": int(len(np.unique(a["episode_ids"])))}
 
 
+def _reuse_shards(src: Path, recipe: Recipe, out: Path) -> int:
+    """Copy the verified shards of a finished dataset made by the same recipe up to its episode
+    count (episode i depends only on the recipe's seed and i, not on how many there are)."""
+    from planner_node.sim.dataset import Dataset
+    ds = Dataset(src)  # verifies every shard's sha256
+    theirs = {k: v for k, v in ds.meta.get("source", {}).get("recipe", {}).items() if k not in ("name", "episodes")}
+    ours = {k: v for k, v in asdict(recipe).items() if k != "episodes"}
+    ours["tasks"] = list(recipe.tasks)
+    if theirs != ours:
+        diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        raise DatasetError(f"{src}: made by another recipe (differs in {', '.join(diff)}); cannot reuse its episodes")
+    n = 0
+    for e in ds.meta["shards"][: recipe.episodes]:
+        if not (out / e["file"]).exists():
+            shutil.copy2(src / e["file"], out / f".{e['file']}.tmp")
+            os.replace(out / f".{e['file']}.tmp", out / e["file"])
+            n += 1
+    return n
+
+
 def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool = True,
-             recipe: Recipe | None = None) -> dict:
-    """Generate (or resume) a dataset into ``out``; returns its meta."""
+             recipe: Recipe | None = None, reuse: str | Path | None = None) -> dict:
+    """Generate (or resume) a dataset into ``out``; returns its meta. ``reuse``: a finished
+    dataset of the same recipe with fewer episodes, whose episodes are copied, not regenerated."""
     from tqdm import tqdm
 
     if recipe is None:
@@ -148,6 +170,8 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
         write_json(recipe_file, recipe_dict)
     for stale in out.glob(".shard_*.tmp*"):
         stale.unlink()  # half-written shards from a killed run are never taken as whole
+    if reuse is not None:
+        _reuse_shards(Path(reuse), recipe, out)
     entries: dict[int, dict] = {}
     todo = []
     for i in range(recipe.episodes):

@@ -257,3 +257,18 @@ def test_merge_refuses_other_tasks_and_nonempty_out(tmp_path):
     with pytest.raises(DatasetError, match="not empty"):
         merge([tmp_path / "a", tmp_path / "a"], tmp_path / "keep")
     assert (tmp_path / "keep" / "precious.txt").read_text() == "x"
+
+
+def test_generate_reuses_episodes_of_a_smaller_run_of_the_same_recipe(tmp_path):
+    small = Recipe(episodes=1, steps=3, tasks=("stand",), expert={"samples": 4, "horizon": 3, "knots": 2, "threads": 1})
+    generate("s", tmp_path / "one", recipe=small, progress=False)
+    bigger = Recipe(**{**small.__dict__, "episodes": 2})
+    meta = generate("b", tmp_path / "two", recipe=bigger, progress=False, reuse=tmp_path / "one")
+    fresh = generate("b", tmp_path / "fresh", recipe=bigger, progress=False)
+    assert [e["sha256"] for e in meta["shards"]] == [e["sha256"] for e in fresh["shards"]]
+    # episode 0 was copied (copy2 keeps the source's mtime), not regenerated
+    assert (tmp_path / "two" / "shard_00000.npz").stat().st_mtime == (tmp_path / "one" / "shard_00000.npz").stat().st_mtime
+    other = Recipe(**{**bigger.__dict__, "action_noise": 0.2})
+    with pytest.raises(DatasetError, match="differs in action_noise"):
+        generate("o", tmp_path / "three", recipe=other, progress=False, reuse=tmp_path / "one")
+    assert not list((tmp_path / "three").glob("shard_*"))
