@@ -125,8 +125,10 @@ def _tap_flops(bundle) -> int:
         batch = next(t["shape"][0] for t in g["inputs"] if t["name"] == "state")
         by[base][batch] = onnx_flops(bundle.graph_path(name))
 
-    def fit(base, n):
-        return by[base][min(b for b in by[base] if b >= n)]
+    from planner_node.runtime.latent_planners import RuntimeTAPPlanner
+
+    def fit(base, n):  # the graph the runtime planner picks for n rows
+        return RuntimeTAPPlanner._fit(dict(sorted(by[base].items())), n)[1]
     B, E, T = m["planner_defaults"]["beam"], m["planner_defaults"]["expansion"], m["num_tokens"]
     total, beams = fit("prior_step", 1), 1
     for t in range(T):
@@ -149,6 +151,8 @@ def run_bench(bundle_path: str, ticks: int, json_path: str | None, backends: lis
     obs = _observations(50)
     peak = gemm_peak_gflops()
     rows, skipped = [], []
+    if "torch-eager" in backends and not checkpoint:
+        raise ValueError("--backends torch-eager needs --checkpoint RUN (the run the bundle was exported from)")
     if checkpoint:
         backends = ["torch-eager", *[b for b in backends if b != "torch-eager"]]
     for be in backends:

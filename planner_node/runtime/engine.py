@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -54,7 +55,6 @@ class OnnxRuntimeEngine(Engine):
         # No busy-waiting between kernels: the planner's numpy work runs between ~17 engine calls
         # per tick, and spinning pool threads took the cores from it (2 cores, same run, 3 pairs:
         # p99 37.6/38.7/42.3 ms spinning vs 33.4/32.6/29.8 ms not). PLANNER_ORT_SPIN=1 restores it.
-        import os
         spin = "1" if os.environ.get("PLANNER_ORT_SPIN") == "1" else "0"
         opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
         available = ort.get_available_providers()

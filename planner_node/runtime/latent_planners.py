@@ -35,12 +35,9 @@ class _BundlePlanner(Planner):
             raise ValueError(f"{self.bundle.root}: bundle is for planner {m['planner']!r}, not {self.kind!r}")
         self.params = {**m["planner_defaults"], **overrides}
         kw = {"threads": threads} if threads else {}
-        # batch size -> engine: the full-size graph plus any smaller fixed-shape copies (TAP)
         self.priors = self._engines("prior_step", backend, kw)
         self.decoders = self._engines("decoder", backend, kw)
-        self.prior, self.decoder = self.priors["prior_step"], self.decoders["decoder"]
-        self.priors = self._by_batch(self.priors)
-        self.decoders = self._by_batch(self.decoders)
+        self.prior, self.decoder = self.priors[max(self.priors)], self.decoders[max(self.decoders)]
         self.backend = backend
         n = self.bundle.normalizer()
         self.obs_mean, self.obs_std = n["obs_mean"], n["obs_std"]
@@ -54,13 +51,10 @@ class _BundlePlanner(Planner):
         self.reset(seed)
 
     def _engines(self, base: str, backend: str, kw: dict) -> dict:
-        return {name: make_engine(self.bundle, name, backend, **kw) for name in self.bundle.manifest["graphs"]
-                if name == base or name.startswith(base + "_b")}
-
-    @staticmethod
-    def _by_batch(engines: dict) -> dict:
-        by = {{t.name: t.shape for t in e.inputs}["state"][0]: e for e in engines.values()}
-        return dict(sorted(by.items()))
+        """batch size -> engine for ``base`` and its smaller fixed-shape copies (``base_bN``)."""
+        engines = [make_engine(self.bundle, name, backend, **kw) for name in self.bundle.manifest["graphs"]
+                   if name == base or name.startswith(base + "_b")]
+        return dict(sorted(({t.name: t.shape for t in e.inputs}["state"][0], e) for e in engines))
 
     @staticmethod
     def _fit(engines: dict, n: int):
