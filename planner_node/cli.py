@@ -1,6 +1,6 @@
 """The ``planner`` command line: one entry point, subcommands per job.
 
-    planner data generate --recipe tiny|default --out DIR [--workers N]
+    planner data generate --recipe tiny|default|large|dart|dagger --out DIR [--workers N] [--learner RUN]
     planner data import --format d4rl|mocapact SRC --out DIR
     planner data info DIR
     planner export --checkpoint RUN --out BUNDLE [--tensorrt]
@@ -28,7 +28,8 @@ def _env_defaults() -> None:
 
 def cmd_data_generate(a) -> int:
     from planner_node.sim.generate import generate
-    meta = generate(a.recipe, a.out, workers=a.workers, progress=not a.quiet, reuse=a.reuse)
+    meta = generate(a.recipe, a.out, workers=a.workers, progress=not a.quiet, reuse=a.reuse,
+                    learner=a.learner)
     print(f"{a.out}: {meta['transitions']} transitions in {len(meta['shards'])} shards "
           f"(spec {meta['spec_hash']})")
     return 0
@@ -181,11 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="generate, import or inspect trajectory datasets")
     dsub = data.add_subparsers(dest="data_cmd", required=True)
     g = dsub.add_parser("generate", help="run the MPPI expert to make a dataset (resumable)")
-    g.add_argument("--recipe", default="tiny", help="tiny | default | large | dart (see sim/generate.py)")
+    g.add_argument("--recipe", default="tiny", help="tiny | default | large | dart | dagger (see sim/generate.py)")
     g.add_argument("--out", required=True)
     g.add_argument("--workers", type=int, default=1)
     g.add_argument("--reuse", help="a finished dataset of the same recipe with fewer episodes (e.g. data/default "
                    "for --recipe large): its episodes are copied, not regenerated")
+    g.add_argument("--learner", help="for --recipe dagger: the learned planner's run (it drives first; the expert "
+                   "recovers from where it took the robot)")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(fn=cmd_data_generate)
     i = dsub.add_parser("import", help="import a D4RL or MoCapAct HDF5 file")

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -33,10 +33,25 @@ class Recipe:
     push_every: int = 50
     push_speed: float = 0.3
     seed: int = 0
+    # DAgger (Ross et al. 2011) for trajectory models: a learned planner drives first, for a
+    # number of steps drawn from ``handover``; the expert takes over from the state it reached
+    # and only the expert's part is recorded. If the learner falls first, the expert takes
+    # over ``backoff`` steps (drawn) before the fall: the near-failure states a learner visits
+    # and the expert data never did. ``learner`` is a run directory, given at generate time.
+    learner: str = ""
+    learner_planner: str = "hgap"
+    handover: tuple[int, int] = (0, 0)
+    backoff: tuple[int, int] = (8, 20)
 
     def __post_init__(self):
         if self.episodes < 1 or self.steps < 1:
             raise ValueError(f"Recipe.episodes and Recipe.steps must be >= 1, got {self.episodes}, {self.steps}")
+        for name in ("handover", "backoff"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"Recipe.{name} must be a range 0 <= lo <= hi, got {getattr(self, name)!r}")
+        if self.learner_planner not in ("hgap", "tap"):
+            raise ValueError(f"Recipe.learner_planner must be hgap or tap, got {self.learner_planner!r}")
         for t in self.tasks:
             get_task(t)
 
@@ -54,6 +69,13 @@ RECIPES: dict[str, Recipe] = {
     # from the drift a learned planner makes (measured: H-GAP's actions drift 0.1-0.35 from the
     # expert's before it falls). Another seed; combine with `planner data merge`. ~15 min.
     "dart": Recipe(episodes=60, steps=100, expert={"samples": 32}, action_noise=0.2, seed=1),
+    # DAgger round: needs `--learner RUN` (an H-GAP run). The learner drives 10-45 steps (it
+    # falls at ~60-70 on its own; 8-20 steps before a fall is measured past saving), then the
+    # expert recovers for up to 100. ~35 min on 2 cores.
+    "dagger": Recipe(episodes=80, steps=100, expert={"samples": 32}, seed=2, handover=(10, 45), backoff=(20, 40)),
+    "tiny_dagger": Recipe(episodes=2, steps=6, tasks=("stand", "forward"),
+                          expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
+                          handover=(3, 8), backoff=(1, 3)),
 }
 
 
@@ -74,8 +96,10 @@ def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.n
     if task_name == "track":
         command = np.array([rng.uniform(-0.3, 1.0), rng.uniform(-0.3, 0.3), rng.uniform(-0.5, 0.5)])
     env = HumanoidEnv(EnvConfig(push_every=recipe.push_every, push_speed=recipe.push_speed))
-    expert = MPPIPlanner(seed=seed, **{"threads": threads, **recipe.expert})
     obs = env.reset(seed)
+    if recipe.learner:
+        obs = _learner_prefix(recipe, env, obs, task_name, command, rng, seed, threads)
+    expert = MPPIPlanner(seed=seed, **{"threads": threads, **recipe.expert})
     rows = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts")}
     try:
         for t in range(recipe.steps):
@@ -101,6 +125,40 @@ def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.n
     return out
 
 
+def _learner_prefix(recipe: Recipe, env, obs, task_name: str, command, rng, seed: int, threads: int):
+    """Let the learner drive; leave ``env`` at the state the expert takes over from."""
+    from planner_node.planning import PlanRequest, planner_class
+
+    learner = planner_class(recipe.learner_planner)(checkpoint=recipe.learner, seed=seed, threads=threads)
+    k = int(rng.integers(recipe.handover[0], recipe.handover[1] + 1))
+    states = [(env.get_state(), env.t)]
+    for _ in range(k):
+        plan = learner.plan(PlanRequest(obs=obs, task=task_name, command=tuple(command)))
+        obs, fell = env.step(plan.actions[0])
+        if fell:
+            back = int(rng.integers(recipe.backoff[0], recipe.backoff[1] + 1))
+            state, t = states[max(0, len(states) - back)]
+            env.set_state(state)
+            env.t = t
+            return env.observation()
+        states.append((env.get_state(), env.t))
+    return obs
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: exit when the generate process is gone (killed), instead of living
+    on as an orphan that keeps writing shards into a directory somebody may have reused."""
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def _work(out: str, recipe: Recipe, index: int, threads: int) -> dict:
     arrays = generate_episode(recipe, index, threads)
     return write_shard(Path(out) / _shard_name(index), arrays)
@@ -119,14 +177,28 @@ def _existing_entry(path: Path) -> dict | None:
             "episodes": int(len(np.unique(a["episode_ids"])))}
 
 
+_DAGGER_FIELDS = ("learner", "learner_planner", "handover", "backoff")
+
+
+def _recipe_dict(name: str, recipe: Recipe) -> dict:
+    """What recipe.json records (JSON types). Expert-only recipes leave the DAgger fields out,
+    so datasets made before DAgger existed still resume and are reused."""
+    d = {"name": name, **asdict(recipe), "tasks": list(recipe.tasks)}
+    if recipe.handover[1] == 0 and not recipe.learner:
+        for k in _DAGGER_FIELDS:
+            d.pop(k)
+    else:
+        d["handover"], d["backoff"] = list(recipe.handover), list(recipe.backoff)
+    return d
+
+
 def _reuse_shards(src: Path, recipe: Recipe, out: Path) -> int:
     """Copy the verified shards of a finished dataset made by the same recipe up to its episode
     count (episode i depends only on the recipe's seed and i, not on how many there are)."""
     from planner_node.sim.dataset import Dataset
     ds = Dataset(src)  # verifies every shard's sha256
     theirs = {k: v for k, v in ds.meta.get("source", {}).get("recipe", {}).items() if k not in ("name", "episodes")}
-    ours = {k: v for k, v in asdict(recipe).items() if k != "episodes"}
-    ours["tasks"] = list(recipe.tasks)
+    ours = {k: v for k, v in _recipe_dict("", recipe).items() if k not in ("name", "episodes")}
     if theirs != ours:
         diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
         raise DatasetError(f"{src}: made by another recipe (differs in {', '.join(diff)}); cannot reuse its episodes")
@@ -140,20 +212,33 @@ def _reuse_shards(src: Path, recipe: Recipe, out: Path) -> int:
 
 
 def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool = True,
-             recipe: Recipe | None = None, reuse: str | Path | None = None) -> dict:
+             recipe: Recipe | None = None, reuse: str | Path | None = None,
+             learner: str | Path | None = None) -> dict:
     """Generate (or resume) a dataset into ``out``; returns its meta. ``reuse``: a finished
-    dataset of the same recipe with fewer episodes, whose episodes are copied, not regenerated."""
+    dataset of the same recipe with fewer episodes, whose episodes are copied, not regenerated.
+    ``learner``: the run whose planner drives first, for DAgger recipes."""
     from tqdm import tqdm
 
     if recipe is None:
         if recipe_name not in RECIPES:
             raise KeyError(f"unknown recipe {recipe_name!r}; valid recipes: {', '.join(RECIPES)}")
         recipe = RECIPES[recipe_name]
+    if learner is not None:
+        recipe = replace(recipe, learner=str(learner))
     out = Path(out)
+    recipe_dict = _recipe_dict(recipe_name, recipe)
+    if "handover" in recipe_dict:
+        if not recipe.learner:
+            raise DatasetError(f"recipe {recipe_name!r} starts episodes where a learned planner took the robot: "
+                               "give its run with --learner RUN")
+        from planner_node.atomic import sha256_file
+        from planner_node.models.checkpoint import checkpoint_file, load_checkpoint
+        load_checkpoint(recipe.learner, expect_kind=recipe.learner_planner)  # refuses a wrong run by name
+        # The learner's hash, not its path, identifies the data: resuming with another
+        # checkpoint under the same path is refused as a different recipe.
+        recipe_dict["learner"] = sha256_file(checkpoint_file(recipe.learner))
     out.mkdir(parents=True, exist_ok=True)
     recipe_file = out / "recipe.json"
-    recipe_dict = {"name": recipe_name, **asdict(recipe)}
-    recipe_dict["tasks"] = list(recipe.tasks)
     if recipe_file.exists():
         found = json.loads(recipe_file.read_text())
         if found != recipe_dict:
@@ -188,7 +273,8 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
             entries[i] = _work(str(out), recipe, i, threads)
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_work, str(out), recipe, i, threads): i for i in todo}
             for f in as_completed(futures):
                 entries[futures[f]] = f.result()

@@ -120,6 +120,35 @@ def test_resume_after_kill(tmp_path):
         np.testing.assert_array_equal(a[k], b[k])
 
 
+def test_killed_sharded_generate_leaves_no_orphan_workers(tmp_path):
+    """SIGKILL the parent of a --workers 2 run: its worker processes exit too, instead of
+    writing shards on into a directory the user may already have deleted and reused."""
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "planner_node.cli", "data", "generate", "--recipe", "tiny",
+                             "--out", str(out), "--quiet", "--workers", "2"], start_new_session=True)
+    deadline = time.time() + 120
+    while not list(out.glob("shard_*.npz")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    def group_alive() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    deadline = time.time() + 30
+    while group_alive() and time.time() < deadline:
+        time.sleep(0.2)
+    alive = group_alive()
+    if alive:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not alive, "worker processes outlived their killed parent"
+
+
 def write_d4rl(path, n=30, drop=None, obs_dim=224):
     rng = np.random.default_rng(1)
     data = {"observations": rng.normal(size=(n, obs_dim)), "actions": rng.uniform(-1, 1, (n, 56)),
@@ -272,3 +301,37 @@ def test_generate_reuses_episodes_of_a_smaller_run_of_the_same_recipe(tmp_path):
     with pytest.raises(DatasetError, match="differs in action_noise"):
         generate("o", tmp_path / "three", recipe=other, progress=False, reuse=tmp_path / "one")
     assert not list((tmp_path / "three").glob("shard_*"))
+
+
+def test_dagger_episodes_start_where_the_learner_took_the_robot(tmp_path, hgap_run, tap_run):
+    """DAgger recipe: the expert's episodes begin at states the learned planner reached (not at a
+    reset), the learner is identified by its checkpoint hash, and wrong learners are refused."""
+    import shutil
+
+    from planner_node.sim.env import EnvConfig, HumanoidEnv
+
+    recipe = RECIPES["tiny_dagger"]
+    with pytest.raises(DatasetError, match="--learner"):
+        generate("tiny_dagger", tmp_path / "none", progress=False)
+    from planner_node.models.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match="'tap' model, expected 'hgap'"):
+        generate("tiny_dagger", tmp_path / "wrong", progress=False, learner=tap_run)
+    out = tmp_path / "dagger"
+    generate("tiny_dagger", out, progress=False, learner=hgap_run)
+    ds = Dataset(out)
+    env = HumanoidEnv(EnvConfig(push_every=recipe.push_every, push_speed=recipe.push_speed))
+    for ep in range(recipe.episodes):
+        first = ds.arrays["observations"][ds.arrays["episode_ids"] == ep][0]
+        reset = env.reset(recipe.seed * 100_003 + ep)
+        assert not np.allclose(first, reset, atol=1e-3), f"episode {ep} starts at the reset state"
+    # Another checkpoint under the same path is another recipe: refused, data kept.
+    from planner_node.models.checkpoint import load_checkpoint, save_checkpoint
+    other = tmp_path / "other_run"
+    shutil.copytree(hgap_run, other)
+    ck = load_checkpoint(other)
+    ck["step"] = int(ck.get("step", 0)) + 1  # a later checkpoint of the same run
+    save_checkpoint(other / "checkpoint.pt", {k: v for k, v in ck.items() if k not in ("format", "spec_hash")})
+    before = (out / "meta.json").read_bytes()
+    with pytest.raises(DatasetError, match="different recipe"):
+        generate("tiny_dagger", out, progress=False, learner=other)
+    assert (out / "meta.json").read_bytes() == before
