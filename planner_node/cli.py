@@ -81,6 +81,8 @@ def cmd_eval(a) -> int:
         kwargs = {"budget_ms": a.budget_ms, "seed": a.seed}
         if a.samples:
             kwargs["samples"] = a.samples
+        if a.walk_speed is not None:
+            kwargs["walk_speed"] = a.walk_speed
     elif a.budget_ms is not None:
         print(f"note: --budget-ms applies to mppi only; ignored for {a.planner}", file=sys.stderr)
     from planner_node.planning import LEARNED
@@ -258,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cap mppi's work per control step to this many ms on this machine")
     e.add_argument("--samples", type=int, default=None,
                    help="mppi/hgap samples, or tap beam width (default: the planner's own)")
+    e.add_argument("--walk-speed", type=float, default=None,
+                   help="mppi: on forward/backward/shift_left/track, lead the feet by this speed [m/s] "
+                        "(0.2 walks forward; default 0: balance over the feet, as the datasets' expert)")
     e.add_argument("--temperature", type=float, default=None,
                    help="hgap/tap prior sampling temperature (default: the planner's own: hgap 2, tap 1)")
     e.add_argument("--checkpoint", help="training run (or checkpoint.pt) for hgap / tap")

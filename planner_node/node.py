@@ -47,6 +47,7 @@ PARAMETERS = {
     "lockstep": (False, True, "tick once per new state (deterministic closed loop with a lockstep sim)"),
     "mppi_samples": (16, True, "samples for planner=mppi"),
     "mppi_threads": (1, True, "rollout threads for planner=mppi"),
+    "mppi_walk_speed": (0.2, True, "planner=mppi: capture-point lead [m/s] on locomotion tasks (0: stand still)"),
     "seed": (0, True, "planner random seed"),
     "autostart": (True, True, "configure and activate on start (pip installs have no lifecycle manager)"),
 }
@@ -94,7 +95,8 @@ class PlannerNode(LifecycleNode):
         if kind == "mppi":
             from planner_node.sim.mppi import MPPIPlanner
             return MPPIPlanner(samples=int(self.p("mppi_samples")), seed=int(self.p("seed")),
-                               threads=int(self.p("mppi_threads")))
+                               threads=int(self.p("mppi_threads")),
+                               walk_speed=float(self.p("mppi_walk_speed")))
         if kind == "zero":
             from planner_node.sim.baselines import ZeroPlanner
             return ZeroPlanner()

@@ -14,6 +14,7 @@ import sys
 import threading
 
 
+import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -29,6 +30,7 @@ from std_srvs.srv import Trigger
 from planner_node import spec
 from planner_node.ros_convert import command_array
 from planner_node.sim.env import EnvConfig, HumanoidEnv
+from planner_node.sim.humanoid import heading_world
 from planner_node.state_estimator import StateError
 
 
@@ -53,6 +55,7 @@ class SimBridge(Node):
         self.env = HumanoidEnv(EnvConfig(push_every=int(self.get_parameter("push_every").value),
                                          push_speed=float(self.get_parameter("push_speed").value)))
         self.env.reset(int(self.get_parameter("seed").value))
+        self._mark_start()
         self.action = self.env.zero_action.copy()
         self.steps, self.fell, self.rejected, self.resets, self.lockstep_timeouts = 0, False, 0, 0, 0
         self._got_command = threading.Event()
@@ -77,8 +80,22 @@ class SimBridge(Node):
         st = DiagnosticStatus(name="sim_bridge", hardware_id="mujoco", message=self.mode)
         st.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ("steps", self.steps), ("lockstep_timeouts", self.lockstep_timeouts), ("rejected_commands", self.rejected),
-            ("resets", self.resets), ("fell", self.fell), ("sim_time", f"{self.env.data.time:.3f}"))]
+            ("resets", self.resets), ("fell", self.fell), ("sim_time", f"{self.env.data.time:.3f}"),
+            *self._travel().items())]
         self.pub_diag.publish(DiagnosticArray(status=[st]))
+
+    def _mark_start(self) -> None:
+        """Where the robot starts (for the travel it reports): position and heading, world frame."""
+        self._start_xy = self.env.data.qpos[0:2].copy()
+        self._start_heading = heading_world(self.env.data.qpos[3:7].copy())
+
+    def _travel(self) -> dict[str, str]:
+        """Root displacement [m] since the last reset, along the start heading and to its left
+        (ground truth from the simulator; tests read it here, not from messages they may miss)."""
+        d = self.env.data.qpos[0:2] - self._start_xy
+        h = self._start_heading
+        return {"travel_forward_m": f"{d @ h:.4f}", "travel_left_m": f"{d @ np.array([-h[1], h[0]]):.4f}",
+                "base_height_m": f"{self.env.data.qpos[2]:.4f}"}
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         try:
@@ -96,6 +113,7 @@ class SimBridge(Node):
             t = self.env.data.time
             self.env.reset(int(self.get_parameter("seed").value) + 1000 * (self.resets + 1))
             self.env.data.time = t  # sim time keeps running: stamps never go backwards on a reset
+            self._mark_start()
             self.resets += 1
             self.action = self.env.zero_action.copy()
             self.fell = False

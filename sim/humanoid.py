@@ -156,6 +156,15 @@ class Layout:
         return -(self._gain * action + self._b0) / self._b1
 
 
+def heading_world(quat: np.ndarray) -> np.ndarray:
+    """Horizontal unit vector (x, y) of the body's forward axis in the world, per root quat (w,x,y,z)."""
+    w, u = quat[..., :1], quat[..., 1:]
+    v = np.broadcast_to(spec.BODY_FORWARD, u.shape)
+    t = 2.0 * np.cross(u, v)
+    f = (v + w * t + np.cross(u, t))[..., :2]
+    return f / np.maximum(np.linalg.norm(f, axis=-1, keepdims=True), 1e-9)
+
+
 def standing_qpos(model: mujoco.MjModel, layout: Layout) -> np.ndarray:
     qpos = model.qpos0.copy()
     qpos[0:3] = spec.STAND_ROOT_POS

@@ -24,7 +24,7 @@ from mujoco import rollout
 
 from planner_node import spec
 from planner_node.planning import Plan, Planner, PlanRequest
-from planner_node.sim.humanoid import Layout, load_model, standing_qpos
+from planner_node.sim.humanoid import Layout, heading_world, load_model, standing_qpos
 from planner_node.sim.observation import build_observation
 from planner_node.sim.tasks import get_task
 
@@ -49,6 +49,8 @@ class MPPIConfig:
     root_height: float = 1.03  # [m] root height while standing (settled: ~1.06)
     w_posture: float = 10.0    # mean squared joint deviation from the standing pose [1/rad^2]
     discount: float = 1.0
+    walk_speed: float = 0.0    # [m/s] on locomotion tasks, where the capture point should lead the feet
+    w_walk: float = 0.0        # |COM velocity - desired| on locomotion tasks [s/m] (10 runs, then falls)
     budget_ms: float | None = None
     planning_model: bool = True  # drop observation-only sensors, looser solver (~1.4x faster)
 
@@ -60,6 +62,15 @@ class MPPIConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"MPPIConfig.{name} has an invalid value: {getattr(self, name)!r}")
+
+
+def _desired_velocity(task: str, command, speed: float) -> np.ndarray | None:
+    """Heading-frame (forward, left) velocity [m/s] the balance term should ask for, or None."""
+    if speed <= 0:
+        return None
+    return {"forward": np.array([speed, 0.0]), "backward": np.array([-speed, 0.0]),
+            "shift_left": np.array([0.0, speed]),
+            "track": np.asarray(command if command is not None else (0.5, 0.0, 0.0), float)[:2]}.get(task)
 
 
 class MPPIPlanner(Planner):
@@ -129,9 +140,14 @@ class MPPIPlanner(Planner):
         ctrl[..., self.layout.ctrl_idx] = actions
         ctrl = np.repeat(ctrl, spec.SUBSTEPS, axis=1)  # zero-order hold per control period
         x0 = np.tile(state, (n, 1))
+        # The solver's warm start is not part of the state: without a given one, each rollout
+        # starts from whatever its thread's MjData last held, and which thread runs which
+        # sample varies, so results would vary in the last bits run to run (measured over ROS:
+        # the same lockstep loop ended 2 cm apart). Start every rollout cold: deterministic.
+        warm = np.zeros((1, self.model.nv))
         if self._pool is not None:
-            return self._pool.rollout(self.model, self._datas, x0, ctrl)
-        return rollout.rollout(self.model, self._datas[0], x0, ctrl)
+            return self._pool.rollout(self.model, self._datas, x0, ctrl, initial_warmstart=warm)
+        return rollout.rollout(self.model, self._datas[0], x0, ctrl, initial_warmstart=warm)
 
     def _costs(self, states, sensordata, task, command) -> tuple[np.ndarray, np.ndarray]:
         m, lay, cfg = self.model, self.layout, self.config
@@ -146,12 +162,24 @@ class MPPIPlanner(Planner):
         support = sd[..., lay.support_world].reshape(*sd.shape[:2], -1, 3)
         capture = com[..., :2] + com_vel[..., :2] * np.sqrt(np.maximum(com[..., 2:3], 0.1) / GRAVITY)
         # A norm, not its square: a small lean must still cost something (MJPC's smooth abs).
-        balance = np.sqrt(np.sum((capture - support[..., :2].mean(axis=-2)) ** 2, axis=-1) + 1e-4)
+        target = support[..., :2].mean(axis=-2)
+        v_des = _desired_velocity(task.name, command, cfg.walk_speed)
+        if v_des is not None:
+            # Walking is controlled falling: ask for the capture point ahead of the feet by the
+            # desired velocity x the pendulum time constant, so the planner must step to keep up.
+            fwd = heading_world(qpos[..., 3:7])
+            left = np.stack([-fwd[..., 1], fwd[..., 0]], axis=-1)
+            v_world = v_des[0] * fwd + v_des[1] * left
+            target = target + v_world * np.sqrt(np.maximum(com[..., 2:3], 0.1) / GRAVITY)
+            walk = np.sqrt(np.sum((com_vel[..., :2] - v_world) ** 2, axis=-1) + 1e-4)
+        else:
+            walk = 0.0
+        balance = np.sqrt(np.sum((capture - target) ** 2, axis=-1) + 1e-4)
         head = np.maximum(cfg.head_height - sd[..., lay.head_world][..., 2], 0.0) ** 2
         height = np.maximum(cfg.root_height - qpos[..., 2], 0.0) ** 2
         posture = np.mean((qpos[..., lay.qpos_idx] - self._q_stand) ** 2, axis=-1)
         step_cost = (-reward + cfg.w_balance * balance + cfg.w_head * head + cfg.w_height * height
-                     + cfg.w_posture * posture)
+                     + cfg.w_posture * posture + cfg.w_walk * walk)
         disc = cfg.discount ** np.arange(step_cost.shape[1])
         return step_cost @ disc, reward
 

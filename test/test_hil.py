@@ -63,6 +63,26 @@ def test_ground_truth_mpc_keeps_robot_standing_over_ros(probe, tmp_path):
     heights = [m.pose.pose.position.z for _, m in probe.msgs["/odom"]]
     assert sim["fell"] == "False" and int(sim["lockstep_timeouts"]) == 0, sim
     assert min(heights[-50:]) > 0.9, min(heights)
+    fwd, left = float(sim["travel_forward_m"]), float(sim["travel_left_m"])
+    print(f"stand task over ROS: {fwd:.4f} m forward, {left:.4f} m left")
+    assert abs(fwd) < 0.3, f"stand drifted {fwd:.2f} m along its heading"
+
+
+WALK_STEPS = 150
+
+
+def test_ground_truth_mpc_walks_forward_over_ros(probe, tmp_path):
+    """task forward through the whole ROS loop: the robot walks >= 0.5 m along its initial
+    heading in 150 lockstep steps (4.5 s) and is still up (stand, above, stays within 0.3 m)."""
+    with bringup(tmp_path, {"mppi_samples": 32, "mppi_threads": 2, "mppi_walk_speed": 0.2},
+                 {"max_steps": WALK_STEPS, "lockstep_timeout_s": 20.0}, planner="mppi", task="forward"):
+        probe.wait_for(lambda: probe.diagnostics("sim_bridge").get("steps") == str(WALK_STEPS), 900,
+                       f"{WALK_STEPS} steps")
+    sim = probe.diagnostics("sim_bridge")
+    fwd, left = float(sim["travel_forward_m"]), float(sim["travel_left_m"])
+    print(f"forward task over ROS: {fwd:.4f} m forward, {left:.4f} m left, fell {sim['fell']}")
+    assert sim["fell"] == "False" and int(sim["lockstep_timeouts"]) == 0, sim
+    assert fwd >= 0.5, f"moved {fwd:.2f} m forward, {left:.2f} m left"
 
 
 def test_hot_swap_mid_run_keeps_commanding(probe, tmp_path, hgap_bundle, tap_bundle):
