@@ -29,7 +29,7 @@ def _env_defaults() -> None:
 def cmd_data_generate(a) -> int:
     from planner_node.sim.generate import generate
     meta = generate(a.recipe, a.out, workers=a.workers, progress=not a.quiet, reuse=a.reuse,
-                    learner=a.learner)
+                    learner=a.learner, seed=a.seed)
     print(f"{a.out}: {meta['transitions']} transitions in {len(meta['shards'])} shards "
           f"(spec {meta['spec_hash']})")
     return 0
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "for --recipe large): its episodes are copied, not regenerated")
     g.add_argument("--learner", help="for --recipe dagger: the learned planner's run (it drives first; the expert "
                    "recovers from where it took the robot)")
+    g.add_argument("--seed", type=int, help="replace the recipe's seed (new episodes, e.g. a second DAgger round)")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(fn=cmd_data_generate)
     i = dsub.add_parser("import", help="import a D4RL or MoCapAct HDF5 file")

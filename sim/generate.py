@@ -213,10 +213,11 @@ def _reuse_shards(src: Path, recipe: Recipe, out: Path) -> int:
 
 def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool = True,
              recipe: Recipe | None = None, reuse: str | Path | None = None,
-             learner: str | Path | None = None) -> dict:
+             learner: str | Path | None = None, seed: int | None = None) -> dict:
     """Generate (or resume) a dataset into ``out``; returns its meta. ``reuse``: a finished
     dataset of the same recipe with fewer episodes, whose episodes are copied, not regenerated.
-    ``learner``: the run whose planner drives first, for DAgger recipes."""
+    ``learner``: the run whose planner drives first, for DAgger recipes. ``seed``: replaces the
+    recipe's (e.g. a second DAgger round on new episodes); recorded in recipe.json."""
     from tqdm import tqdm
 
     if recipe is None:
@@ -225,6 +226,8 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
         recipe = RECIPES[recipe_name]
     if learner is not None:
         recipe = replace(recipe, learner=str(learner))
+    if seed is not None:
+        recipe = replace(recipe, seed=int(seed))
     out = Path(out)
     recipe_dict = _recipe_dict(recipe_name, recipe)
     if "handover" in recipe_dict:

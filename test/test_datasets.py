@@ -335,3 +335,14 @@ def test_dagger_episodes_start_where_the_learner_took_the_robot(tmp_path, hgap_r
     with pytest.raises(DatasetError, match="different recipe"):
         generate("tiny_dagger", out, progress=False, learner=other)
     assert (out / "meta.json").read_bytes() == before
+
+
+def test_seed_override_makes_new_episodes_and_is_recorded(tmp_path, tiny_data):
+    import json
+    out = tmp_path / "reseeded"
+    generate("tiny", out, progress=False, seed=7)
+    assert json.loads((out / "recipe.json").read_text())["seed"] == 7
+    a, b = Dataset(out).arrays, Dataset(tiny_data).arrays
+    assert not np.allclose(a["observations"][0], b["observations"][0]), "same first state as the recipe's seed"
+    with pytest.raises(DatasetError, match="different recipe"):  # resuming under another seed: refused
+        generate("tiny", out, progress=False, seed=8)
