@@ -68,9 +68,11 @@ def _desired_velocity(task: str, command, speed: float) -> np.ndarray | None:
     """Heading-frame (forward, left) velocity [m/s] the balance term should ask for, or None."""
     if speed <= 0:
         return None
+    if task == "track":  # the commanded velocity, capped at ``speed`` (a 0.5 m/s lead falls: measured)
+        v = np.asarray(command if command is not None else (0.5, 0.0, 0.0), float)[:2]
+        return v * min(1.0, speed / max(float(np.linalg.norm(v)), 1e-9))
     return {"forward": np.array([speed, 0.0]), "backward": np.array([-speed, 0.0]),
-            "shift_left": np.array([0.0, speed]),
-            "track": np.asarray(command if command is not None else (0.5, 0.0, 0.0), float)[:2]}.get(task)
+            "shift_left": np.array([0.0, speed])}.get(task)
 
 
 class MPPIPlanner(Planner):
@@ -140,14 +142,7 @@ class MPPIPlanner(Planner):
         ctrl[..., self.layout.ctrl_idx] = actions
         ctrl = np.repeat(ctrl, spec.SUBSTEPS, axis=1)  # zero-order hold per control period
         x0 = np.tile(state, (n, 1))
-        # The solver's warm start is not part of the state: without a given one, each rollout
-        # starts from whatever its thread's MjData last held, and which thread runs which
-        # sample varies, so results would vary in the last bits run to run (measured over ROS:
-        # the same lockstep loop ended 2 cm apart). Start every rollout cold: deterministic.
-        warm = np.zeros((1, self.model.nv))
-        if self._pool is not None:
-            return self._pool.rollout(self.model, self._datas, x0, ctrl, initial_warmstart=warm)
-        return rollout.rollout(self.model, self._datas[0], x0, ctrl, initial_warmstart=warm)
+        return rollout.rollout(self.model, self._datas[0], x0, ctrl)
 
     def _costs(self, states, sensordata, task, command) -> tuple[np.ndarray, np.ndarray]:
         m, lay, cfg = self.model, self.layout, self.config

@@ -46,6 +46,37 @@ def test_mppi_deterministic_under_seed(env):
     assert not np.allclose(first_actions(3), first_actions(4))
 
 
+def test_mppi_threaded_plan_ignores_earlier_rollouts(env):
+    """Two rollout threads: a plan depends on the state and seed only, not on which rollouts
+    the threads' MjData ran before (what makes the lockstep HIL runs repeatable)."""
+    obs = env.reset(0)
+    state = env.get_state()
+    p = MPPIPlanner(seed=0, **{**SMALL, "threads": 2})
+    a = p.plan(PlanRequest(obs=obs, task="stand", sim_state=state)).actions
+    for _ in range(2):
+        p.plan(PlanRequest(obs=obs, task="jump", sim_state=state))
+    p.reset(0)
+    np.testing.assert_array_equal(a, p.plan(PlanRequest(obs=obs, task="stand", sim_state=state)).actions)
+
+
+def test_walk_lead_direction_and_cap():
+    from planner_node.sim.humanoid import heading_world
+    from planner_node.sim.mppi import _desired_velocity
+    assert _desired_velocity("forward", None, 0.0) is None  # off by default
+    assert _desired_velocity("stand", None, 0.2) is None
+    np.testing.assert_allclose(_desired_velocity("backward", None, 0.2), [-0.2, 0.0])
+    np.testing.assert_allclose(_desired_velocity("track", (0.5, 0.0, 0.3), 0.2), [0.2, 0.0])  # capped
+    np.testing.assert_allclose(_desired_velocity("track", (0.1, 0.05, 0.0), 0.2), [0.1, 0.05])
+    # The standing root quaternion faces world +x (the frame the HIL travel is measured in).
+    from planner_node import spec
+    np.testing.assert_allclose(heading_world(np.array(spec.STAND_ROOT_QUAT)), [1.0, 0.0], atol=1e-6)
+    yaw90 = np.array([np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)])  # 90 deg about world z, then the stand pose
+    q = np.empty(4)
+    import mujoco
+    mujoco.mju_mulQuat(q, yaw90, np.array(spec.STAND_ROOT_QUAT))
+    np.testing.assert_allclose(heading_world(q), [0.0, 1.0], atol=1e-6)
+
+
 def test_predictive_sampling_never_worse_than_holding(env):
     """With temperature 0 the chosen plan scores at least as well as the hold posture (sample 1)."""
     obs = env.reset(2)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# DAgger rounds for H-GAP (what results/dagger20/ came from; ~40 min a round on 2 cores).
+# Round k: the previous round's planner drives, the MPPI expert recovers (`--recipe dagger`,
+# seed 1+k), the round's data is merged with everything before it, a fresh H-GAP `small` is
+# trained on the union and evaluated on every task (20 episodes x 150 steps, seeds 0-19, pushes
+# of 0.25 m/s every 100 steps). Round 0 is runs/hgap_large on data/large (`make default-bundle`).
+# Every step is skipped when its output exists, so the script resumes after a kill.
+#   bash bench/dagger_rounds.sh [ROUNDS]     (default 2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-39}
+P=.venv/bin/planner
+ROUNDS=${1:-2}
+TASKS="stand speed forward backward shift_left jump rotate_x rotate_y rotate_z track"
+learner=runs/hgap_large; data=data/large
+for k in $(seq 1 "$ROUNDS"); do
+  sfx=$([ "$k" = 1 ] && echo "" || echo "$k")
+  $P data generate --recipe dagger --learner "$learner" --seed $((1 + k)) --out data/dagger$sfx --workers 2
+  merged=data/large_dagger$sfx
+  [ -f $merged/meta.json ] || $P data merge "$data" data/dagger$sfx --out $merged
+  run=runs/hgap_ldg$sfx
+  $P train --config config/train/hgap_small.yaml --data $merged --out $run --quiet  # resumes; no-op when done
+  mkdir -p results/dagger20$sfx
+  for t in $TASKS; do
+    out=results/dagger20$sfx/hgap_$t.json
+    [ -f "$out" ] || $P eval --planner hgap --checkpoint $run --task "$t" --episodes 20 --seed 0 --steps 150 \
+      --quiet --json "$out" > /dev/null
+  done
+  .venv/bin/python bench/eval_table.py results/final20/zero_*.json results/dagger20$sfx/hgap_*.json
+  learner=$run; data=$merged
+done
