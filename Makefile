@@ -33,19 +33,18 @@ demo: setup
 
 BUNDLE ?= bundles/default_hgap
 
-# Rebuild the shipped bundle from scratch (~1 h on 2 cores): expert data (default, then large:
-# +80 episodes), H-GAP training (~5 min), evaluation on every task (~3 min), export with its card.
+# Rebuild the shipped bundle from scratch (~2.5 h on 2 cores): expert data (default, then large:
+# +80 episodes, ~55 min), H-GAP on it (~5 min), two DAgger rounds (each: the last H-GAP drives,
+# the expert recovers, 80 episodes ~25 min; retrain ~3 min; 20-episode evaluation of every task
+# ~8 min), export of the second round's H-GAP with its evaluation in the card. Resumable.
 TASKS := stand speed forward backward shift_left jump rotate_x rotate_y rotate_z track
 default-bundle: setup
 	bash bench/expert_data.sh large
 	$(PLANNER) train --config config/train/hgap_small.yaml --data data/large --out runs/hgap_large
-	mkdir -p results/final_large
-	for t in $(TASKS); do test -f results/final_large/hgap_$$t.json || $(PLANNER) eval --planner hgap \
-	  --checkpoint runs/hgap_large --task $$t --episodes 5 --steps 150 --seed 0 --quiet \
-	  --json results/final_large/hgap_$$t.json; done
+	bash bench/dagger_rounds.sh 2
 	rm -rf bundles/default_hgap.new
-	$(PLANNER) export --checkpoint runs/hgap_large --out bundles/default_hgap.new \
-	  --evaluation $(foreach t,$(TASKS),results/final_large/hgap_$(t).json)
+	$(PLANNER) export --checkpoint runs/hgap_ldg2 --out bundles/default_hgap.new \
+	  --evaluation $(foreach t,$(TASKS),results/dagger_r2/hgap_$(t).json)
 	rm -rf bundles/default_hgap && mv bundles/default_hgap.new bundles/default_hgap
 
 bench: setup

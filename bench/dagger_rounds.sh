@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DAgger rounds for H-GAP (what results/dagger20/ came from; ~40 min a round on 2 cores).
+# DAgger rounds for H-GAP (what results/dagger_r1/ and dagger_r2/ came from; ~40 min a round on 2 cores).
 # Round k: the previous round's planner drives, the MPPI expert recovers (`--recipe dagger`,
 # seed 1+k), the round's data is merged with everything before it, a fresh H-GAP `small` is
 # trained on the union and evaluated on every task (20 episodes x 150 steps, seeds 0-19, pushes
@@ -20,12 +20,13 @@ for k in $(seq 1 "$ROUNDS"); do
   [ -f $merged/meta.json ] || $P data merge "$data" data/dagger$sfx --out $merged
   run=runs/hgap_ldg$sfx
   $P train --config config/train/hgap_small.yaml --data $merged --out $run --quiet  # resumes; no-op when done
-  mkdir -p results/dagger20$sfx
+  res=results/dagger_r$k
+  mkdir -p $res
   for t in $TASKS; do
-    out=results/dagger20$sfx/hgap_$t.json
+    out=$res/hgap_$t.json
     [ -f "$out" ] || $P eval --planner hgap --checkpoint $run --task "$t" --episodes 20 --seed 0 --steps 150 \
       --quiet --json "$out" > /dev/null
   done
-  .venv/bin/python bench/eval_table.py results/final20/zero_*.json results/dagger20$sfx/hgap_*.json
+  .venv/bin/python bench/eval_table.py results/final20/zero_*.json $res/hgap_*.json
   learner=$run; data=$merged
 done

@@ -174,7 +174,7 @@ def cmd_up(a) -> int:
 
 def cmd_demo(a) -> int:
     from planner_node.demo import main_demo
-    return main_demo(a.bundle, a.out, int(os.environ.get("ROS_DOMAIN_ID", "47")))
+    return main_demo(a.bundle, a.out, int(os.environ.get("ROS_DOMAIN_ID", "47")), planner=a.planner)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="sim + planner, scripted stand/walk/turn/push sequence, report")
     dm.add_argument("--bundle", default="bundles/default_hgap")
     dm.add_argument("--out", default="demo_out")
+    dm.add_argument("--planner", default="bundle", choices=("bundle", "mppi"),
+                    help="bundle: the learned planner (default); mppi: ground-truth MPC through the same node "
+                         "(walks; ~10 min)")
     dm.set_defaults(fn=cmd_demo)
 
     e = sub.add_parser("eval", help="closed-loop evaluation in the MuJoCo sim")

@@ -38,7 +38,9 @@ class Sample:
 
 
 def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = "onnxruntime",
-             segments=SEGMENTS, video: bool = True) -> dict:
+             segments=SEGMENTS, video: bool = True, planner: str = "bundle") -> dict:
+    """``planner``: bundle (the learned planner in ``bundle``) or mppi (ground-truth sampling MPC
+    on the simulator's own model, through the same node: what a capable planner does here)."""
     import rclpy
     from geometry_msgs.msg import Twist
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -129,10 +131,13 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
         spin_until(fut.done, 30)
         return fut.result()
 
-    values = {"bundle": bundle, "backend": backend, "lockstep": "true", "task": segments[0][1]}
+    values = {"bundle": bundle, "backend": backend, "lockstep": "true", "task": segments[0][1], "planner": planner}
+    extra = {"sim_bridge": {"lockstep_timeout_s": 2.0 if planner == "bundle" else 30.0}}
+    if planner == "mppi":
+        extra["planner"] = {"mppi_samples": 32, "mppi_threads": 2}
     falls = [0] * len(segments)
     t0 = time.time()
-    with Bringup(values, extra={"sim_bridge": {"lockstep_timeout_s": 2.0}}, log_dir=out) as b:
+    with Bringup(values, extra=extra, log_dir=out) as b:
         if not spin_until(lambda: set_params.service_is_ready() and state["steps"] > 3, 120):
             raise RuntimeError(f"nodes did not come up; logs in {out}: {b.alive()}")
         for i, (name, task, cmd, steps, pushes) in enumerate(segments):
@@ -260,7 +265,7 @@ def _render(path, qpos_log) -> None:
     rec.close()
 
 
-def main_demo(bundle: str, out: str, domain: int) -> int:
-    summary = run_demo(bundle, out, domain=domain)
+def main_demo(bundle: str, out: str, domain: int, planner: str = "bundle") -> int:
+    summary = run_demo(bundle, out, domain=domain, planner=planner)
     print(json.dumps({k: v for k, v in summary.items() if k != "segments"}))
     return 0
