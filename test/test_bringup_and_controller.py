@@ -128,3 +128,12 @@ def test_estimator_rebuilds_the_sim_observation_from_measured_state():
         if name in ("sensors_accelerometer", "sensors_torque"):
             continue
         np.testing.assert_allclose(o2[sl], obs[sl], atol=1e-6, err_msg=name)
+
+
+def test_demo_tracking_error_ignores_sway_but_not_bias():
+    from planner_node.demo import tracking_rmse
+    t = np.arange(200) * 0.03
+    sway = 1.0 * np.sin(2 * np.pi * t / 0.99)  # +-1 m/s at the stride period (one window)
+    assert tracking_rmse(0.3 + sway, np.zeros_like(t), (0.3, 0.0, 0.0)) < 0.05
+    assert abs(tracking_rmse(0.1 + sway, np.zeros_like(t), (0.3, 0.0, 0.0)) - 0.2) < 0.05  # 0.2 m/s too slow
+    assert abs(tracking_rmse(np.zeros_like(t), np.full_like(t, 0.1), (0.0, 0.0, 0.5)) - 0.4) < 1e-9
