@@ -71,7 +71,7 @@ RECIPES: dict[str, Recipe] = {
     "dart": Recipe(episodes=60, steps=100, expert={"samples": 32}, action_noise=0.2, seed=1),
     # DAgger round: needs `--learner RUN` (an H-GAP run). The learner drives 10-45 steps (it
     # falls at ~60-70 on its own; 8-20 steps before a fall is measured past saving), then the
-    # expert recovers for up to 100. ~35 min on 2 cores.
+    # expert recovers for up to 100. 22-28 min on 2 cores (--workers 2).
     "dagger": Recipe(episodes=80, steps=100, expert={"samples": 32}, seed=2, handover=(10, 45), backoff=(20, 40)),
     "tiny_dagger": Recipe(episodes=2, steps=6, tasks=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
@@ -187,8 +187,14 @@ def _recipe_dict(name: str, recipe: Recipe) -> dict:
     if recipe.handover[1] == 0 and not recipe.learner:
         for k in _DAGGER_FIELDS:
             d.pop(k)
-    else:
-        d["handover"], d["backoff"] = list(recipe.handover), list(recipe.backoff)
+        return d
+    d["handover"], d["backoff"] = list(recipe.handover), list(recipe.backoff)
+    if recipe.learner:
+        # The learner's hash, not its path, identifies the data: resuming with another
+        # checkpoint under the same path is refused as a different recipe.
+        from planner_node.atomic import sha256_file
+        from planner_node.models.checkpoint import checkpoint_file
+        d["learner"] = sha256_file(checkpoint_file(recipe.learner))
     return d
 
 
@@ -229,17 +235,13 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
     if seed is not None:
         recipe = replace(recipe, seed=int(seed))
     out = Path(out)
-    recipe_dict = _recipe_dict(recipe_name, recipe)
-    if "handover" in recipe_dict:
-        if not recipe.learner:
-            raise DatasetError(f"recipe {recipe_name!r} starts episodes where a learned planner took the robot: "
-                               "give its run with --learner RUN")
-        from planner_node.atomic import sha256_file
-        from planner_node.models.checkpoint import checkpoint_file, load_checkpoint
+    if recipe.handover[1] > 0 and not recipe.learner:
+        raise DatasetError(f"recipe {recipe_name!r} starts episodes where a learned planner took the robot: "
+                           "give its run with --learner RUN")
+    if recipe.learner:
+        from planner_node.models.checkpoint import load_checkpoint
         load_checkpoint(recipe.learner, expect_kind=recipe.learner_planner)  # refuses a wrong run by name
-        # The learner's hash, not its path, identifies the data: resuming with another
-        # checkpoint under the same path is refused as a different recipe.
-        recipe_dict["learner"] = sha256_file(checkpoint_file(recipe.learner))
+    recipe_dict = _recipe_dict(recipe_name, recipe)
     out.mkdir(parents=True, exist_ok=True)
     recipe_file = out / "recipe.json"
     if recipe_file.exists():

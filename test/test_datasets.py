@@ -316,6 +316,9 @@ def test_dagger_episodes_start_where_the_learner_took_the_robot(tmp_path, hgap_r
     from planner_node.models.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="'tap' model, expected 'hgap'"):
         generate("tiny_dagger", tmp_path / "wrong", progress=False, learner=tap_run)
+    with pytest.raises(CheckpointError, match="no checkpoint here"):
+        generate("tiny_dagger", tmp_path / "missing", progress=False, learner=tmp_path / "nope")
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "wrong").exists()  # nothing written
     out = tmp_path / "dagger"
     generate("tiny_dagger", out, progress=False, learner=hgap_run)
     ds = Dataset(out)
