@@ -50,7 +50,6 @@ class MPPIConfig:
     w_posture: float = 10.0    # mean squared joint deviation from the standing pose [1/rad^2]
     discount: float = 1.0
     walk_speed: float = 0.0    # [m/s] on locomotion tasks, where the capture point should lead the feet
-    w_walk: float = 0.0        # |COM velocity - desired| on locomotion tasks [s/m] (10 runs, then falls)
     budget_ms: float | None = None
     planning_model: bool = True  # drop observation-only sensors, looser solver (~1.4x faster)
 
@@ -142,6 +141,8 @@ class MPPIPlanner(Planner):
         ctrl[..., self.layout.ctrl_idx] = actions
         ctrl = np.repeat(ctrl, spec.SUBSTEPS, axis=1)  # zero-order hold per control period
         x0 = np.tile(state, (n, 1))
+        if self._pool is not None:
+            return self._pool.rollout(self.model, self._datas, x0, ctrl)
         return rollout.rollout(self.model, self._datas[0], x0, ctrl)
 
     def _costs(self, states, sensordata, task, command) -> tuple[np.ndarray, np.ndarray]:
@@ -166,15 +167,12 @@ class MPPIPlanner(Planner):
             left = np.stack([-fwd[..., 1], fwd[..., 0]], axis=-1)
             v_world = v_des[0] * fwd + v_des[1] * left
             target = target + v_world * np.sqrt(np.maximum(com[..., 2:3], 0.1) / GRAVITY)
-            walk = np.sqrt(np.sum((com_vel[..., :2] - v_world) ** 2, axis=-1) + 1e-4)
-        else:
-            walk = 0.0
         balance = np.sqrt(np.sum((capture - target) ** 2, axis=-1) + 1e-4)
         head = np.maximum(cfg.head_height - sd[..., lay.head_world][..., 2], 0.0) ** 2
         height = np.maximum(cfg.root_height - qpos[..., 2], 0.0) ** 2
         posture = np.mean((qpos[..., lay.qpos_idx] - self._q_stand) ** 2, axis=-1)
         step_cost = (-reward + cfg.w_balance * balance + cfg.w_head * head + cfg.w_height * height
-                     + cfg.w_posture * posture + cfg.w_walk * walk)
+                     + cfg.w_posture * posture)
         disc = cfg.discount ** np.arange(step_cost.shape[1])
         return step_cost @ disc, reward
 
