@@ -3,32 +3,62 @@ import re
 from glob import glob
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 PACKAGE = "planner_node"
+HERE = Path(__file__).resolve().parent
 # One version, in one place: package.xml.
-VERSION = re.search(r"<version>([^<]+)</version>", Path(__file__).with_name("package.xml").read_text()).group(1)
+VERSION = re.search(r"<version>([^<]+)</version>", (HERE / "package.xml").read_text()).group(1)
+
+# models/, export/, sim/ live at the repo root (design card) but import as planner_node.*; every
+# subpackage is found, none listed by hand (a hand list once left out planner_node.runtime).
+SUBTREES = {PACKAGE: PACKAGE, f"{PACKAGE}.models": "models", f"{PACKAGE}.export": "export", f"{PACKAGE}.sim": "sim"}
+PACKAGES, PACKAGE_DIR = [], {}
+for name, folder in SUBTREES.items():
+    PACKAGES.append(name)
+    PACKAGE_DIR[name] = folder
+    for sub in find_packages(folder):
+        PACKAGES.append(f"{name}.{sub}")
+        PACKAGE_DIR[f"{name}.{sub}"] = f"{folder}/{sub.replace('.', '/')}"
+
+# What the node, the bridge and the CLI need at run time (no torch: that is the `train` extra).
+# The pins are requirements.txt's, read from there so they cannot drift apart.
+RUNTIME = ["numpy", "pyyaml", "mujoco", "dm-control", "protobuf", "onnx", "onnxruntime", "tqdm", "h5py",
+           "ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-std-msgs", "ros-sensor-msgs", "ros-nav-msgs",
+           "ros-geometry-msgs", "ros-trajectory-msgs", "ros-diagnostic-msgs", "ros-rosgraph-msgs", "ros-std-srvs"]
+
+
+def pinned(names):
+    lines = [ln.split("#")[0].strip() for ln in (HERE / "requirements.txt").read_text().splitlines()]
+    reqs = {re.split(r"[<>=!~\[ ]", ln, maxsplit=1)[0].lower(): ln for ln in lines if ln}
+    missing = [n for n in names if n not in reqs]
+    if missing:
+        raise SystemExit(f"setup.py: run-time dependencies {missing} are not in requirements.txt")
+    return [reqs[n] for n in names]
+
+
+SHIPPED_BUNDLE = "bundles/default_hgap"
 
 setup(
     name=PACKAGE,
     version=VERSION,
-    # models/, export/, sim/ live at the repo root (design card) but import as planner_node.*
-    packages=[PACKAGE, f"{PACKAGE}.models", f"{PACKAGE}.export", f"{PACKAGE}.sim"],
-    package_dir={PACKAGE: PACKAGE, f"{PACKAGE}.models": "models",
-                 f"{PACKAGE}.export": "export", f"{PACKAGE}.sim": "sim"},
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        # The shipped bundle: the default of `ros2 launch`, `planner up` and the node's bundle_path.
+        (f"share/{PACKAGE}/{SHIPPED_BUNDLE}", sorted(glob(f"{SHIPPED_BUNDLE}/*"))),
     ],
-    install_requires=["setuptools", "numpy", "pyyaml", "mujoco", "h5py", "tqdm"],
+    install_requires=["setuptools", *pinned(RUNTIME)],
     extras_require={
         "test": ["pytest", "pytest-timeout"],
-        "train": ["torch==2.13.0", "onnx", "matplotlib"],
+        "train": ["torch==2.13.0", "matplotlib"],
         "gpu": ["onnxruntime-gpu", "tensorrt"],
     },
-    zip_safe=True,
+    zip_safe=False,
     maintainer="planner_node maintainers",
     maintainer_email="planner-node@robotics-lab.org",
     description="Learned trajectory planners (H-GAP, TAP, Diffuser) as real-time MPC for a humanoid",

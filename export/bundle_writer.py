@@ -49,6 +49,25 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _repo_relative(path) -> str:
+    """A path as recorded in a bundle: relative to the repo (cwd) when inside it, else only its
+    name; a bundle never records an absolute path of the machine that made it."""
+    p = Path(path).resolve()
+    for root in (Path.cwd().resolve(), Path(__file__).resolve().parents[1]):
+        if p == root or root in p.parents:
+            return str(p.relative_to(root))
+    return f"<outside the repo>/{p.name}"
+
+
+def dataset_record(ck: dict) -> dict | None:
+    """The training data, named by its hash (sha256 of the dataset's meta.json, which lists
+    every shard's sha256) and a repo-relative path."""
+    d = ck.get("dataset")
+    if not d:
+        return None
+    return {"sha256": d.get("meta_sha256", "unknown"), "path": _repo_relative(d["path"]) if d.get("path") else None}
+
+
 def _export(module, args, names_in, names_out, path: Path) -> None:
     import onnx
 
@@ -170,7 +189,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = Fals
             "plans": [],
             "producer": {"planner_node": _version(), "torch": str(torch.__version__), "onnx": str(onnx.__version__),
                          "opset": OPSET, "python": platform.python_version(), "git_commit": _git_commit(),
-                         "checkpoint": str(Path(checkpoint)), "dataset": ck.get("dataset", {}).get("path")},
+                         "checkpoint": _repo_relative(checkpoint), "dataset": dataset_record(ck)},
         }
         if tensorrt:
             from planner_node.export.tensorrt import build_plans
@@ -195,6 +214,12 @@ def evaluation_table(evaluations: list[dict]) -> str:
     return "\n## Evaluation (closed loop in simulation, `planner eval`; pushes included)\n\n" + "\n".join(rows) + "\n"
 
 
+def _data_line(d: dict | None) -> str:
+    if not d:
+        return "not recorded"
+    return f"dataset sha256 {d['sha256']} (`{d['path']}`)"
+
+
 def bundle_card(m: dict, ck: dict, evaluations: list[dict] = ()) -> str:
     split = ck.get("split", {})
     return f"""# Bundle card: {m['planner']} ({m['producer']['planner_node']})
@@ -202,7 +227,7 @@ def bundle_card(m: dict, ck: dict, evaluations: list[dict] = ()) -> str:
 - Planner: {m['planner']}, horizon {m['horizon']} x {m['control_period_s']} s, {m['num_tokens']} codes of
   {m['codebook_size']}; defaults {m['planner_defaults']}.
 - Spec: {m['spec_hash']} (56 joints, 224-D observation, see manifest.yaml).
-- Data: {m['producer']['dataset']} ({split.get('train_windows', '?')} training windows from
+- Data: {_data_line(m['producer']['dataset'])} ({split.get('train_windows', '?')} training windows from
   {split.get('train_episodes', '?')} episodes, {split.get('holdout_episodes', '?')} held out); tasks {m['trained_tasks']}.
 - Training: {m['producer']['checkpoint']} (config in manifest.yaml: model_config).
 - Export: ONNX opset {m['producer']['opset']}, torch {m['producer']['torch']}, commit {m['producer']['git_commit']};

@@ -1,8 +1,8 @@
 """ros2 launch planner_node humanoid.launch.py [bundle:=DIR] [backend:=...] [task:=...] [lockstep:=true]
 
-Starts the MuJoCo sim bridge and the planner node with config/humanoid.yaml; the arguments and
-their mapping onto parameters come from planner_node.launch_description, which `planner up`
-uses too.
+Starts the MuJoCo sim bridge and the planner node with config/humanoid.yaml; the arguments, their
+defaults (``bundle``: the shipped bundle in share/planner_node/bundles) and their mapping onto
+parameters come from planner_node.launch_description, which `planner up` uses too.
 """
 import os
 
@@ -12,7 +12,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from planner_node.launch_description import ARGUMENTS, NODES, PARAMS_FILE, node_overrides
+from planner_node.launch_description import ARGUMENTS, NODES, PARAMS_FILE, argument_defaults, node_overrides
 
 
 def _nodes(context):
@@ -24,5 +24,6 @@ def _nodes(context):
 
 
 def generate_launch_description():
-    args = [DeclareLaunchArgument(a, default_value=str(d)) for a, (d, _) in ARGUMENTS.items()]
+    defaults = argument_defaults()
+    args = [DeclareLaunchArgument(a, default_value=defaults[a]) for a in ARGUMENTS]
     return LaunchDescription(args + [OpaqueFunction(function=_nodes)])

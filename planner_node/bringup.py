@@ -6,10 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from planner_node.launch_description import NODES, PARAMS_FILE, node_overrides
+from planner_node.status_monitor import StatusMonitor
 
 
 def params_file() -> Path:
@@ -56,12 +58,22 @@ class Bringup:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def __enter__(self):
-        env = ros_env()
-        for name, cmd in self.cmds.items():
-            out = open(self.log_dir / f"{name}.log", "w") if self.log_dir else subprocess.DEVNULL
-            self.procs[name] = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
+        for name in self.cmds:
+            self._start(name)
         return self
+
+    def _start(self, name: str, mode: str = "w") -> None:
+        out = open(self.log_dir / f"{name}.log", mode) if self.log_dir else subprocess.DEVNULL
+        self.procs[name] = subprocess.Popen(self.cmds[name], env=ros_env(), stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+
+    def restart(self, name: str) -> None:
+        """Stop one node (if it still runs) and start it again; its log is appended to."""
+        p = self.procs[name]
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGINT)
+            p.wait(10)
+        self._start(name, "a")
 
     def alive(self) -> dict[str, bool]:
         return {n: p.poll() is None for n, p in self.procs.items()}
@@ -80,16 +92,48 @@ class Bringup:
         return False
 
 
-def up(values: dict[str, str], duration: float | None) -> int:
-    with Bringup(values) as b:
-        print("started: " + "; ".join(" ".join(c) for c in b.cmds.values()), flush=True)
-        t0 = time.time()
+def exit_reason(rc: int) -> str:
+    if rc < 0:
         try:
-            while duration is None or time.time() - t0 < duration:
-                if not all(b.alive().values()):
-                    print(f"a node exited: {b.alive()}", file=sys.stderr)
+            return f"killed by signal {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit code {rc}"
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"(no log: {e})"
+
+
+def up(values: dict[str, str], duration: float | None, quiet: bool = False, log_dir: Path | None = None) -> int:
+    """Run the stack until ``duration`` [s] or Ctrl-C. Prints a status line at 1 Hz (unless
+    ``quiet``); if a node exits, prints its exit reason and the last lines of its log."""
+    log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="planner_up_"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with Bringup(values, log_dir=log_dir) as b:
+        print("started: " + "; ".join(" ".join(c) for c in b.cmds.values()), flush=True)
+        print(f"logs: {log_dir}", flush=True)
+        monitor = None if quiet else StatusMonitor()
+        t0 = time.monotonic()
+        try:
+            while duration is None or time.monotonic() - t0 < duration:
+                dead = {n: p.returncode for n, p in b.procs.items() if p.poll() is not None}
+                if dead:
+                    for name, rc in dead.items():
+                        print(f"{name} exited ({exit_reason(rc)}); last lines of {log_dir / (name + '.log')}:\n"
+                              f"{log_tail(log_dir / (name + '.log'))}", file=sys.stderr, flush=True)
                     return 1
-                time.sleep(0.2)
+                if monitor is None:
+                    time.sleep(0.2)
+                    continue
+                monitor.spin(1.0, stop=lambda: not all(b.alive().values()))
+                print(f"[{time.monotonic() - t0:6.1f} s] {monitor.line()}", flush=True)
         except KeyboardInterrupt:
             pass
+        finally:
+            if monitor is not None:
+                monitor.close()
     return 0

@@ -6,7 +6,7 @@
     planner export --checkpoint RUN --out BUNDLE [--tensorrt]
     planner verify BUNDLE
     planner bench --bundle BUNDLE --ticks N [--checkpoint RUN] [--json FILE]
-    planner up humanoid [--bundle B] [--lockstep] [--duration S]
+    planner up humanoid [--bundle B] [--lockstep] [--duration S] [--quiet]
     planner train --config config/train/<name>.yaml --data DIR --out RUN
     planner eval --planner mppi|zero|hgap|tap [--checkpoint RUN] --task T --episodes N --seed S [--steps K]
                  [--budget-ms B] [--json FILE] [--video FILE]
@@ -168,8 +168,8 @@ def cmd_bench(a) -> int:
 def cmd_up(a) -> int:
     from planner_node.bringup import up
     values = {"bundle": a.bundle or "", "backend": a.backend, "task": a.task, "planner": a.planner_kind,
-              "lockstep": str(a.lockstep).lower(), "use_sim_time": str(a.use_sim_time).lower()}
-    return up(values, a.duration)
+              "lockstep": str(a.lockstep).lower(), "use_sim_time": a.use_sim_time}
+    return up(values, a.duration, quiet=a.quiet, log_dir=a.log_dir)
 
 
 def cmd_demo(a) -> int:
@@ -237,13 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("up", help="start sim bridge + planner node (what humanoid.launch.py starts)")
     u.add_argument("system", choices=["humanoid"])
-    u.add_argument("--bundle", help="engine bundle for the planner")
+    u.add_argument("--bundle", help="engine bundle for the planner (default: the shipped bundle)")
     u.add_argument("--backend", default="onnxruntime")
     u.add_argument("--task", default="stand")
     u.add_argument("--planner", dest="planner_kind", default="bundle", help="bundle | mppi | zero")
     u.add_argument("--lockstep", action="store_true", help="sim waits for each command (deterministic)")
-    u.add_argument("--use-sim-time", action="store_true")
+    u.add_argument("--use-sim-time", choices=["true", "false"], default="true",
+                   help="planner on the bridge's /clock (default true: state stamps are sim time)")
     u.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    u.add_argument("--quiet", action="store_true", help="no 1 Hz status line")
+    u.add_argument("--log-dir", type=Path, help="node logs here (default: a new temp dir, printed)")
     u.set_defaults(fn=cmd_up)
 
     dm = sub.add_parser("demo", help="sim + planner, scripted stand/walk/turn/push sequence, report")

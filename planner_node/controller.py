@@ -5,6 +5,11 @@ or stale, command the fallback; else build the observation, plan with a deadline
 command the plan's first action. A planner error or a late plan also falls back. Fallback
 order: the shifted previous plan while it lasts, then holding the last measured pose (the
 targets that give zero actuator force there), then the standing pose.
+
+Every candidate, plan or fallback, passes the ``OutputGuard`` (finite, inside the joint
+ranges) as the last step before it is returned; one that fails is counted by reason and the
+next fallback is tried. The standing pose is checked when the controller is built, so some
+command always passes. Counters are named in ``COUNTERS`` and always all reported.
 """
 from __future__ import annotations
 
@@ -15,8 +20,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner_node import spec
+from planner_node.output_guard import GUARD_REASONS, OutputGuard
 from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.state_estimator import MeasuredState, StateEstimator
+
+#: Why a tick commanded a fallback instead of a fresh plan (each a /diagnostics counter).
+FALLBACK_REASONS = ("no_state", "stale_state", "no_planner", "observation_non_finite", "planner_error",
+                    "plan_rejected")
+#: Every counter ``stats()`` reports, zeros included.
+COUNTERS = (("ticks", "fallbacks", "deadline_misses", "wall_overruns", "anytime_fallbacks", "swaps",
+             "stale_state", "planner_errors")
+            + tuple(f"fallback_{r}" for r in FALLBACK_REASONS)
+            + tuple(f"guard_{r}" for r in GUARD_REASONS)
+            + tuple(f"guard_{r}_{src}" for r in GUARD_REASONS for src in ("plan", "shifted_plan", "hold", "stand")))
 
 
 @dataclass(frozen=True)
@@ -61,7 +77,10 @@ class Controller:
         lay = self.estimator.layout
         from planner_node.sim.humanoid import standing_qpos
         self.stand_action = lay.hold_action(standing_qpos(self.estimator.model, lay)[lay.qpos_idx])
-        self.counters: Counter = Counter()
+        self.guard = OutputGuard(lay.joint_range)
+        if self.guard.check(self.estimator.action_to_positions(self.stand_action)) is not None:
+            raise ValueError("the standing pose fails the output guard: the robot model's joint ranges are wrong")
+        self.counters: Counter = Counter({k: 0 for k in COUNTERS})
         self.latency_ms: deque = deque(maxlen=1000)
         self._plan: Plan | None = None
         self._plan_step = 0
@@ -74,19 +93,37 @@ class Controller:
         self._plan, self._plan_step = None, 0
         self.counters["swaps"] += 1
 
-    def _fallback(self, why: str, t0: float) -> TickResult:
+    def _fallback(self, reason: str, why: str, t0: float) -> TickResult:
         self.counters["fallbacks"] += 1
+        self.counters[f"fallback_{reason}"] += 1
+        return self._first_safe(self._fallback_candidates(), f"fallback: {why}", t0)
+
+    def _fallback_candidates(self):
+        """Lazily, in order: shifted previous plan, hold the last measured pose, stand."""
         if self._plan is not None and self._plan_step + 1 < len(self._plan.actions):
             self._plan_step += 1
-            action = self._plan.actions[self._plan_step]
-        elif self._last_state is not None:
-            action = self.estimator.positions_to_action(self._last_state.joint_pos)
-        else:
-            action = self.stand_action
-        return self._result(action, f"fallback: {why}", t0)
+            yield "shifted_plan", self._plan.actions[self._plan_step]
+        if self._last_state is not None:
+            yield "hold", self.estimator.positions_to_action(self._last_state.joint_pos)
+        yield "stand", self.stand_action
 
-    def _result(self, action, source, t0, plan=None) -> TickResult:
-        action = np.clip(np.asarray(action, float), spec.ACTION_LOW, spec.ACTION_HIGH)
+    def _first_safe(self, candidates, source: str, t0: float, plan: Plan | None = None) -> TickResult:
+        """The output guard, the last step: the first candidate that passes is the command."""
+        for kind, action in candidates:
+            action = np.asarray(action, float)
+            positions = self.estimator.action_to_positions(action) if action.shape == (spec.ACTION_DIM,) else None
+            why = self.guard.check(positions)
+            if why is None:
+                if kind == "plan":  # only a plan that passes replaces the previous one
+                    self._plan, self._plan_step = plan, 0
+                return self._result(action, positions, source, t0, plan if kind == "plan" else None)
+            self.counters[f"guard_{why}"] += 1
+            self.counters[f"guard_{why}_{kind}"] += 1
+            if kind == "plan":  # the new plan is unusable: fall back (the previous plan, shifted, first)
+                return self._fallback("plan_rejected", f"plan rejected by the guard ({why})", t0)
+        raise AssertionError("unreachable: the standing pose passes the guard (checked at construction)")
+
+    def _result(self, action, positions, source, t0, plan=None) -> TickResult:
         self.estimator.commanded(action, self.config.control_period)
         ms = (time.perf_counter() - t0) * 1e3
         self.latency_ms.append(ms)
@@ -94,7 +131,7 @@ class Controller:
             # Real time: a late command is a deadline miss. Lockstep: the sim waits for us, so
             # it is only a wall-clock overrun (reported, not a miss).
             self.counters["deadline_misses" if self._realtime else "wall_overruns"] += 1
-        return TickResult(self.estimator.action_to_positions(action), action, source, ms, plan)
+        return TickResult(positions, action, source, ms, plan)
 
     def tick(self, state: MeasuredState | None, now_s: float, task: str | None = None,
              command: tuple[float, float, float] | None = None, tick_start: float | None = None,
@@ -105,26 +142,33 @@ class Controller:
         self._realtime = realtime
         self.counters["ticks"] += 1
         if state is None:
-            return self._fallback("no state received yet", t0)
+            return self._fallback("no_state", "no state received yet", t0)
         if now_s - state.stamp_s > self.config.stale_periods * self.config.control_period:
             self.counters["stale_state"] += 1
-            return self._fallback(f"state is {1e3 * (now_s - state.stamp_s):.0f} ms old", t0)
+            return self._fallback("stale_state", f"state is {1e3 * (now_s - state.stamp_s):.0f} ms old", t0)
         if self.planner is None:
-            return self._fallback("no planner loaded", t0)
+            return self._fallback("no_planner", "no planner loaded", t0)
         try:
             obs = self.estimator.observe(state)
-            self._last_state = state
+        except Exception as e:  # noqa: BLE001 - an unusable state must still yield a command
+            return self._fallback("observation_non_finite", f"state unusable: {e}", t0)
+        if not np.all(np.isfinite(obs)):
+            return self._fallback("observation_non_finite", "observation has NaN or Inf", t0)
+        self._last_state = state
+        try:
             req = PlanRequest(obs=obs, task=task or self.config.task, command=command,
                               sim_state=self.estimator.sim_state(),
                               deadline=t0 + self.config.deadline_ms / 1e3 if realtime else None)
             plan = self.planner.plan(req)
+            actions = np.asarray(plan.actions, float)
+            if actions.ndim != 2 or len(actions) == 0:
+                raise ValueError(f"plan actions have shape {actions.shape}, expected (H, {spec.ACTION_DIM})")
         except Exception as e:  # noqa: BLE001 - any planner failure must still yield a command
             self.counters["planner_errors"] += 1
-            return self._fallback(f"planner error: {e.__class__.__name__}: {e}", t0)
+            return self._fallback("planner_error", f"planner error: {e.__class__.__name__}: {e}", t0)
         if "fallback" in plan.info:
             self.counters["anytime_fallbacks"] += 1
-        self._plan, self._plan_step = plan, 0
-        return self._result(plan.actions[0], "plan", t0, plan)
+        return self._first_safe(iter([("plan", actions[0])]), "plan", t0, plan)
 
     def stats(self) -> dict:
         lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)

@@ -22,6 +22,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -31,13 +32,16 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from planner_node import spec
 from planner_node.control_loop import ControlLoop
 from planner_node.controller import Controller, ControllerConfig
+from planner_node.default_bundle import default_bundle_path
 from planner_node.ros_convert import joint_state_arrays, odometry_arrays, stamp_s
-from planner_node.state_estimator import MeasuredState, StateError
+from planner_node.state_estimator import MeasuredState
+from planner_node.state_validation import (REJECT_REASONS, Rejected, StampGate, StateLimits, check_command,
+                                           check_joints, check_odometry)
 
 # name: (default, static?, description)
 PARAMETERS = {
     "planner": ("bundle", True, "bundle (run bundle_path) | mppi (ground truth, sim only) | zero"),
-    "bundle_path": ("", False, "engine bundle directory; set at run time to hot-swap"),
+    "bundle_path": ("", False, "engine bundle directory ('' = the shipped default bundle); set at run time to hot-swap"),
     "backend": ("onnxruntime", True, "engine backend: onnxruntime | tensorrt | torch"),
     "task": ("stand", False, "task scored by the planner; /cmd_vel drives 'track'"),
     "control_period": (spec.CONTROL_PERIOD_S, True, "control period [s] (the models' 0.03)"),
@@ -49,6 +53,8 @@ PARAMETERS = {
     "mppi_threads": (1, True, "rollout threads for planner=mppi"),
     "mppi_walk_speed": (0.2, True, "planner=mppi: capture-point lead [m/s] on locomotion tasks (0: stand still)"),
     "seed": (0, True, "planner random seed"),
+    "stamp_future_tolerance_s": (0.1, True, "reject a state stamped more than this ahead of the node's clock [s]"),
+    "stamp_max_age_s": (0.5, True, "reject a state stamped more than this behind the node's clock [s]"),
     "autostart": (True, True, "configure and activate on start (pip installs have no lifecycle manager)"),
 }
 
@@ -67,11 +73,17 @@ class PlannerNode(LifecycleNode):
         self._new_state = False
         self._received = 0.0
         self._answered = None  # stamp of the last state answered in lockstep
-        self._last_stamp = {"joint_states": -1.0, "odom": -1.0}
+        self._gate = StampGate()
+        self._limits = StateLimits()
         self._cmd_twist = (0.0, 0.0, 0.0)
         self._pending = None   # (planner, bundle_path) ready to swap in
         self.active_bundle = ""
-        self._rejects: dict[str, int] = {}
+        # Every counter exists from the start, so /diagnostics lists the zeros too.
+        self._rejects: dict[str, int] = {f"rejected_{t}": 0 for t in REJECT_REASONS}
+        self._rejects.update({f"rejected_{t}_{r}": 0 for t, rs in REJECT_REASONS.items() for r in rs})
+        self._rejects["tick_errors"] = 0
+        self._last_publish: float | None = None
+        self._gap_max_s = 0.0
         self._last_log: dict[tuple, float] = {}
         self._loop: ControlLoop | None = None
         self._lockstep = False
@@ -88,8 +100,7 @@ class PlannerNode(LifecycleNode):
     def _make_planner(self, bundle_path: str):
         kind = self.p("planner")
         if kind == "bundle":
-            if not bundle_path:
-                raise ValueError("bundle_path: empty, but planner is 'bundle'")
+            bundle_path = self._bundle_path(bundle_path)
             from planner_node.runtime.latent_planners import runtime_planner
             return runtime_planner(bundle_path, backend=self.p("backend"), seed=int(self.p("seed")))
         if kind == "mppi":
@@ -101,6 +112,17 @@ class PlannerNode(LifecycleNode):
             from planner_node.sim.baselines import ZeroPlanner
             return ZeroPlanner()
         raise ValueError(f"planner: unknown planner {kind!r}; valid: bundle, mppi, zero")
+
+    @staticmethod
+    def _bundle_path(value: str) -> str:
+        """'' means the shipped default bundle (installed under share/planner_node/bundles)."""
+        if value:
+            return value
+        found = default_bundle_path()
+        if found is None:
+            raise ValueError("bundle_path: empty, and the shipped default bundle is not installed "
+                             "(share/planner_node/bundles/default_hgap); set bundle_path")
+        return str(found)
 
     def _warm_up(self, planner) -> None:
         """A few plans on a standing observation (built once at configure: a hot swap's worker
@@ -134,11 +156,12 @@ class PlannerNode(LifecycleNode):
             if prm.name == "bundle_path":
                 from planner_node.runtime.bundle import BundleError, load_bundle
                 try:
-                    load_bundle(prm.value)  # verify synchronously: reject a bad bundle with the reason
-                except (BundleError, OSError) as e:
-                    self._reject("bundle_path", str(e))
+                    path = self._bundle_path(prm.value)
+                    load_bundle(path)  # verify synchronously: reject a bad bundle with the reason
+                except (BundleError, OSError, ValueError) as e:
+                    self._reject("bundle_path", "invalid", str(e))
                     return SetParametersResult(successful=False, reason=f"bundle_path: {e}")
-                threading.Thread(target=self._load_swap, args=(prm.value,), daemon=True).start()
+                threading.Thread(target=self._load_swap, args=(path,), daemon=True).start()
         return SetParametersResult(successful=True)
 
     def _load_swap(self, path: str) -> None:
@@ -146,20 +169,20 @@ class PlannerNode(LifecycleNode):
             planner = self._make_planner(path)
             self._warm_up(planner)
         except Exception as e:  # noqa: BLE001 - keep the old bundle on any failure
-            self._reject("bundle_path", f"load/warm-up failed, keeping {self.active_bundle}: {e}")
+            self._reject("bundle_path", "load_failed", f"load/warm-up failed, keeping {self.active_bundle}: {e}")
             return
         with self._lock:
             self._pending = (planner, path)
 
-    def _reject(self, what: str, why: str) -> None:
-        """Count it for /diagnostics; log it, throttled to 1/s per kind of problem (not per call
-        site, so a NaN flood does not hide a different fault on the same topic)."""
-        self._rejects[what] = self._rejects.get(what, 0) + 1
-        kind = (what, why.split(":")[1][:24] if ":" in why else why[:24])
+    def _reject(self, topic: str, reason: str, why: str) -> None:
+        """Count it for /diagnostics (per topic and per reason); log it, throttled to 1/s per
+        reason, so a NaN flood does not hide a different fault on the same topic."""
+        self._rejects[f"rejected_{topic}"] += 1
+        self._rejects[f"rejected_{topic}_{reason}"] += 1
         now = time.monotonic()
-        if now - self._last_log.get(kind, -1e9) >= 1.0:
-            self._last_log[kind] = now
-            self.get_logger().warn(f"rejected {what}: {why} ({self._rejects[what]} so far)")
+        if now - self._last_log.get((topic, reason), -1e9) >= 1.0:
+            self._last_log[(topic, reason)] = now
+            self.get_logger().warn(f"rejected {topic} ({reason}): {why} ({self._rejects[f'rejected_{topic}']} so far)")
 
     # -- lifecycle -------------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
@@ -167,13 +190,15 @@ class PlannerNode(LifecycleNode):
             if self.p("safety_filter"):
                 raise ValueError("safety_filter: the Lyapunov-density filter is not built yet; set it false")
             cfg = self._config()
-            planner = self._make_planner(self.p("bundle_path"))
+            self._gate = StampGate(float(self.p("stamp_future_tolerance_s")), float(self.p("stamp_max_age_s")))
+            bundle = self._bundle_path(self.p("bundle_path")) if self.p("planner") == "bundle" else ""
+            planner = self._make_planner(bundle)
             self._warm_up(planner)
         except Exception as e:  # noqa: BLE001 - report any configure failure by parameter
             self.get_logger().error(f"configure failed: {e}")
             return TransitionCallbackReturn.FAILURE
         self.controller = Controller(planner, cfg)
-        self.active_bundle = self.p("bundle_path") or self.p("planner")
+        self.active_bundle = bundle or self.p("planner")
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_cmd = self.create_lifecycle_publisher(Float64MultiArray, "/humanoid/joint_commands", qos)
         self.pub_plan = self.create_lifecycle_publisher(JointTrajectory, "~/plan", 1)
@@ -190,8 +215,10 @@ class PlannerNode(LifecycleNode):
         # runs in real time, and a lockstep sim only advances when it receives our command.
         # The tick runs on its own thread so planning never blocks the executor's callbacks.
         self._lockstep = bool(self.p("lockstep"))
+        self._last_publish = None  # a pause while inactive is not a gap in the stream
         self._loop = ControlLoop(float(self.p("control_period")), self._tick, on_error=self._tick_error).start()
-        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        # On a steady clock: /diagnostics keeps flowing when /clock stops (a dead simulator).
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -209,22 +236,29 @@ class PlannerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _tick_error(self, e: BaseException) -> None:
-        self._rejects["tick_errors"] = self._rejects.get("tick_errors", 0) + 1
+        self._rejects["tick_errors"] += 1
         self.get_logger().error(f"tick failed: {e.__class__.__name__}: {e}", throttle_duration_sec=1.0)
 
     # -- inputs ----------------------------------------------------------------------------------
-    def _check_stamp(self, topic: str, t: float) -> None:
-        if t < self._last_stamp[topic]:
-            raise StateError(f"/{topic}: stamp went backwards ({t:.3f} < {self._last_stamp[topic]:.3f})")
-        self._last_stamp[topic] = t
+    def _accept_stamp(self, topic: str, t: float) -> None:
+        """Judge the stamp against the node's ROS clock (``/clock`` under use_sim_time)."""
+        resets = self._gate.clock_resets
+        self._gate.check(topic, t, self.get_clock().now().nanoseconds * 1e-9)
+        if self._gate.clock_resets != resets:
+            # The time source restarted (e.g. a new simulator): states of the old one are void.
+            self.get_logger().warn("clock went backwards: stamp references reset (a restarted simulator?)")
+            with self._lock:
+                self._joint = self._odom = None
+                self._answered = None
 
     def _on_joint_states(self, msg: JointState) -> None:
         try:
             pos, vel = joint_state_arrays(msg)
+            check_joints(pos, vel, self.controller.estimator.layout.joint_range, spec.JOINT_NAMES, self._limits)
             t = stamp_s(msg.header)
-            self._check_stamp("joint_states", t)
-        except StateError as e:
-            return self._reject("joint_states", str(e))
+            self._accept_stamp("joint_states", t)
+        except Rejected as e:
+            return self._reject(e.topic, e.reason, str(e))
         with self._lock:
             self._joint = (t, pos, vel)
             self._received = time.monotonic()  # staleness is judged by arrival, on a steady clock
@@ -234,10 +268,11 @@ class PlannerNode(LifecycleNode):
     def _on_odom(self, msg: Odometry) -> None:
         try:
             arrs = odometry_arrays(msg)
+            check_odometry(*arrs, self._limits)
             t = stamp_s(msg.header)
-            self._check_stamp("odom", t)
-        except StateError as e:
-            return self._reject("odom", str(e))
+            self._accept_stamp("odom", t)
+        except Rejected as e:
+            return self._reject(e.topic, e.reason, str(e))
         with self._lock:
             self._odom = (t, *arrs)
             self._new_state = True
@@ -249,8 +284,10 @@ class PlannerNode(LifecycleNode):
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         v = (msg.linear.x, msg.linear.y, msg.angular.z)
-        if not all(np.isfinite(v)):
-            return self._reject("cmd_vel", "NaN or Inf")
+        try:
+            check_command(v, self._limits)
+        except Rejected as e:
+            return self._reject(e.topic, e.reason, str(e))
         self._cmd_twist = v
 
     # -- the tick --------------------------------------------------------------------------------
@@ -279,6 +316,10 @@ class PlannerNode(LifecycleNode):
         res = self.controller.tick(state, now, task=self.p("task"), command=self._cmd_twist, tick_start=t0,
                                    realtime=not self._lockstep)
         self.pub_cmd.publish(Float64MultiArray(data=res.positions.tolist()))
+        now = time.monotonic()
+        if self._last_publish is not None:  # the command stream's largest gap, on a steady clock
+            self._gap_max_s = max(self._gap_max_s, now - self._last_publish)
+        self._last_publish = now
         if res.plan is not None:
             self._publish_plan(res.plan.actions)
 
@@ -298,7 +339,9 @@ class PlannerNode(LifecycleNode):
         if self.controller is None:
             return
         s = self.controller.stats()
-        s.update({f"rejected_{k}": v for k, v in self._rejects.items()})
+        s.update(self._rejects)
+        s["clock_resets"] = self._gate.clock_resets
+        s["command_gap_max_ms"] = 1e3 * self._gap_max_s
         st = DiagnosticStatus(name="planner_node", hardware_id="humanoid", message=f"bundle {self.active_bundle}")
         st.level = DiagnosticStatus.OK if s.get("deadline_misses", 0) == 0 else DiagnosticStatus.WARN
         st.values = [KeyValue(key="active_bundle", value=self.active_bundle)] + [

@@ -1,7 +1,8 @@
-"""ROS messages <-> arrays in spec order, with validation that names what is wrong.
+"""ROS messages <-> arrays in spec order; structural errors named (``Rejected``, with a reason code).
 
 Real robots publish more joints than a planner commands: extra names are ignored; a missing
-spec joint, a length mismatch, NaN/Inf or a stamp going backwards is rejected.
+spec joint or a length mismatch is rejected here. Finiteness, physical bounds and stamps are
+judged by ``state_validation`` (ROS-free), which the node calls next.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from planner_node import spec
 from planner_node.state_estimator import StateError
+from planner_node.state_validation import Rejected
 
 _INDEX = {n: i for i, n in enumerate(spec.JOINT_NAMES)}
 
@@ -21,9 +23,9 @@ def joint_state_arrays(msg) -> tuple[np.ndarray, np.ndarray]:
     """sensor_msgs/JointState -> (positions, velocities) in spec order."""
     n = len(msg.name)
     if len(msg.position) != n:
-        raise StateError(f"/joint_states: {n} names but {len(msg.position)} positions")
+        raise Rejected("joint_states", "length_mismatch", f"{n} names but {len(msg.position)} positions")
     if len(msg.velocity) != n:
-        raise StateError(f"/joint_states: {n} names but {len(msg.velocity)} velocities")
+        raise Rejected("joint_states", "length_mismatch", f"{n} names but {len(msg.velocity)} velocities")
     pos = np.zeros(spec.NUM_JOINTS)
     vel = np.zeros(spec.NUM_JOINTS)
     seen = np.zeros(spec.NUM_JOINTS, bool)
@@ -33,9 +35,8 @@ def joint_state_arrays(msg) -> tuple[np.ndarray, np.ndarray]:
             pos[i], vel[i], seen[i] = p, v, True
     missing = [spec.JOINT_NAMES[i] for i in np.flatnonzero(~seen)]
     if missing:
-        raise StateError(f"/joint_states: missing joints {missing[:5]}{'...' if len(missing) > 5 else ''}")
-    if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(vel))):
-        raise StateError("/joint_states: NaN or Inf in position/velocity")
+        raise Rejected("joint_states", "missing_joint",
+                       f"missing joints {missing[:5]}{'...' if len(missing) > 5 else ''}")
     return pos, vel
 
 
@@ -43,13 +44,8 @@ def odometry_arrays(msg) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     """nav_msgs/Odometry -> base position, quaternion (w, x, y, z), twist in the base frame."""
     p, q = msg.pose.pose.position, msg.pose.pose.orientation
     lin, ang = msg.twist.twist.linear, msg.twist.twist.angular
-    arrs = (np.array([p.x, p.y, p.z]), np.array([q.w, q.x, q.y, q.z]),
+    return (np.array([p.x, p.y, p.z]), np.array([q.w, q.x, q.y, q.z]),
             np.array([lin.x, lin.y, lin.z]), np.array([ang.x, ang.y, ang.z]))
-    if not all(np.all(np.isfinite(a)) for a in arrs):
-        raise StateError("/odom: NaN or Inf in pose or twist")
-    if not 0.5 < np.linalg.norm(arrs[1]) < 1.5:
-        raise StateError(f"/odom: orientation is not a unit quaternion (norm {np.linalg.norm(arrs[1]):.3f})")
-    return arrs
 
 
 def command_array(msg) -> np.ndarray:

@@ -14,8 +14,10 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
 
 
 class Probe:
@@ -31,7 +33,8 @@ class Probe:
         self.events = []                # (topic, monotonic time) in arrival order
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         for topic, typ in (("/humanoid/joint_commands", Float64MultiArray), ("/joint_states", JointState),
-                           ("/odom", Odometry), ("/diagnostics", DiagnosticArray)):
+                           ("/odom", Odometry), ("/diagnostics", DiagnosticArray), ("/clock", Clock),
+                           ("/planner/plan", JointTrajectory)):
             self.node.create_subscription(typ, topic, self._cb(topic), qos)
         self.executor = rclpy.executors.SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
@@ -42,6 +45,13 @@ class Probe:
             self.msgs[topic].append((now, msg))
             self.events.append((topic, now))
         return f
+
+    def sim_time(self) -> float:
+        """The latest /clock [s] (0 before any)."""
+        if not self.msgs["/clock"]:
+            return 0.0
+        c = self.msgs["/clock"][-1][1].clock
+        return c.sec + c.nanosec * 1e-9
 
     def spin(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -26,7 +26,7 @@ def test_launch_file_and_runner_share_one_description():
     # `planner up` exposes exactly the launch arguments
     from planner_node.cli import build_parser
     up = build_parser()._subparsers._group_actions[0].choices["up"]
-    flags = {a.dest for a in up._actions} - {"help", "system", "duration"}
+    flags = {a.dest for a in up._actions} - {"help", "system", "duration", "quiet", "log_dir"}
     assert {"bundle", "backend", "task", "planner_kind", "lockstep", "use_sim_time"} == flags
     assert set(ARGUMENTS) == {"bundle", "backend", "task", "planner", "lockstep", "use_sim_time"}
 
@@ -44,8 +44,10 @@ def test_params_file_covers_every_declared_parameter():
 def test_argument_mapping():
     o = node_overrides({"bundle": "/b", "lockstep": "true", "use_sim_time": "true"})
     assert o["planner"]["bundle_path"] == "/b" and o["planner"]["lockstep"] is True
-    assert o["sim_bridge"]["mode"] == "lockstep" and o["sim_bridge"]["use_sim_time"] is True
-    assert "bundle_path" not in node_overrides({})["planner"]
+    assert o["sim_bridge"]["mode"] == "lockstep" and o["planner"]["use_sim_time"] is True
+    # The bridge is the clock's source: it never runs on /clock itself.
+    assert "use_sim_time" not in o["sim_bridge"]
+    assert "bundle_path" not in node_overrides({"bundle": ""})["planner"]
 
 
 class _Fixed(Planner):
@@ -94,7 +96,7 @@ def test_controller_survives_planner_errors_and_bad_state(env):
     bad.joint_pos[3] = np.nan
     r = c.tick(bad, 1.0)
     assert r.source.startswith("fallback") and np.all(np.isfinite(r.positions))
-    assert c.stats()["planner_errors"] == 2
+    assert c.stats()["planner_errors"] == 1 and c.stats()["fallback_observation_non_finite"] == 1
 
 
 @pytest.mark.parametrize("field,value", [("deadline_ms", 0.0), ("deadline_ms", 31.0), ("task", "moonwalk"),

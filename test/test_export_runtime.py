@@ -259,3 +259,43 @@ def test_export_card_holds_the_evaluation_table_and_refuses_bad_files(hgap_run, 
                  str(tmp_path / "bad.json")]) == 2
     assert "bad.json: missing key 'fall_rate'" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_unknown_manifest_key_refused_by_name(hgap_bundle, tmp_path):
+    b = _copy(hgap_bundle, tmp_path)
+    _edit_manifest(b, lambda m: m.update(payload={"x": [1, 2]}))
+    with pytest.raises(BundleError, match=r"top level: unknown keys \['payload'\]"):
+        load_bundle(b)
+    b2 = _copy(hgap_bundle, tmp_path / "2")
+    _edit_manifest(b2, lambda m: m["graphs"]["decoder"].update(loader="evil.so"))
+    with pytest.raises(BundleError, match=r"graphs.decoder: unknown keys \['loader'\]"):
+        load_bundle(b2)
+
+
+def test_missing_manifest_key_refused_by_name(hgap_bundle, tmp_path):
+    b = _copy(hgap_bundle, tmp_path)
+    _edit_manifest(b, lambda m: m.pop("normalizer"))
+    with pytest.raises(BundleError, match=r"missing keys \['normalizer'\]"):
+        load_bundle(b)
+
+
+def test_yaml_alias_nest_refused(hgap_bundle, tmp_path):
+    """A 'billion laughs' nest of aliases under an extra key: refused before anything walks it."""
+    b = _copy(hgap_bundle, tmp_path)
+    text = (b / "manifest.yaml").read_text()
+    nest = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]\n"
+        for i in range(1, 9))
+    (b / "manifest.yaml").write_text(text + nest)
+    with pytest.raises(BundleError, match="aliases are not allowed"):
+        load_bundle(b)
+
+
+def test_card_names_data_by_hash_never_an_absolute_path(hgap_bundle, tiny_data):
+    from planner_node.atomic import sha256_file
+    card = (hgap_bundle / "CARD.md").read_text()
+    m = load_bundle(hgap_bundle).manifest
+    want = sha256_file(tiny_data / "meta.json")
+    assert m["producer"]["dataset"]["sha256"] == want and f"dataset sha256 {want}" in card
+    for text in (card, (hgap_bundle / "manifest.yaml").read_text()):
+        assert str(tiny_data) not in text and str(tiny_data.parent) not in text, "an absolute machine path"

@@ -12,6 +12,7 @@ import subprocess
 import numpy as np
 import pytest
 from hil import Probe, log_tail
+from rosgraph_msgs.msg import Clock
 
 from planner_node import spec
 from planner_node.bringup import Bringup, node_commands
@@ -112,6 +113,12 @@ def test_configure_fails_naming_parameter(tmp_path):
     assert "configure failed" in r.stderr + r.stdout and "manifest.yaml" in r.stderr + r.stdout
 
 
+def _clock(t: float):
+    c = Clock()
+    c.clock.sec, c.clock.nanosec = int(t), int((t % 1) * 1e9)
+    return c
+
+
 def _state_msgs(env, stamp_s, names=None, n_pos=None, bad=None):
     from nav_msgs.msg import Odometry
     from sensor_msgs.msg import JointState
@@ -147,6 +154,7 @@ def test_bad_inputs_rejected_node_keeps_commanding(probe, tmp_path):
     env.reset(0)
     pub_js = probe.node.create_publisher(JointState, "/joint_states", 10)
     pub_od = probe.node.create_publisher(Odometry, "/odom", 10)
+    pub_clock = probe.node.create_publisher(Clock, "/clock", 10)  # the node runs on /clock (use_sim_time)
     cmd = Bringup({"planner": "zero"}, log_dir=tmp_path).cmds["planner"]
     import os
     proc = subprocess.Popen(cmd, env={**os.environ}, stdout=open(tmp_path / "planner.log", "w"),
@@ -168,6 +176,7 @@ def test_bad_inputs_rejected_node_keeps_commanding(probe, tmp_path):
                 js, od = _state_msgs(env, t, names=extra)
             else:
                 js, od = _state_msgs(env, t, bad=step)
+            pub_clock.publish(_clock(t))
             pub_js.publish(js)
             pub_od.publish(od)
             probe.spin(0.03)
@@ -180,11 +189,12 @@ def test_bad_inputs_rejected_node_keeps_commanding(probe, tmp_path):
     finally:
         proc.send_signal(2)
         proc.wait(10)
-    assert int(d["rejected_joint_states"]) == 4, d   # nan, short, missing, backwards
-    assert int(d["rejected_odom"]) == 2, d           # backwards (sent on both topics), inf
+    assert int(d["rejected_joint_states"]) == 4, d   # nan, short, missing, 5 s old
+    assert int(d["rejected_odom"]) == 2, d           # 5 s old (sent on both topics), inf
+    assert int(d["rejected_joint_states_stamp_past"]) == 1 and int(d["rejected_odom_non_finite"]) == 1, d
     assert int(d["stale_state"]) >= 5, d
     log = (tmp_path / "planner.log").read_text()
-    for needle in ("NaN or Inf", "56 names but 55 positions", "missing joints", "stamp went backwards"):
+    for needle in ("NaN or Inf", "56 names but 55 positions", "missing joints", "behind the clock"):
         assert needle in log or needle.replace("56", "58") in log, needle
     times = [t for t, _ in probe.msgs["/humanoid/joint_commands"]]
     assert max(np.diff(times)) < 0.25, "a gap in the command stream"
@@ -198,6 +208,7 @@ def _drive(probe, env_steps, states_in=None, log=None, n=30):
     from sensor_msgs.msg import JointState
     pub_js = probe.node.create_publisher(JointState, "/joint_states", 10)
     pub_od = probe.node.create_publisher(Odometry, "/odom", 10)
+    pub_clock = probe.node.create_publisher(Clock, "/clock", 10)
     probe.wait_for(lambda: "latency_p50_ms" in probe.diagnostics(), 120, "the planner node")
     probe.wait_for(lambda: pub_js.get_subscription_count() > 0 and pub_od.get_subscription_count() > 0, 30,
                    "the node's subscriptions")
@@ -208,6 +219,7 @@ def _drive(probe, env_steps, states_in=None, log=None, n=30):
         else:
             js, od = _state_msgs(env_steps, 0.03 * (k + 1))
         before = len(probe.msgs["/humanoid/joint_commands"])
+        pub_clock.publish(Clock(clock=js.header.stamp))  # the node runs on /clock (use_sim_time)
         pub_od.publish(od)
         pub_js.publish(js)
         probe.wait_for(lambda b=before: len(probe.msgs["/humanoid/joint_commands"]) > b, 20, f"the answer to state {k}")

@@ -12,9 +12,11 @@
       prior_step: {file: prior_step.onnx, sha256, inputs: [{name, dtype, shape}], outputs: [...]}
       decoder:    {file: decoder.onnx, ...}
       prior_step_b1, decoder_b4, ...   # TAP only: the same graphs at smaller fixed batch sizes
-    plans: [{graph, file, sha256, tensorrt_version, compute_capability, precision}]   # optional
-    producer: {planner_node, torch, onnx, git_commit}
+    plans: [{graph, file, sha256, key, tensorrt_version, compute_capability, precision}]   # may be []
+    producer: {planner_node, torch, onnx, opset, python, git_commit, checkpoint,
+               dataset: {sha256 (of the dataset's meta.json), path (relative to the repo)} or null}
 
+Every key above is required and no other is accepted (``_check_schema`` names what differs).
 Loading is a trust boundary: ``yaml.safe_load``, every file path must stay inside the bundle
 directory, every file's sha256 must match, the spec must match, and each ONNX graph's
 declared inputs/outputs must match the graph itself (and may not pull external data from
@@ -38,6 +40,65 @@ DTYPES = {"float32": np.float32, "int64": np.int64, "float16": np.float16}
 
 class BundleError(ValueError):
     """The bundle is unusable; the message names the file or field and the reason."""
+
+
+#: The manifest's schema: every key is required and no other is accepted (a key the runtime does
+#: not know is a bundle made for another build, or an attack, e.g. a nest of YAML aliases).
+TOP_KEYS = frozenset((
+    "format_version", "planner", "spec_hash", "joint_names", "obs_blocks", "control_period_s", "horizon",
+    "num_tokens", "codebook_size", "latent_stride", "codes_per_latent", "obs_dim", "act_dim", "predict_return",
+    "discount", "trained_tasks", "normalizer", "planner_defaults", "model_config", "graphs", "reference", "plans",
+    "producer"))
+GRAPH_KEYS = frozenset(("file", "sha256", "inputs", "outputs", "parity_max_abs_err"))
+TENSOR_KEYS = frozenset(("name", "dtype", "shape"))
+NORMALIZER_KEYS = frozenset(("obs_mean", "obs_std", "act_mean", "act_std", "ret_mean", "ret_std"))
+REFERENCE_KEYS = frozenset(("file", "sha256"))
+PLAN_KEYS = frozenset(("graph", "file", "sha256", "key", "tensorrt_version", "compute_capability", "precision"))
+PRODUCER_KEYS = frozenset(("planner_node", "torch", "onnx", "opset", "python", "git_commit", "checkpoint", "dataset"))
+DATASET_KEYS = frozenset(("sha256", "path"))
+
+
+def _exact_keys(d, allowed: frozenset, where: str, mpath: Path) -> None:
+    if not isinstance(d, dict):
+        raise BundleError(f"{mpath}: {where}: expected a mapping, got {type(d).__name__}")
+    unknown, missing = sorted(set(map(str, d)) - allowed), sorted(allowed - set(d))
+    if unknown:
+        raise BundleError(f"{mpath}: {where}: unknown keys {unknown} (this build knows {sorted(allowed)})")
+    if missing:
+        raise BundleError(f"{mpath}: {where}: missing keys {missing}")
+
+
+def _check_schema(m: dict, mpath: Path) -> None:
+    _exact_keys(m, TOP_KEYS, "top level", mpath)
+    _exact_keys(m["normalizer"], NORMALIZER_KEYS, "normalizer", mpath)
+    _exact_keys(m["reference"], REFERENCE_KEYS, "reference", mpath)
+    _exact_keys(m["producer"], PRODUCER_KEYS, "producer", mpath)
+    if m["producer"]["dataset"] is not None:
+        _exact_keys(m["producer"]["dataset"], DATASET_KEYS, "producer.dataset", mpath)
+    if not isinstance(m["graphs"], dict) or not m["graphs"]:
+        raise BundleError(f"{mpath}: graphs: expected a non-empty mapping")
+    for name, g in m["graphs"].items():
+        _exact_keys(g, GRAPH_KEYS, f"graphs.{name}", mpath)
+        for which in ("inputs", "outputs"):
+            if not isinstance(g[which], list):
+                raise BundleError(f"{mpath}: graphs.{name}.{which}: expected a list")
+            for i, t in enumerate(g[which]):
+                _exact_keys(t, TENSOR_KEYS, f"graphs.{name}.{which}[{i}]", mpath)
+    if not isinstance(m["plans"], list):
+        raise BundleError(f"{mpath}: plans: expected a list")
+    for i, plan in enumerate(m["plans"]):
+        _exact_keys(plan, PLAN_KEYS, f"plans[{i}]", mpath)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load that also refuses YAML anchors/aliases: our writer never emits them, and a nest
+    of aliases expands exponentially in whatever walks the result."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            ev = self.peek_event()
+            raise yaml.YAMLError(f"YAML alias *{ev.anchor} at line {ev.start_mark.line + 1}: aliases are not allowed")
+        return super().compose_node(parent, index)
 
 
 def _inside(root: Path, rel: str, what: str) -> Path:
@@ -106,15 +167,14 @@ def load_bundle(path: str | Path, check_graphs: bool = True) -> Bundle:
     if not mpath.is_file():
         raise BundleError(f"{mpath}: missing (not a bundle directory)")
     try:
-        m = yaml.safe_load(mpath.read_text())
+        m = yaml.load(mpath.read_text(), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise BundleError(f"{mpath}: invalid YAML ({e})") from e
     if not isinstance(m, dict):
         raise BundleError(f"{mpath}: expected a mapping")
-    for key in ("format_version", "planner", "spec_hash", "joint_names", "obs_blocks", "control_period_s",
-                "normalizer", "graphs", "horizon"):
-        if key not in m:
-            raise BundleError(f"{mpath}: missing field {key!r}")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{mpath}: format_version {m.get('format_version')!r} unsupported (expected {FORMAT_VERSION})")
+    _check_schema(m, mpath)
     if m["format_version"] != FORMAT_VERSION:
         raise BundleError(f"{mpath}: format_version {m['format_version']!r} unsupported (expected {FORMAT_VERSION})")
     if m["planner"] not in PLANNER_KINDS:

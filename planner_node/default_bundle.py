@@ -1,0 +1,30 @@
+"""Where the shipped default bundle is: installed under ``share/planner_node/bundles/`` by colcon
+and by ``pip install``, or in the source tree's ``bundles/`` (editable installs, the repo)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+DEFAULT_BUNDLE = "default_hgap"
+SHARE = Path("share") / "planner_node" / "bundles"
+
+
+def candidates() -> list[Path]:
+    """In order: the install prefix this module lives under (colcon: install/planner_node;
+    pip: the venv), the running interpreter's prefix, then the source tree."""
+    here = Path(__file__).resolve()
+    out = []
+    # <prefix>/lib/pythonX.Y/site-packages/planner_node/default_bundle.py -> <prefix>
+    if len(here.parents) > 4 and here.parents[2].name.startswith("python"):
+        out.append(here.parents[4] / SHARE / DEFAULT_BUNDLE)
+    out.append(Path(sys.prefix) / SHARE / DEFAULT_BUNDLE)
+    out.append(here.parents[1] / "bundles" / DEFAULT_BUNDLE)
+    return out
+
+
+def default_bundle_path() -> Path | None:
+    """The first candidate that holds a manifest, or None."""
+    for c in candidates():
+        if (c / "manifest.yaml").is_file():
+            return c
+    return None
