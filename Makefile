@@ -54,7 +54,7 @@ lint: setup
 	$(PY) -m pip install -q ruff
 	$(VENV)/bin/ruff check .
 
-colcon-check:
+colcon-check: setup
 	bash .ci/colcon_check.sh
 
 clean:

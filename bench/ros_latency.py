@@ -30,6 +30,7 @@ def main() -> int:
     a = ap.parse_args()
     from hil import Probe
     from nav_msgs.msg import Odometry
+    from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import JointState
 
     from planner_node.bringup import Bringup
@@ -43,6 +44,7 @@ def main() -> int:
     probe = Probe(a.domain)
     pub_js = probe.node.create_publisher(JointState, "/joint_states", 10)
     pub_od = probe.node.create_publisher(Odometry, "/odom", 10)
+    pub_clock = probe.node.create_publisher(Clock, "/clock", 10)  # the node runs on /clock (use_sim_time)
     cmd = Bringup({"bundle": a.bundle}).cmds["planner"]
     import subprocess
     proc = subprocess.Popen(cmd, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
@@ -56,6 +58,7 @@ def main() -> int:
             js, od = _state_msgs(env, t_sim)
             n = len(probe.msgs["/humanoid/joint_commands"])
             t0 = time.monotonic()
+            pub_clock.publish(Clock(clock=js.header.stamp))
             pub_od.publish(od)
             pub_js.publish(js)
             while time.monotonic() - t0 < 0.03:

@@ -2,10 +2,15 @@
 
 Sequence (lockstep sim, so the result does not depend on this machine's speed): stand, walk
 forward at two commanded speeds (task ``track`` driven by /cmd_vel), turn in place, and stand
-through pushes. Prints a per-segment table (return, falls, velocity tracking error, plan
-latency p50/p99, deadline misses, state->command latency over ROS 2), writes a PNG of
-commanded vs achieved velocity and tick latency, records the run as MCAP, and renders an MP4
-from the recorded states when headless rendering works.
+through pushes. Everything is indexed by simulation step on the bridge: the bridge halts at each
+segment end and push step (``max_steps``), the driver switches the task or pushes, then raises
+the limit; falls reset the robot on the step they happen (``reset_on_fall``). So two runs of one
+commit print the same table, and each segment runs exactly its configured steps.
+
+Prints a per-segment table (return, falls, velocity tracking error, plan latency p50/p99,
+deadline misses, state->command latency over ROS 2), writes a PNG of commanded vs achieved
+velocity and tick latency, records the run as MCAP, and renders an MP4 from the recorded states
+when headless rendering works.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from planner_node.spec import CONTROL_PERIOD_S
 
 #: (name, task, /cmd_vel (vx, vy, wz), control steps, push at these steps of the segment)
 SEGMENTS = (
@@ -66,8 +73,8 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
     ex.add_node(node)
     rec = McapRecorder(out / "demo.mcap")
     est = StateEstimator()
-    state = {"joint": None, "odom": None, "t_state": None, "steps": 0}
-    lat_ros, diags, samples, qpos_log = [], [], [], []
+    state = {"joint": None, "odom": None, "t_state": None, "step": -1}
+    lat_ros, diags, bridge_diags, samples, qpos_log = [], [], [], [], []
     seg_idx = [0]
 
     from diagnostic_msgs.msg import DiagnosticArray
@@ -78,22 +85,38 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
     def now_ns():
         return time.time_ns()
 
+    def step_of(msg) -> int:
+        """The simulation step a state belongs to (the bridge stamps sim time; resets keep it)."""
+        return round((msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec) / CONTROL_PERIOD_S)
+
     def on_js(msg):
         rec.write("/joint_states", msg, now_ns())
         state["joint"], state["t_state"] = msg, time.perf_counter()
-        state["steps"] += 1
+        sample()
 
     def on_odom(msg):
         rec.write("/odom", msg, now_ns())
         state["odom"] = msg
-        if state["joint"] is None:
+        sample()
+
+    def sample():
+        """Once both halves of a step's state are in: one sample per simulation step (the
+        bridge re-publishes its first state until the first command)."""
+        if state["joint"] is None or state["odom"] is None:
             return
+        k = step_of(state["odom"])
+        if step_of(state["joint"]) != k or k <= state["step"]:
+            return
+        if k == 0:  # the initial state, before any command: not part of a segment
+            state["step"] = 0
+            return
+        state["step"] = k
         pos, vel = joint_state_arrays(state["joint"])
-        bp, bq, bl, ba = odometry_arrays(msg)
+        bp, bq, bl, ba = odometry_arrays(state["odom"])
         obs = est.observe(MeasuredState(0.0, pos, vel, bp, bq, bl, ba))
         name, task, cmd, _, _ = segments[seg_idx[0]]
-        k = kinematics(obs)
-        samples.append(Sample(seg_idx[0], state["steps"] * 0.03, float(k["v_fwd"]), float(k["yaw_rate"]),
+        kin = kinematics(obs)
+        samples.append(Sample(seg_idx[0], k * CONTROL_PERIOD_S, float(kin["v_fwd"]), float(kin["yaw_rate"]),
                               float(get_task(task).reward(obs, cmd)), float(bp[2])))
         qpos_log.append(np.concatenate([bp, bq, pos]))
 
@@ -109,16 +132,18 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
         for st in msg.status:
             if st.name == "planner_node":
                 diags.append({kv.key: kv.value for kv in st.values})
+            elif st.name == "sim_bridge":
+                bridge_diags.append({kv.key: kv.value for kv in st.values})
 
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     node.create_subscription(JointState, "/joint_states", on_js, qos)
     node.create_subscription(Odometry, "/odom", on_odom, qos)
     node.create_subscription(Float64MultiArray, "/humanoid/joint_commands", on_cmd, qos)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    pub_twist = node.create_publisher(Twist, "/cmd_vel", 10)
-    set_params = node.create_client(SetParameters, "/planner/set_parameters")
+    pub_twist = node.create_publisher(Twist, "/cmd_vel", qos)
+    set_planner = node.create_client(SetParameters, "/planner/set_parameters")
+    set_bridge = node.create_client(SetParameters, "/sim_bridge/set_parameters")
     push = node.create_client(Trigger, "/sim_bridge/push")
-    reset = node.create_client(Trigger, "/sim_bridge/reset")
 
     def spin_until(cond, timeout):
         end = time.time() + timeout
@@ -128,41 +153,71 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
 
     def call(cli, req):
         fut = cli.call_async(req)
-        spin_until(fut.done, 30)
+        if not spin_until(fut.done, 30):
+            raise RuntimeError(f"no answer from {cli.srv_name} in 30 s; logs in {out}")
         return fut.result()
 
+    def set_param(cli, name, value):
+        if isinstance(value, bool):
+            pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+        elif isinstance(value, str):
+            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        else:
+            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=int(value))
+        res = call(cli, SetParameters.Request(parameters=[Parameter(name=name, value=pv)])).results[0]
+        if not res.successful:
+            raise RuntimeError(f"{cli.srv_name}: {name}: {res.reason}")
+
+    # Halt points: each push step and each segment end, as absolute simulation steps.
+    stops, start = [], 0
+    for i, (_, _, _, steps, pushes) in enumerate(segments):
+        stops += [(start + p, i, "push") for p in sorted(pushes) if 0 < p < steps] + [(start + steps, i, "end")]
+        start += steps
     values = {"bundle": bundle, "backend": backend, "lockstep": "true", "task": segments[0][1], "planner": planner}
-    extra = {"sim_bridge": {"lockstep_timeout_s": 2.0 if planner == "bundle" else 30.0}}
+    # The bridge holds at step 0 until this driver hears it (else a segment could run unseen).
+    extra = {"sim_bridge": {"lockstep_timeout_s": 30.0, "max_steps": stops[0][0], "reset_on_fall": True,
+                            "hold": True}}
     if planner == "mppi":
         extra["planner"] = {"mppi_samples": 32, "mppi_threads": 2}
     falls = [0] * len(segments)
     t0 = time.time()
     with Bringup(values, extra=extra, log_dir=out) as b:
-        if not spin_until(lambda: set_params.service_is_ready() and state["steps"] > 3, 120):
+        if not spin_until(lambda: set_planner.service_is_ready() and set_bridge.service_is_ready()
+                          and push.service_is_ready() and state["step"] == 0, 120):
             raise RuntimeError(f"nodes did not come up; logs in {out}: {b.alive()}")
-        for i, (name, task, cmd, steps, pushes) in enumerate(segments):
-            seg_idx[0] = i
-            call(set_params, SetParameters.Request(parameters=[Parameter(name="task", value=ParameterValue(
-                type=ParameterType.PARAMETER_STRING, string_value=task))]))
-            tw = Twist()
-            tw.linear.x, tw.linear.y, tw.angular.z = cmd
-            start = state["steps"]
-            pushed = set()
-            while state["steps"] - start < steps:
+        falls_before = 0
+        for n, (stop, i, kind) in enumerate(stops):
+            if n == 0 or stops[n - 1][2] == "end":  # a segment starts: its task and command
+                _, task, cmd, _, _ = segments[i]
+                seg_idx[0] = i
+                tw = Twist()
+                tw.linear.x, tw.linear.y, tw.angular.z = cmd
                 pub_twist.publish(tw)
-                ex.spin_once(timeout_sec=0.05)
-                k = state["steps"] - start
-                for p in pushes:
-                    if k >= p and p not in pushed:
-                        pushed.add(p)
-                        call(push, Trigger.Request())
-                if samples and samples[-1].height < 0.6:  # fell: count, reset, go on
-                    falls[i] += 1
-                    call(reset, Trigger.Request())
-                    est.reset()
-                    spin_until(lambda: samples and samples[-1].height > 0.9, 10)
-                if not all(b.alive().values()):
-                    raise RuntimeError(f"a node died; logs in {out}")
+                spin_until(lambda: False, 0.2)  # /cmd_vel reaches the planner before the sim resumes
+                set_param(set_planner, "task", task)
+                if n > 0:
+                    set_param(set_bridge, "max_steps", stop)
+                else:
+                    set_param(set_bridge, "hold", False)
+            elif n > 0:
+                set_param(set_bridge, "max_steps", stop)
+            last = (state["step"], time.time())
+            while state["step"] < stop and all(b.alive().values()):
+                ex.spin_once(timeout_sec=0.02)
+                if state["step"] != last[0]:
+                    last = (state["step"], time.time())
+                elif time.time() - last[1] > 60:
+                    raise RuntimeError(f"the simulation stopped at step {state['step']} before {stop} "
+                                       f"(bridge: {bridge_diags[-1] if bridge_diags else 'no diagnostics'}); "
+                                       f"logs in {out}")
+            if not all(b.alive().values()):
+                raise RuntimeError(f"a node died; logs in {out}: {b.alive()}")
+            if kind == "push":
+                call(push, Trigger.Request())
+            else:  # the bridge's fall counter at this (halted) step
+                spin_until(lambda s=stop: bridge_diags and bridge_diags[-1].get("steps") == str(s), 5)
+                total = int(bridge_diags[-1].get("falls", 0)) if bridge_diags else falls_before
+                falls[i], falls_before = total - falls_before, total
         spin_until(lambda: False, 1.5)  # last diagnostics
     rec.close()
     ex.shutdown()

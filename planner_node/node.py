@@ -219,6 +219,8 @@ class PlannerNode(LifecycleNode):
         self._loop = ControlLoop(float(self.p("control_period")), self._tick, on_error=self._tick_error).start()
         # On a steady clock: /diagnostics keeps flowing when /clock stops (a dead simulator).
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(f"activated: commanding every {float(self.p('control_period')) * 1e3:.0f} ms"
+                               f"{' (lockstep)' if self._lockstep else ''}")
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -229,6 +231,12 @@ class PlannerNode(LifecycleNode):
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
         return super().on_deactivate(state)
+
+    def close(self) -> None:
+        """Stop the control thread (and so all publishing from it) before the node goes away."""
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         if self._loop is not None:
@@ -352,16 +360,22 @@ class PlannerNode(LifecycleNode):
 
 
 def main(argv=None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    from planner_node.ros_spin import init, spin
+    init(argv if argv is not None else sys.argv)
     node = PlannerNode()
-    if node.p("autostart"):
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            node.get_logger().fatal("configure failed; exiting")
-            node.destroy_node()
-            rclpy.try_shutdown()
-            return 1
-        node.trigger_activate()
-    from planner_node.ros_spin import spin
+    try:
+        if node.p("autostart"):
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal("configure failed; exiting")
+                node.destroy_node()
+                rclpy.try_shutdown()
+                return 1
+            node.trigger_activate()
+    except KeyboardInterrupt:  # stopped while loading the bundle: exit quietly
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 0
     return spin(node)
 
 

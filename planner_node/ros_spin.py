@@ -8,18 +8,42 @@ state messages that arrive during planning wait in the queue and the next tick r
 """
 from __future__ import annotations
 
+import signal
+
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+
+def init(argv) -> None:
+    """rclpy.init without rclpy's signal handlers: theirs shut the context down at once, while
+    the node's control thread may still publish (a traceback per stop). Ours raise in the main
+    thread, and ``spin`` stops the node's threads before anything is torn down."""
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def spin(node) -> int:
+    """Spin until Ctrl-C/SIGTERM or shutdown. The node's own threads (``node.close()``) stop
+    before the node is destroyed, so nothing publishes on a dead context: a stop leaves no
+    traceback and no C++ abort in the log."""
     ex = SingleThreadedExecutor()
     ex.add_node(node)
     try:
-        ex.spin()
+        while rclpy.ok():  # short waits: a signal is handled within 0.1 s even with no traffic
+            ex.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        close = getattr(node, "close", None)
+        if close is not None:
+            close()
+        ex.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

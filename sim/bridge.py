@@ -7,11 +7,19 @@ spec order). Modes: ``realtime`` steps one control period per timer tick with th
 command; ``lockstep`` steps once per received command (or after ``lockstep_timeout_s`` with
 the last one), so closed-loop tests are deterministic on a slow machine. Services:
 ``~/reset`` and ``~/push`` (std_srvs/Trigger).
+
+Scripted runs (the demo) are indexed by simulation step, not by wall-clock moments: ``max_steps``
+(dynamic) halts the simulation at that step, holding the command that answers the last state,
+which is applied as soon as the limit is raised; so a driver can switch tasks or push at an exact
+step. ``hold`` (dynamic) keeps the simulation at its current step, re-publishing its state, until
+cleared: a driver starts one when it is listening. ``reset_on_fall`` resets the robot on the very
+step it falls (counted in ``falls``).
 """
 from __future__ import annotations
 
 import sys
 import threading
+import time
 
 
 import numpy as np
@@ -48,6 +56,8 @@ class SimBridge(Node):
         self.declare_parameter("push_every", 0)
         self.declare_parameter("push_speed", 0.25)
         self.declare_parameter("max_steps", 0)
+        self.declare_parameter("reset_on_fall", False)
+        self.declare_parameter("hold", False)
         mode = self.get_parameter("mode").value
         if mode not in ("lockstep", "realtime"):
             raise ValueError(f"mode: unknown {mode!r}; valid: lockstep, realtime")
@@ -58,7 +68,10 @@ class SimBridge(Node):
         self._mark_start()
         self.action = self.env.zero_action.copy()
         self.steps, self.fell, self.rejected, self.resets, self.lockstep_timeouts = 0, False, 0, 0, 0
+        self.falls = 0
+        self.fell_counted = False  # without reset_on_fall, one fall counts once until a reset
         self._got_command = threading.Event()
+        self._stop = threading.Event()
         self._lock = threading.Lock()
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_clock = self.create_publisher(Clock, "/clock", 10)
@@ -74,13 +87,22 @@ class SimBridge(Node):
         if mode == "realtime":
             self.create_timer(spec.CONTROL_PERIOD_S, self._step, callback_group=MutuallyExclusiveCallbackGroup())
         else:
-            threading.Thread(target=self._lockstep_loop, daemon=True).start()
+            self._lockstep_thread = threading.Thread(target=self._lockstep_loop, daemon=True)
+            self._lockstep_thread.start()
+
+    def close(self) -> None:
+        """Stop the lockstep thread before the node goes away (see ros_spin.spin)."""
+        self._stop.set()
+        self._got_command.set()
+        t = getattr(self, "_lockstep_thread", None)
+        if t is not None and t.is_alive():
+            t.join(2.0)
 
     def _publish_diagnostics(self) -> None:
         st = DiagnosticStatus(name="sim_bridge", hardware_id="mujoco", message=self.mode)
         st.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ("steps", self.steps), ("lockstep_timeouts", self.lockstep_timeouts), ("rejected_commands", self.rejected),
-            ("resets", self.resets), ("fell", self.fell), ("sim_time", f"{self.env.data.time:.3f}"),
+            ("resets", self.resets), ("fell", self.fell), ("falls", self.falls), ("sim_time", f"{self.env.data.time:.3f}"),
             *self._travel().items())]
         self.pub_diag.publish(DiagnosticArray(status=[st]))
 
@@ -110,15 +132,18 @@ class SimBridge(Node):
 
     def _on_reset(self, req, resp):
         with self._lock:
-            t = self.env.data.time
-            self.env.reset(int(self.get_parameter("seed").value) + 1000 * (self.resets + 1))
-            self.env.data.time = t  # sim time keeps running: stamps never go backwards on a reset
-            self._mark_start()
-            self.resets += 1
-            self.action = self.env.zero_action.copy()
-            self.fell = False
+            self._reset_locked()
         resp.success, resp.message = True, "reset"
         return resp
+
+    def _reset_locked(self) -> None:
+        t = self.env.data.time
+        self.env.reset(int(self.get_parameter("seed").value) + 1000 * (self.resets + 1))
+        self.env.data.time = t  # sim time keeps running: stamps never go backwards on a reset
+        self._mark_start()
+        self.resets += 1
+        self.action = self.env.zero_action.copy()
+        self.fell = False
 
     def _on_push(self, req, resp):
         with self._lock:
@@ -130,9 +155,18 @@ class SimBridge(Node):
         """Step once per command; without one for ``lockstep_timeout_s``, step with the last
         command. Until the first command arrives, re-publish the initial state instead."""
         timeout = float(self.get_parameter("lockstep_timeout_s").value)
-        started = False
-        while rclpy.ok():
+        started, republished = False, 0.0
+        while rclpy.ok() and not self._stop.is_set():
+            held = bool(self.get_parameter("hold").value)
+            if held or (started and self._halted()):  # hold the sim, and the command that answers its state
+                if held and time.monotonic() - republished > 0.2:  # late subscribers get the state too
+                    self._publish_state()
+                    republished = time.monotonic()
+                self._stop.wait(0.005)
+                continue
             got = self._got_command.wait(timeout if started else 0.2)
+            if self._stop.is_set():
+                return
             self._got_command.clear()
             if started and not got:
                 self.lockstep_timeouts += 1  # a gap in the command stream: step with the last one
@@ -142,14 +176,25 @@ class SimBridge(Node):
             else:
                 self._publish_state()
 
-    def _step(self) -> None:
+    def _halted(self) -> bool:
+        if self.get_parameter("hold").value:
+            return True
         max_steps = int(self.get_parameter("max_steps").value)
-        if max_steps and self.steps >= max_steps:
+        return bool(max_steps) and self.steps >= max_steps
+
+    def _step(self) -> None:
+        if self._halted():
             return
         with self._lock:
             _, fell = self.env.step(self.action)
             self.fell = self.fell or fell
             self.steps += 1
+            if fell and self.get_parameter("reset_on_fall").value:
+                self.falls += 1
+                self._reset_locked()  # on this very step: a scripted run stays step-indexed
+            elif fell and not self.fell_counted:
+                self.falls += 1
+            self.fell_counted = self.fell
         self._publish_state()
 
     def _publish_state(self) -> None:
@@ -178,9 +223,14 @@ class SimBridge(Node):
 
 
 def main(argv=None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    from planner_node.ros_spin import spin
-    return spin(SimBridge())
+    from planner_node.ros_spin import init, spin
+    init(argv if argv is not None else sys.argv)
+    try:
+        node = SimBridge()
+    except KeyboardInterrupt:  # stopped while building the model: exit quietly
+        rclpy.try_shutdown()
+        return 0
+    return spin(node)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from hil import Probe, log_tail
 from planner_node import spec
 from planner_node.bringup import Bringup
 
-_domains = itertools.count(230)
+_domains = itertools.count(215)
 
 
 def _after(probe, topic, t):

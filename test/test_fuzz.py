@@ -94,6 +94,10 @@ def test_fuzz_malformed_state_never_reaches_the_robot(tmp_path):
     flood_cmds, flood_plans = n_cmd1 - n_cmd0, n_plan1 - n_plan0
     print(f"during the flood: {flood_cmds} commands, {flood_plans} from fresh plans; diagnostics {d}")
     assert flood_plans >= 0.5 * flood_cmds, (flood_plans, flood_cmds)
+    from planner_node.controller import COUNTERS
+    from planner_node.state_validation import REJECT_REASONS
+    every = set(COUNTERS) | {f"rejected_{t}_{r}" for t, rs in REJECT_REASONS.items() for r in rs}
+    assert every <= set(d), f"/diagnostics lacks {sorted(every - set(d))}"
     for kind, (_, counter, _) in CLASSES.items():
         assert int(d[counter]) > 0, f"{kind}: {counter} not counted ({d[counter]})"
     assert int(d["clock_resets"]) == 0, "a hostile stamp must not look like a restarted clock"

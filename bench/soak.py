@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Soak: the realtime stack (sim bridge + planner node, shipped bundle) for a long run.
+
+Samples the planner node's RSS every ``--sample`` seconds (the first after ``--warmup``), and at
+the end reports RSS at start and end, its growth, ticks, deadline misses and fallbacks by reason,
+rejections, the largest command gap, and whether any node crashed. The bridge resets the robot on
+each fall (so the planner keeps planning on live states) and pushes it every 100 steps.
+
+    python bench/soak.py [--seconds 3600] [--bundle bundles/default_hgap] [--out results/soak]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from stack import ROOT, counters, rss_mib, stack
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", default=str(ROOT / "bundles" / "default_hgap"))
+    ap.add_argument("--seconds", type=float, default=3600.0)
+    ap.add_argument("--warmup", type=float, default=60.0, help="RSS 'start' is taken after this [s]")
+    ap.add_argument("--sample", type=float, default=60.0)
+    ap.add_argument("--domain", type=int, default=58)
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "soak")
+    a = ap.parse_args()
+    from hil import Probe
+
+    from planner_node.atomic import write_json
+    a.out.mkdir(parents=True, exist_ok=True)
+    probe = Probe(a.domain)
+    logs = Path(tempfile.mkdtemp(prefix="soak_"))
+    series, crashed = [], {}
+    t0 = time.monotonic()
+    try:
+        with stack(a.bundle, logs, reset_on_fall=True, push_every=100) as b:
+            pid = b.procs["planner"].pid
+            next_sample = t0 + a.warmup
+            while time.monotonic() - t0 < a.seconds:
+                probe.spin(1.0)
+                probe.msgs["/joint_states"].clear()  # keep the probe's own memory flat
+                probe.msgs["/odom"].clear()
+                probe.msgs["/clock"].clear()
+                probe.msgs["/planner/plan"].clear()
+                probe.msgs["/humanoid/joint_commands"].clear()
+                del probe.msgs["/diagnostics"][:-20]
+                probe.events.clear()
+                dead = {n: p.returncode for n, p in b.procs.items() if p.poll() is not None}
+                if dead:
+                    crashed = dead
+                    break
+                if time.monotonic() >= next_sample:
+                    d = probe.diagnostics()
+                    series.append({"t_s": round(time.monotonic() - t0, 1), "rss_mib": round(rss_mib(pid), 2),
+                                   "ticks": int(d.get("ticks", 0))})
+                    print(f"[{series[-1]['t_s']:7.0f} s] planner RSS {series[-1]['rss_mib']:.1f} MiB, "
+                          f"ticks {series[-1]['ticks']}", flush=True)
+                    next_sample += a.sample
+            d, sim = probe.diagnostics(), probe.diagnostics("sim_bridge")
+    finally:
+        probe.close()
+    start, end = series[0]["rss_mib"], series[-1]["rss_mib"]
+    summary = {
+        "seconds": round(time.monotonic() - t0, 1), "bundle": str(Path(a.bundle).name),
+        "rss_start_mib": start, "rss_end_mib": end, "rss_growth_pct": round(100 * (end - start) / start, 3),
+        "ticks": int(d.get("ticks", 0)), "deadline_misses": int(d.get("deadline_misses", 0)),
+        "fallbacks": int(d.get("fallbacks", 0)), "fallbacks_by_reason": counters(d, "fallback_"),
+        "rejected": {t: int(d.get(f"rejected_{t}", 0)) for t in ("joint_states", "odom", "cmd_vel")},
+        "command_gap_max_ms": float(d.get("command_gap_max_ms", "nan")),
+        "latency_p50_ms": float(d.get("latency_p50_ms", "nan")), "latency_p99_ms": float(d.get("latency_p99_ms", "nan")),
+        "bridge_steps": int(sim.get("steps", 0)), "bridge_falls": int(sim.get("falls", 0)),
+        "crashed": crashed, "rss_series": series,
+    }
+    write_json(a.out / "soak.json", summary)
+    print(f"{'measure':<28}{'value':>14}")
+    for k in ("seconds", "rss_start_mib", "rss_end_mib", "rss_growth_pct", "ticks", "deadline_misses", "fallbacks",
+              "command_gap_max_ms", "latency_p50_ms", "latency_p99_ms", "bridge_steps", "bridge_falls"):
+        print(f"{k:<28}{summary[k]:>14}")
+    print(f"fallbacks by reason: {summary['fallbacks_by_reason']}; rejected: {summary['rejected']}; "
+          f"crashed: {crashed or 'none'}")
+    print(f"wrote {a.out / 'soak.json'}")
+    print(json.dumps({k: v for k, v in summary.items() if k != "rss_series"}))
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
