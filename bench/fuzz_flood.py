@@ -27,7 +27,7 @@ def main() -> int:
     ap.add_argument("--bundle", default=str(ROOT / "bundles" / "default_hgap"))
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--domain", type=int, default=61)
+    ap.add_argument("--domain", type=int, default=56)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "fuzz_flood")
     a = ap.parse_args()
     from geometry_msgs.msg import Twist
