@@ -11,7 +11,11 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID=${INSTALL_CHECK_DOMAIN:-44}
 python3 -m venv "$W/venv"
 "$W/venv/bin/pip" install -q --upgrade pip
-"$W/venv/bin/pip" install -q "$SRC"
+# Install from a copy without build outputs: a stale build/ in the tree would be packaged as is.
+mkdir "$W/src"
+tar -C "$SRC" --exclude=./build --exclude=./install --exclude=./log --exclude=./.venv --exclude=./.venv-colcon \
+  --exclude=./.git --exclude='*.egg-info' --exclude=./data --exclude=./runs -cf - . | tar -C "$W/src" -xf -
+"$W/venv/bin/pip" install -q "$W/src"
 cd "$W"
 PY="$W/venv/bin/python"
 "$PY" - "$W/venv" <<'PYEOF'

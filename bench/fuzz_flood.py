@@ -77,7 +77,8 @@ def main() -> int:
                                  "from_fresh_plans": n_plans, "max_gap_ms": round(1e3 * float(np.max(np.diff(times))), 1),
                                  "rejected": {k: v - counters(d0, "rejected_").get(k, 0)
                                               for k, v in counters(d1, "rejected_").items()},
-                                 "deadline_misses": int(d1.get("deadline_misses", 0)) - int(d0.get("deadline_misses", 0))}
+                                 "deadline_misses": int(d1.get("deadline_misses", 0)) - int(d0.get("deadline_misses", 0)),
+                                 "node_gap_max_ms_so_far": float(d1.get("command_gap_max_ms", "nan"))}
                 print(f"{phase}: {phases[phase]}", flush=True)
             alive = b.alive()
     finally:
@@ -90,7 +91,9 @@ def main() -> int:
     for name, p in phases.items():
         print(f"{name:<10}{p['seconds']:>6.0f}{p['commands']:>10}{p['rate_hz']:>9.2f}{p['unsafe_commands']:>8}"
               f"{p['from_fresh_plans']:>13}{p['max_gap_ms']:>12.1f}{p['deadline_misses']:>8}")
-    print(f"command rate under the flood / without: {summary['rate_ratio']:.3f}; alive {alive}")
+    print(f"command rate under the flood / without: {summary['rate_ratio']:.3f}; largest command gap on the node's "
+          f"steady clock: {phases['no flood']['node_gap_max_ms_so_far']:.1f} ms after phase 1, "
+          f"{phases['flood']['node_gap_max_ms_so_far']:.1f} ms after phase 2; alive {alive}")
     print("rejected during the flood, by topic_reason:", phases["flood"]["rejected"])
     print(json.dumps(summary))
     return 0 if all(alive.values()) and phases["flood"]["unsafe_commands"] == 0 else 1

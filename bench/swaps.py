@@ -66,11 +66,16 @@ def main() -> int:
                     probe.spin(duration)
                 probe.spin(2.2)  # diagnostics after the phase
                 d1 = probe.diagnostics()
+                node_gaps = [float(kv.value) for t, m in probe.msgs["/diagnostics"] if t > t0 for st in m.status
+                             if st.name == "planner_node" for kv in st.values
+                             if kv.key == "command_gap_max_ms_last_period"]
                 times = [t for t, _ in probe.msgs["/humanoid/joint_commands"]]
                 delta = {k: int(d1.get(k, 0)) - int(d0.get(k, 0)) for k in ("ticks", "fallbacks", "deadline_misses",
                                                                               "swaps")}
                 phases[phase] = {"seconds": round(time.monotonic() - t0, 1), **delta,
                                  "max_gap_probe_ms": round(_gap_ms(times), 1),
+                                 "max_gap_node_ms": round(max(node_gaps), 1) if node_gaps else None,
+                                 "node_gaps_over_2_periods": sum(g > 60.0 for g in node_gaps),
                                  "fallbacks_by_reason": {k: v - counters(d0, "fallback_").get(k, 0)
                                                          for k, v in counters(d1, "fallback_").items()},
                                  "commands": len(times)}
@@ -82,10 +87,13 @@ def main() -> int:
                "alive": alive, "period_ms": 30.0}
     a.out.mkdir(parents=True, exist_ok=True)
     write_json(a.out / "swaps.json", summary)
-    print(f"{'phase':<10}{'s':>7}{'swaps':>7}{'ticks':>7}{'no plan':>9}{'misses':>8}{'max gap ms':>12}{'commands':>10}")
+    print(f"{'phase':<10}{'s':>7}{'swaps':>7}{'ticks':>7}{'no plan':>9}{'misses':>8}{'gap node ms':>13}"
+          f"{'gap probe ms':>14}{'commands':>10}")
     for name, p in phases.items():
         print(f"{name:<10}{p['seconds']:>7.0f}{p['swaps']:>7}{p['ticks']:>7}{p['fallbacks']:>9}{p['deadline_misses']:>8}"
-              f"{p['max_gap_probe_ms']:>12.1f}{p['commands']:>10}")
+              f"{p['max_gap_node_ms']:>13.1f}{p['max_gap_probe_ms']:>14.1f}{p['commands']:>10}")
+    print("gap node: the largest interval between two commands on the node's steady clock (1 s windows);"
+          " gap probe: as this process received them")
     print(f"largest gap on the node's steady clock over the whole run: {node_gap:.1f} ms (2 periods = 60 ms); "
           f"alive {alive}")
     print(json.dumps(summary))

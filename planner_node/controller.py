@@ -1,10 +1,11 @@
 """One control tick, ROS-free: latest state in, 56 position targets out, on time, never nothing.
 
 The node is a thin shell over this. A tick: take the latest measured state; if it is missing
-or stale, command the fallback; else build the observation, plan with a deadline, and
-command the plan's first action. A planner error or a late plan also falls back. Fallback
-order: the shifted previous plan while it lasts, then holding the last measured pose (the
-targets that give zero actuator force there), then the standing pose.
+or stale, command the fallback; else build the observation, plan with a deadline, let the
+``ActionFilter`` choose the action to command (pass-through: the plan's first action). A
+planner error or a late plan also falls back. Fallback order: the shifted previous plan while
+it lasts, then holding the last measured pose (the targets that give zero actuator force
+there), then the standing pose.
 
 Every candidate, plan or fallback, passes the ``OutputGuard`` (finite, inside the joint
 ranges) as the last step before it is returned; one that fails is counted by reason and the
@@ -20,16 +21,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner_node import spec
+from planner_node.action_filter import ActionFilter, PassThrough
 from planner_node.output_guard import GUARD_REASONS, OutputGuard
+from planner_node.parameters import default
 from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.state_estimator import MeasuredState, StateEstimator
 
 #: Why a tick commanded a fallback instead of a fresh plan (each a /diagnostics counter).
 FALLBACK_REASONS = ("no_state", "stale_state", "no_planner", "observation_non_finite", "planner_error",
-                    "plan_rejected")
+                    "filter_error", "plan_rejected")
 #: Every counter ``stats()`` reports, zeros included.
 COUNTERS = (("ticks", "fallbacks", "deadline_misses", "wall_overruns", "anytime_fallbacks", "swaps",
-             "stale_state", "planner_errors")
+             "stale_state", "planner_errors", "filter_interventions")
             + tuple(f"fallback_{r}" for r in FALLBACK_REASONS)
             + tuple(f"guard_{r}" for r in GUARD_REASONS)
             + tuple(f"guard_{r}_{src}" for r in GUARD_REASONS for src in ("plan", "shifted_plan", "hold", "stand")))
@@ -39,11 +42,11 @@ COUNTERS = (("ticks", "fallbacks", "deadline_misses", "wall_overruns", "anytime_
 class ControllerConfig:
     """Filled one-to-one from ROS parameters; errors name the parameter."""
 
-    control_period: float = spec.CONTROL_PERIOD_S
-    deadline_ms: float = 25.0
+    control_period: float = default("control_period")
+    deadline_ms: float = default("deadline_ms")
     stale_periods: float = 2.0
-    task: str = "stand"
-    fallback: str = "hold"
+    task: str = default("task")
+    fallback: str = default("fallback")
 
     def __post_init__(self):
         from planner_node.sim.tasks import TASKS
@@ -71,8 +74,9 @@ class TickResult:
 
 class Controller:
     def __init__(self, planner: Planner | None, config: ControllerConfig = ControllerConfig(),
-                 estimator: StateEstimator | None = None):
+                 estimator: StateEstimator | None = None, action_filter: ActionFilter | None = None):
         self.planner, self.config = planner, config
+        self.action_filter = action_filter or PassThrough()
         self.estimator = estimator or StateEstimator()
         lay = self.estimator.layout
         from planner_node.sim.humanoid import standing_qpos
@@ -91,6 +95,7 @@ class Controller:
         """Called between ticks: the next tick plans with ``planner``."""
         self.planner = planner
         self._plan, self._plan_step = None, 0
+        self.action_filter.reset()
         self.counters["swaps"] += 1
 
     def _fallback(self, reason: str, why: str, t0: float) -> TickResult:
@@ -168,7 +173,13 @@ class Controller:
             return self._fallback("planner_error", f"planner error: {e.__class__.__name__}: {e}", t0)
         if "fallback" in plan.info:
             self.counters["anytime_fallbacks"] += 1
-        return self._first_safe(iter([("plan", actions[0])]), "plan", t0, plan)
+        try:
+            chosen = self.action_filter.filter(obs, plan)
+        except Exception as e:  # noqa: BLE001 - a filter failure must still yield a (safe) command
+            return self._fallback("filter_error", f"action filter error: {e.__class__.__name__}: {e}", t0)
+        if chosen.intervened:
+            self.counters["filter_interventions"] += 1
+        return self._first_safe(iter([("plan", chosen.action)]), "plan", t0, plan)
 
     def stats(self) -> dict:
         lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)

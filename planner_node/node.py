@@ -32,31 +32,16 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from planner_node import spec
 from planner_node.control_loop import ControlLoop
 from planner_node.controller import Controller, ControllerConfig
+from planner_node.action_filter import make_filter
 from planner_node.default_bundle import default_bundle_path
+from planner_node.parameters import PARAMS
 from planner_node.ros_convert import joint_state_arrays, odometry_arrays, stamp_s
 from planner_node.state_estimator import MeasuredState
 from planner_node.state_validation import (REJECT_REASONS, Rejected, StampGate, StateLimits, check_command,
                                            check_joints, check_odometry)
 
-# name: (default, static?, description)
-PARAMETERS = {
-    "planner": ("bundle", True, "bundle (run bundle_path) | mppi (ground truth, sim only) | zero"),
-    "bundle_path": ("", False, "engine bundle directory ('' = the shipped default bundle); set at run time to hot-swap"),
-    "backend": ("onnxruntime", True, "engine backend: onnxruntime | tensorrt | torch"),
-    "task": ("stand", False, "task scored by the planner; /cmd_vel drives 'track'"),
-    "control_period": (spec.CONTROL_PERIOD_S, True, "control period [s] (the models' 0.03)"),
-    "deadline_ms": (25.0, False, "planning deadline per tick [ms]"),
-    "safety_filter": (False, True, "Lyapunov-density safety filter (not available yet: must be false)"),
-    "fallback": ("hold", True, "what to command without a fresh plan: hold"),
-    "lockstep": (False, True, "tick once per new state (deterministic closed loop with a lockstep sim)"),
-    "mppi_samples": (16, True, "samples for planner=mppi"),
-    "mppi_threads": (1, True, "rollout threads for planner=mppi"),
-    "mppi_walk_speed": (0.2, True, "planner=mppi: capture-point lead [m/s] on locomotion tasks (0: stand still)"),
-    "seed": (0, True, "planner random seed"),
-    "stamp_future_tolerance_s": (0.1, True, "reject a state stamped more than this ahead of the node's clock [s]"),
-    "stamp_max_age_s": (0.5, True, "reject a state stamped more than this behind the node's clock [s]"),
-    "autostart": (True, True, "configure and activate on start (pip installs have no lifecycle manager)"),
-}
+#: name -> (default, static?, description), from the one parameter table.
+PARAMETERS = {p.name: (p.default, p.static, p.description) for p in PARAMS}
 
 
 class PlannerNode(LifecycleNode):
@@ -84,6 +69,7 @@ class PlannerNode(LifecycleNode):
         self._rejects["tick_errors"] = 0
         self._last_publish: float | None = None
         self._gap_max_s = 0.0
+        self._gap_window_s = 0.0  # since the last /diagnostics message
         self._last_log: dict[tuple, float] = {}
         self._loop: ControlLoop | None = None
         self._lockstep = False
@@ -157,7 +143,10 @@ class PlannerNode(LifecycleNode):
                 from planner_node.runtime.bundle import BundleError, load_bundle
                 try:
                     path = self._bundle_path(prm.value)
-                    load_bundle(path)  # verify synchronously: reject a bad bundle with the reason
+                    # Verify the manifest, paths and hashes synchronously (a bad bundle is refused with the
+                    # reason); the ONNX graphs' own check runs with the load on the worker thread, so
+                    # the executor is not held up parsing protobufs while states arrive.
+                    load_bundle(path, check_graphs=False)
                 except (BundleError, OSError, ValueError) as e:
                     self._reject("bundle_path", "invalid", str(e))
                     return SetParametersResult(successful=False, reason=f"bundle_path: {e}")
@@ -187,8 +176,7 @@ class PlannerNode(LifecycleNode):
     # -- lifecycle -------------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
-            if self.p("safety_filter"):
-                raise ValueError("safety_filter: the Lyapunov-density filter is not built yet; set it false")
+            action_filter = make_filter(self.p("safety_filter"), self.p("safety_filter_config"))
             cfg = self._config()
             self._gate = StampGate(float(self.p("stamp_future_tolerance_s")), float(self.p("stamp_max_age_s")))
             bundle = self._bundle_path(self.p("bundle_path")) if self.p("planner") == "bundle" else ""
@@ -197,15 +185,15 @@ class PlannerNode(LifecycleNode):
         except Exception as e:  # noqa: BLE001 - report any configure failure by parameter
             self.get_logger().error(f"configure failed: {e}")
             return TransitionCallbackReturn.FAILURE
-        self.controller = Controller(planner, cfg)
+        self.controller = Controller(planner, cfg, action_filter=action_filter)
         self.active_bundle = bundle or self.p("planner")
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_cmd = self.create_lifecycle_publisher(Float64MultiArray, "/humanoid/joint_commands", qos)
         self.pub_plan = self.create_lifecycle_publisher(JointTrajectory, "~/plan", 1)
         self.pub_diag = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_states, 10)
-        self.create_subscription(Odometry, "/odom", self._on_odom, 10)
-        self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, 10)
+        self._subs = [self.create_subscription(JointState, "/joint_states", self._on_joint_states, 10),
+                      self.create_subscription(Odometry, "/odom", self._on_odom, 10),
+                      self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, 10)]
         self._configured = True
         self.get_logger().info(f"configured: planner {self.active_bundle} ({self.p('backend')}), task {cfg.task}")
         return TransitionCallbackReturn.SUCCESS
@@ -231,6 +219,24 @@ class PlannerNode(LifecycleNode):
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
         return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        """Back to unconfigured: drop the planner, publishers and subscriptions (configure again
+        to load a bundle afresh, e.g. with other static parameters)."""
+        self.close()
+        for sub in getattr(self, "_subs", []):
+            self.destroy_subscription(sub)
+        self._subs = []
+        for pub in (getattr(self, n, None) for n in ("pub_cmd", "pub_plan", "pub_diag")):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self.pub_cmd = self.pub_plan = self.pub_diag = None
+        with self._lock:
+            self.controller, self._pending = None, None
+            self._joint = self._odom = None
+        self._configured = False
+        self.get_logger().info("cleaned up: unconfigured")
+        return TransitionCallbackReturn.SUCCESS
 
     def close(self) -> None:
         """Stop the control thread (and so all publishing from it) before the node goes away."""
@@ -327,6 +333,7 @@ class PlannerNode(LifecycleNode):
         now = time.monotonic()
         if self._last_publish is not None:  # the command stream's largest gap, on a steady clock
             self._gap_max_s = max(self._gap_max_s, now - self._last_publish)
+            self._gap_window_s = max(self._gap_window_s, now - self._last_publish)
         self._last_publish = now
         if res.plan is not None:
             self._publish_plan(res.plan.actions)
@@ -350,6 +357,8 @@ class PlannerNode(LifecycleNode):
         s.update(self._rejects)
         s["clock_resets"] = self._gate.clock_resets
         s["command_gap_max_ms"] = 1e3 * self._gap_max_s
+        s["command_gap_max_ms_last_period"] = 1e3 * self._gap_window_s  # since the previous message
+        self._gap_window_s = 0.0
         st = DiagnosticStatus(name="planner_node", hardware_id="humanoid", message=f"bundle {self.active_bundle}")
         st.level = DiagnosticStatus.OK if s.get("deadline_misses", 0) == 0 else DiagnosticStatus.WARN
         st.values = [KeyValue(key="active_bundle", value=self.active_bundle)] + [

@@ -176,3 +176,60 @@ def test_every_reject_reason_is_reachable_and_named():
         assert len(set(reasons)) == len(reasons), topic
     with pytest.raises(AssertionError):
         Rejected("odom", "not_a_reason", "x")
+
+
+class _Shift(Planner):
+    def plan(self, request):
+        return Plan(np.tile(np.linspace(-0.5, 0.5, 56), (4, 1)), 0.0)
+
+
+def test_action_filter_sits_between_plan_and_guard(env):
+    """A filter chooses the action; what it returns still goes through the output guard."""
+    from planner_node.action_filter import ActionFilter, Filtered
+
+    class Halve(ActionFilter):
+        def filter(self, observation, plan):
+            return Filtered(plan.actions[0] * 0.5, intervened=True)
+
+    class Broken(ActionFilter):
+        def filter(self, observation, plan):
+            return Filtered(np.full(56, np.nan), intervened=True)
+
+    env.reset(0)
+    c = Controller(_Shift(), ControllerConfig(), action_filter=Halve())
+    r = c.tick(_state(env, 1.0), 1.0)
+    np.testing.assert_allclose(r.action, np.linspace(-0.5, 0.5, 56) * 0.5)
+    assert c.stats()["filter_interventions"] == 1
+    c = Controller(_Shift(), ControllerConfig(), action_filter=Broken())
+    r = c.tick(_state(env, 1.0), 1.0)
+    assert _safe(c, r) and c.stats()["guard_non_finite_plan"] == 1
+
+
+def test_filter_registry_names_the_parameter():
+    from planner_node.action_filter import PassThrough, make_filter
+    assert isinstance(make_filter("none"), PassThrough)
+    with pytest.raises(ValueError, match="safety_filter: unknown filter 'ldm'"):
+        make_filter("ldm")
+    with pytest.raises(ValueError, match="safety_filter_config"):
+        make_filter("none", "threshold: 3")
+    with pytest.raises(ValueError, match="safety_filter_config: expected a mapping"):
+        make_filter("none", "[1, 2]")
+
+
+def test_one_parameter_table_for_node_config_and_yaml():
+    """The node's declarations, ControllerConfig's defaults and config/humanoid.yaml agree."""
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    from planner_node.parameters import PARAMS
+    root = Path(__file__).resolve().parents[1]
+    on_file = yaml.safe_load((root / "config" / "humanoid.yaml").read_text())["planner"]["ros__parameters"]
+    table = {p.name: p.default for p in PARAMS}
+    assert list(on_file) == list(table), "names (or their order) differ"
+    for name, value in table.items():
+        assert type(on_file[name]) is type(value) and on_file[name] == value, (name, on_file[name], value)
+    for f in dataclasses.fields(ControllerConfig):
+        if f.name in table:
+            assert f.default == table[f.name], f.name

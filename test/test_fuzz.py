@@ -39,7 +39,9 @@ def latest_valid(probe, topic):
         if topic == "/joint_states":
             vals = np.array(list(m.position) + list(m.velocity))
             ok = len(m.name) == len(m.position) == len(m.velocity) == 56 and list(m.name) == list(spec.JOINT_NAMES)
+            pos = np.array(m.position)
             ok = ok and np.all(np.isfinite(vals)) and np.abs(vals).max() < 50
+            ok = ok and np.all((pos > JOINT_RANGE[:, 0] - 0.3) & (pos < JOINT_RANGE[:, 1] + 0.3))
         else:
             p, q, tw = m.pose.pose.position, m.pose.pose.orientation, m.twist.twist
             vals = np.array([p.x, p.y, p.z, tw.linear.x, tw.linear.y, tw.linear.z, tw.angular.x, tw.angular.y,

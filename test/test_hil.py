@@ -270,3 +270,35 @@ def test_replay_recorded_mcap_reproduces_commands(probe, tmp_path, hgap_bundle):
         proc.wait(10)
     np.testing.assert_allclose(np.array([m.data for m in answers]), recorded, atol=1e-6)
     assert np.ptp(recorded, axis=0).max() > 1e-3  # the commands vary: the comparison has teeth
+
+
+def test_bad_safety_filter_fails_configure_naming_it(tmp_path):
+    cmd = node_commands({"planner": "zero"}, extra={"planner": {"safety_filter": "ldm"}})["planner"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "ROS_DOMAIN_ID": str(next(_domains))})
+    assert r.returncode != 0
+    assert "configure failed" in r.stderr + r.stdout and "safety_filter: unknown filter 'ldm'" in r.stderr + r.stdout
+
+
+def test_lifecycle_cleanup_then_configure_again(ros_domain):
+    """configure -> activate -> deactivate -> cleanup -> configure -> activate, in one process."""
+    import rclpy
+    from rclpy.parameter import Parameter as P
+
+    from planner_node.node import PlannerNode
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=ros_domain)
+    node = PlannerNode(context=ctx, parameter_overrides=[P("planner", value="zero"), P("autostart", value=False)])
+    try:
+        from rclpy.lifecycle import TransitionCallbackReturn as R
+        assert node.trigger_configure() == R.SUCCESS and node.controller is not None
+        assert node.trigger_activate() == R.SUCCESS
+        assert node.trigger_deactivate() == R.SUCCESS
+        assert node.trigger_cleanup() == R.SUCCESS and node.controller is None
+        assert node.trigger_configure() == R.SUCCESS and node.controller is not None
+        assert node.trigger_activate() == R.SUCCESS
+        assert node.trigger_deactivate() == R.SUCCESS
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)

@@ -1,0 +1,75 @@
+"""What sits between the plan and the command: the ``ActionFilter`` seam, ROS-free.
+
+The controller plans, then asks the filter which action to command now, then passes that action
+through the output guard. A filter sees the observation and the whole plan (its ``info`` may
+hold the planner's other candidates, e.g. sampled plans' first actions with their scores) and
+returns the action plus what it did. The pass-through default commands the plan's first
+action. The Lyapunov-density safety filter (keep the robot inside the data the model learned
+from) will be the first real one: it registers here by name, with a ``"module:Class"`` string,
+and the node's ``safety_filter`` parameter picks it (``safety_filter_config``: its YAML config).
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import yaml
+
+from planner_node.planning import Plan
+
+
+@dataclass
+class Filtered:
+    """The action to command now (56 normalized targets) and what the filter did."""
+
+    action: np.ndarray
+    intervened: bool = False
+    info: dict = field(default_factory=dict)
+
+
+class ActionFilter(ABC):
+    """reset at the start of an episode; filter once per planned tick."""
+
+    name: str = "filter"
+
+    def reset(self) -> None:  # noqa: B027 - optional hook
+        """Forget any state kept between ticks."""
+
+    @abstractmethod
+    def filter(self, observation: np.ndarray, plan: Plan) -> Filtered:
+        """Choose the action to command now from ``plan`` (and its candidates)."""
+
+
+class PassThrough(ActionFilter):
+    """Commands the plan's first action, unchanged."""
+
+    name = "none"
+
+    def __init__(self, **config):
+        if config:
+            raise ValueError(f"safety_filter_config: filter 'none' takes no settings, got {sorted(config)}")
+
+    def filter(self, observation: np.ndarray, plan: Plan) -> Filtered:
+        return Filtered(np.asarray(plan.actions[0], float))
+
+
+#: name -> "module:Class" (lazy: choosing one filter never imports another's dependencies).
+FILTERS: dict[str, str] = {
+    "none": "planner_node.action_filter:PassThrough",
+}
+
+
+def make_filter(name: str, config_yaml: str = "{}") -> ActionFilter:
+    """The filter registered as ``name``, built from its YAML config; errors name the parameter."""
+    if name not in FILTERS:
+        raise ValueError(f"safety_filter: unknown filter {name!r}; valid: {', '.join(FILTERS)}")
+    try:
+        config = yaml.safe_load(config_yaml or "{}") or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"safety_filter_config: invalid YAML ({e})") from e
+    if not isinstance(config, dict):
+        raise ValueError(f"safety_filter_config: expected a mapping, got {type(config).__name__}")
+    module, cls = FILTERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(**config)

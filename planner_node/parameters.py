@@ -1,0 +1,57 @@
+"""The planner node's parameters, in one table: the node declares them from it, the controller's
+config takes its defaults from it, and ``config/humanoid.yaml`` must say the same (a test checks
+names, types and defaults; ``python -m planner_node.parameters`` prints the YAML block)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner_node import spec
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: object
+    static: bool          # static: read at configure, refused at run time
+    description: str
+
+
+PARAMS: tuple[Param, ...] = (
+    Param("planner", "bundle", True, "bundle (run bundle_path) | mppi (ground truth, sim only) | zero"),
+    Param("bundle_path", "", False, "engine bundle directory ('' = the shipped default bundle); set at run time to hot-swap"),
+    Param("backend", "onnxruntime", True, "engine backend: onnxruntime | tensorrt | torch"),
+    Param("task", "stand", False, "task scored by the planner; /cmd_vel drives 'track'"),
+    Param("control_period", spec.CONTROL_PERIOD_S, True, "control period [s] (the models' 0.03)"),
+    Param("deadline_ms", 25.0, False, "planning deadline per tick [ms]"),
+    Param("safety_filter", "none", True, "action filter between plan and command: none (pass-through)"),
+    Param("safety_filter_config", "{}", True, "the filter's settings, as YAML"),
+    Param("fallback", "hold", True, "what to command without a fresh plan: hold"),
+    Param("lockstep", False, True, "tick once per new state (deterministic closed loop with a lockstep sim)"),
+    Param("mppi_samples", 16, True, "samples for planner=mppi"),
+    Param("mppi_threads", 1, True, "rollout threads for planner=mppi"),
+    Param("mppi_walk_speed", 0.2, True, "planner=mppi: capture-point lead [m/s] on locomotion tasks (0: stand still)"),
+    Param("seed", 0, True, "planner random seed"),
+    Param("stamp_future_tolerance_s", 0.1, True, "reject a state stamped more than this ahead of the node's clock [s]"),
+    Param("stamp_max_age_s", 0.5, True, "reject a state stamped more than this behind the node's clock [s]"),
+    Param("autostart", True, True, "configure and activate on start (pip installs have no lifecycle manager)"),
+)
+BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+
+
+def default(name: str):
+    return BY_NAME[name].default
+
+
+def yaml_block() -> str:
+    """The planner's section of config/humanoid.yaml, from the table."""
+    import json
+    lines = ["planner:", "  ros__parameters:"]
+    for p in PARAMS:
+        v = json.dumps(p.default) if isinstance(p.default, str) else str(p.default).lower() \
+            if isinstance(p.default, bool) else repr(p.default)
+        lines.append(f"    {p.name}: {v}".ljust(40) + f"  # {p.description}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(yaml_block())
