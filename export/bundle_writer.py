@@ -192,7 +192,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = Fals
                          "checkpoint": _repo_relative(checkpoint), "dataset": dataset_record(ck)},
         }
         if tensorrt:
-            from planner_node.export.tensorrt import build_plans
+            from planner_node.runtime.tensorrt_build import build_plans
             manifest["plans"] = build_plans(tmp, graphs)
         write_text(tmp / "manifest.yaml", yaml.safe_dump(manifest, sort_keys=False, width=120))
         write_text(tmp / "CARD.md", bundle_card(manifest, ck, evaluations or []))

@@ -19,7 +19,7 @@ import torch
 from planner_node.models.checkpoint import load_checkpoint
 from planner_node.models.prior import filter_logits, inverse_cdf, sample_tokens
 from planner_node.planning import Plan, Planner, PlanRequest
-from planner_node.sim.tasks import get_task
+from planner_node.robot.tasks import get_task
 
 
 class _LatentPlanner(Planner):

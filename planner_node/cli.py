@@ -72,7 +72,7 @@ def cmd_eval(a) -> int:
     from planner_node.planning import planner_class
     from planner_node.sim.env import EnvConfig
     from planner_node.sim.evaluate import evaluate, format_table
-    from planner_node.sim.tasks import get_task
+    from planner_node.robot.tasks import get_task
 
     get_task(a.task)  # fail fast, listing the valid tasks
     cls = planner_class(a.planner)
@@ -161,7 +161,7 @@ def cmd_verify(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from planner_node.runtime.bench import run_bench
+    from planner_node.export.bench import run_bench
     return run_bench(a.bundle, a.ticks, a.json, a.backends, a.task, a.checkpoint, a.threads)
 
 

@@ -49,7 +49,7 @@ class ControllerConfig:
     fallback: str = default("fallback")
 
     def __post_init__(self):
-        from planner_node.sim.tasks import TASKS
+        from planner_node.robot.tasks import TASKS
         if abs(self.control_period - spec.CONTROL_PERIOD_S) > 1e-9:
             raise ValueError(f"control_period: {self.control_period} s, but the models run at "
                              f"{spec.CONTROL_PERIOD_S} s (spec)")
@@ -79,7 +79,7 @@ class Controller:
         self.action_filter = action_filter or PassThrough()
         self.estimator = estimator or StateEstimator()
         lay = self.estimator.layout
-        from planner_node.sim.humanoid import standing_qpos
+        from planner_node.robot.humanoid import standing_qpos
         self.stand_action = lay.hold_action(standing_qpos(self.estimator.model, lay)[lay.qpos_idx])
         self.guard = OutputGuard(lay.joint_range)
         if self.guard.check(self.estimator.action_to_positions(self.stand_action)) is not None:

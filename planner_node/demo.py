@@ -59,7 +59,7 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
     from planner_node.bringup import Bringup
     from planner_node.mcap_io import McapRecorder
     from planner_node.ros_convert import joint_state_arrays, odometry_arrays
-    from planner_node.sim.tasks import get_task, kinematics
+    from planner_node.robot.tasks import get_task, kinematics
     from planner_node.state_estimator import MeasuredState, StateEstimator
 
     out = Path(out_dir)
@@ -316,7 +316,7 @@ def _plot(path, segments, samples, lat_ros) -> None:
 def _render(path, qpos_log) -> None:
     import mujoco
 
-    from planner_node.sim.humanoid import Layout, load_model
+    from planner_node.robot.humanoid import Layout, load_model
     from planner_node.sim.render import VideoRecorder
     model = load_model()
     lay = Layout(model)

@@ -131,7 +131,7 @@ class PlannerNode(LifecycleNode):
             if prm.name in self._static:
                 return SetParametersResult(successful=False, reason=f"{prm.name} is static: set it before configure")
             if prm.name == "task":
-                from planner_node.sim.tasks import TASKS
+                from planner_node.robot.tasks import TASKS
                 if prm.value not in TASKS:
                     return SetParametersResult(successful=False, reason=f"task: unknown {prm.value!r}; valid: {', '.join(TASKS)}")
             if prm.name == "deadline_ms":
@@ -372,20 +372,14 @@ def main(argv=None) -> int:
     from planner_node.ros_spin import init, spin
     init(argv if argv is not None else sys.argv)
     node = PlannerNode()
-    try:
-        if node.p("autostart"):
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("configure failed; exiting")
-                node.destroy_node()
-                rclpy.try_shutdown()
-                return 1
-            node.trigger_activate()
-    except KeyboardInterrupt:  # stopped while loading the bundle: exit quietly
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-        return 0
-    return spin(node)
+    if node.p("autostart"):
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            node.get_logger().fatal("configure failed; exiting")
+            node.destroy_node()
+            rclpy.try_shutdown()
+            return 1
+        node.trigger_activate()
+    return spin(node)  # a stop requested while configuring is honoured here, at once
 
 
 if __name__ == "__main__":

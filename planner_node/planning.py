@@ -27,7 +27,7 @@ class Plan:
 class PlanRequest:
     """What a planner sees at one tick.
 
-    ``obs``: the 224-D observation. ``task``: a name from ``planner_node.sim.tasks``.
+    ``obs``: the 224-D observation. ``task``: a name from ``planner_node.robot.tasks``.
     ``command``: the task's target twist (vx, vy, wz) if it takes one. ``sim_state``: the
     full MuJoCo physics state, given only to ground-truth planners (the expert).
     ``deadline``: absolute ``time.perf_counter()`` by which an anytime planner returns.

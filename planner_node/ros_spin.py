@@ -9,23 +9,29 @@ state messages that arrive during planning wait in the queue and the next tick r
 from __future__ import annotations
 
 import signal
+import threading
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 
+#: Set by SIGINT/SIGTERM; ``spin`` returns at its next wait (<= 0.1 s).
+STOP = threading.Event()
+
+
 def init(argv) -> None:
     """rclpy.init without rclpy's signal handlers: theirs shut the context down at once, while
-    the node's control thread may still publish (a traceback per stop). Ours raise in the main
-    thread, and ``spin`` stops the node's threads before anything is torn down."""
+    the node's control thread may still publish (a traceback per stop). Ours only set ``STOP``
+    (raising from a handler can land inside a pybind11 call and surface as a RuntimeError
+    traceback); ``spin`` then stops the node's threads before anything is torn down."""
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
 
-    def _interrupt(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+    def _stop(signum, frame):
+        STOP.set()
 
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
 
 
 def spin(node) -> int:
@@ -35,7 +41,7 @@ def spin(node) -> int:
     ex = SingleThreadedExecutor()
     ex.add_node(node)
     try:
-        while rclpy.ok():  # short waits: a signal is handled within 0.1 s even with no traffic
+        while rclpy.ok() and not STOP.is_set():  # short waits: a stop is seen within 0.1 s
             ex.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

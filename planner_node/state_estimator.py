@@ -16,8 +16,8 @@ import mujoco
 import numpy as np
 
 from planner_node import spec
-from planner_node.sim.humanoid import Layout, load_model
-from planner_node.sim.observation import build_observation
+from planner_node.robot.humanoid import Layout, load_model
+from planner_node.robot.observation import build_observation
 
 ACT_TIME_CONSTANT_S = 0.03  # dm_control's V2020 position actuators: dyntype filter, dynprm 0.03
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner_node.planning import Plan, Planner, PlanRequest
-from planner_node.sim.humanoid import Layout, load_model, standing_qpos
+from planner_node.robot.humanoid import Layout, load_model, standing_qpos
 
 
 class ZeroPlanner(Planner):

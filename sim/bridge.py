@@ -38,7 +38,7 @@ from std_srvs.srv import Trigger
 from planner_node import spec
 from planner_node.ros_convert import command_array
 from planner_node.sim.env import EnvConfig, HumanoidEnv
-from planner_node.sim.humanoid import heading_world
+from planner_node.robot.humanoid import heading_world
 from planner_node.state_estimator import StateError
 
 
@@ -225,12 +225,7 @@ class SimBridge(Node):
 def main(argv=None) -> int:
     from planner_node.ros_spin import init, spin
     init(argv if argv is not None else sys.argv)
-    try:
-        node = SimBridge()
-    except KeyboardInterrupt:  # stopped while building the model: exit quietly
-        rclpy.try_shutdown()
-        return 0
-    return spin(node)
+    return spin(SimBridge())  # a stop requested while building the model is honoured here, at once
 
 
 if __name__ == "__main__":

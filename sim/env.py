@@ -7,8 +7,8 @@ import mujoco
 import numpy as np
 
 from planner_node import spec
-from planner_node.sim.humanoid import Layout, fallen, load_model, standing_qpos
-from planner_node.sim.observation import build_observation
+from planner_node.robot.humanoid import Layout, fallen, load_model, standing_qpos
+from planner_node.robot.observation import build_observation
 
 
 @dataclass(frozen=True)

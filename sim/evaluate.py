@@ -8,7 +8,7 @@ import numpy as np
 
 from planner_node.planning import Planner, PlanRequest
 from planner_node.sim.env import EnvConfig, HumanoidEnv
-from planner_node.sim.tasks import get_task
+from planner_node.robot.tasks import get_task
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from planner_node.sim.dataset import DatasetError, finalize, read_shard, write_shard
-from planner_node.sim.tasks import TASKS, get_task
+from planner_node.robot.tasks import TASKS, get_task
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from mujoco import rollout
 
 from planner_node import spec
 from planner_node.planning import Plan, Planner, PlanRequest
-from planner_node.sim.humanoid import Layout, heading_world, load_model, standing_qpos
-from planner_node.sim.observation import build_observation
-from planner_node.sim.tasks import get_task
+from planner_node.robot.humanoid import Layout, heading_world, load_model, standing_qpos
+from planner_node.robot.observation import build_observation
+from planner_node.robot.tasks import get_task
 
 GRAVITY = 9.81
 

@@ -205,7 +205,7 @@ def test_decide_each_case(tmp_path):
 
 
 def test_tensorrt_backend_falls_back_here_and_says_why(hgap_bundle, monkeypatch):
-    from planner_node.export import tensorrt
+    from planner_node.runtime import tensorrt_build as tensorrt
     from planner_node.runtime.engine import make_engine
     # Runs on every machine: a GPU machine is made to look like one without TensorRT.
     monkeypatch.setattr(tensorrt, "machine_info", lambda: None)
@@ -215,7 +215,7 @@ def test_tensorrt_backend_falls_back_here_and_says_why(hgap_bundle, monkeypatch)
 
 def test_tensorrt_build_and_parity_gpu_only(hgap_bundle, tmp_path):
     """GPU-only: build a plan from the bundle's ONNX and compare with ONNX Runtime (FP16 tolerance)."""
-    from planner_node.export.tensorrt import machine_info
+    from planner_node.runtime.tensorrt_build import machine_info
     if machine_info() is None:
         pytest.skip("GPU-only: TensorRT and a CUDA GPU are not available on this machine")
     from planner_node.runtime.engine import make_engine

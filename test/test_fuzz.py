@@ -25,7 +25,7 @@ PERIOD_S = spec.CONTROL_PERIOD_S
 
 
 def joint_range():
-    from planner_node.sim.humanoid import Layout, load_model
+    from planner_node.robot.humanoid import Layout, load_model
     return Layout(load_model()).joint_range
 
 

@@ -60,7 +60,7 @@ def test_mppi_threaded_plan_ignores_earlier_rollouts(env):
 
 
 def test_walk_lead_direction_and_cap():
-    from planner_node.sim.humanoid import heading_world
+    from planner_node.robot.humanoid import heading_world
     from planner_node.sim.mppi import _desired_velocity
     assert _desired_velocity("forward", None, 0.0) is None  # off by default
     assert _desired_velocity("stand", None, 0.2) is None
@@ -130,7 +130,7 @@ def test_cli_unknown_names_list_valid(flag, bad, valid):
 
 def test_cli_video_renders_mp4(tmp_path):
     from planner_node.sim.render import RenderUnavailable, VideoRecorder
-    from planner_node.sim.humanoid import load_model
+    from planner_node.robot.humanoid import load_model
     try:
         VideoRecorder(load_model(), str(tmp_path / "probe.mp4")).close()
     except RenderUnavailable as e:

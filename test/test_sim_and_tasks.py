@@ -5,7 +5,7 @@ import pytest
 
 from planner_node import spec
 from planner_node.sim.env import EnvConfig, HumanoidEnv
-from planner_node.sim.tasks import TASKS, get_task, healthy, kinematics
+from planner_node.robot.tasks import TASKS, get_task, healthy, kinematics
 
 
 def rollout(env, seed, n=10):
@@ -63,7 +63,7 @@ def upright(env):
 
 def with_motion(obs, v=(0, 0, 0), w=(0, 0, 0)):
     """Set heading-frame velocity (fwd, left, up) and rates (roll, pitch, yaw) in an observation."""
-    from planner_node.sim.tasks import heading_frame
+    from planner_node.robot.tasks import heading_frame
     o = obs.copy()
     f, lft, up = heading_frame(o)
     o[spec.OBS_SLICES["sensors_velocimeter"]] = v[0] * f + v[1] * lft + v[2] * up

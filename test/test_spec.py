@@ -3,7 +3,7 @@ import mujoco
 import numpy as np
 
 from planner_node import spec
-from planner_node.sim.humanoid import Layout, load_model
+from planner_node.robot.humanoid import Layout, load_model
 
 
 def test_dimensions():
@@ -28,7 +28,7 @@ def test_model_matches_spec_by_name():
     j = spec.JOINT_NAMES.index("rtibiarx")
     d.qpos[m.joint("rtibiarx").qposadr[0]] = 0.7
     mujoco.mj_forward(m, d)
-    from planner_node.sim.observation import build_observation
+    from planner_node.robot.observation import build_observation
     obs = build_observation(lay, d.qpos, d.qvel, d.act, d.sensordata)
     jp = spec.obs_block(obs, "joints_pos")
     assert jp[j] == 0.7 and np.count_nonzero(jp == 0.7) == 1

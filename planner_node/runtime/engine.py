@@ -2,9 +2,10 @@
 
 * ``onnxruntime``: CPU; CUDA / TensorRT execution providers when onnxruntime-gpu is installed.
   Preallocated outputs bound with IO binding, so a tick does not allocate.
-* ``tensorrt``: a serialized plan (see ``planner_node.export.tensorrt``), execute_async_v3 on
+* ``tensorrt``: a serialized plan (see ``planner_node.runtime.tensorrt_build``), execute_async_v3 on
   preallocated device buffers, optionally captured into a CUDA graph (fixed shapes).
-* ``torch``: the PyTorch reference modules (bundle's ``reference.pt``), for parity and benchmarks.
+* ``torch``: the PyTorch reference modules (bundle's ``reference.pt``), for parity and benchmarks;
+  it lives in ``planner_node.export.torch_engine`` (torch is allowed there, never here).
 
 ``make_engine`` never imports torch unless ``backend == "torch"``.
 """
@@ -75,50 +76,12 @@ class OnnxRuntimeEngine(Engine):
         return self._out
 
 
-class TorchEngine(Engine):
-    backend = "torch"
-
-    def __init__(self, bundle: Bundle, graph: str, threads: int = 0):
-        super().__init__(bundle, graph)
-        import torch
-
-        from planner_node.atomic import sha256_file
-        from planner_node.export.graphs import DecoderGraph, PriorStepGraph
-        from planner_node.models.config import config_from_dict
-        from planner_node.models.prior import LatentPrior
-        from planner_node.models.vqvae import TrajectoryVQVAE
-        from planner_node.runtime.bundle import BundleError, _inside
-
-        ref = bundle.manifest.get("reference") or {}
-        path = _inside(bundle.root, ref.get("file", ""), "reference")
-        if not path.is_file() or sha256_file(path) != ref.get("sha256"):
-            raise BundleError(f"{path}: missing or sha256 mismatch (reference)")
-        if threads:
-            torch.set_num_threads(threads)
-        weights = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = config_from_dict(bundle.manifest["model_config"])
-        if graph.startswith("prior_step"):
-            m = LatentPrior(cfg.vq, cfg.prior)
-            m.load_state_dict(weights["prior"])
-            self.module = PriorStepGraph(m).eval()
-        else:
-            m = TrajectoryVQVAE(cfg.vq)
-            m.load_state_dict(weights["vq"])
-            self.module = DecoderGraph(m).eval()
-        self._torch = torch
-
-    def run(self, feeds):
-        with self._torch.inference_mode():
-            outs = self.module(*[self._torch.from_numpy(np.ascontiguousarray(feeds[t.name])) for t in self.inputs])
-        outs = outs if isinstance(outs, tuple) else (outs,)
-        return {t.name: o.numpy() for t, o in zip(self.outputs, outs)}
-
-
 #: name -> "module:Class"; TensorRT lives with its plan cache logic.
 BACKENDS = {
     "onnxruntime": "planner_node.runtime.engine:OnnxRuntimeEngine",
     "tensorrt": "planner_node.runtime.tensorrt_engine:TensorRTEngine",
-    "torch": "planner_node.runtime.engine:TorchEngine",
+    # The PyTorch reference lives where torch may be imported; named here, imported only if chosen.
+    "torch": "planner_node.export.torch_engine:TorchEngine",
 }
 
 

@@ -17,7 +17,7 @@ from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.runtime.bundle import Bundle, load_bundle
 from planner_node.runtime.engine import make_engine
 from planner_node.runtime.sampling import filtered_probs, inverse_cdf
-from planner_node.sim.tasks import get_task
+from planner_node.robot.tasks import get_task
 
 
 class _BundlePlanner(Planner):

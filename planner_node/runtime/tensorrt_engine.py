@@ -28,7 +28,7 @@ class TensorRTEngine(Engine):
     backend = "tensorrt"
 
     def __new__(cls, bundle: Bundle, graph: str, precision: str = "fp16", cuda_graph: bool = True, **kw):
-        from planner_node.export.tensorrt import machine_info
+        from planner_node.runtime.tensorrt_build import machine_info
         g = bundle.manifest["graphs"][graph]
         d = decide(graph, g["sha256"], bundle.root, bundle.manifest.get("plans") or [], machine_info(), precision)
         log.warning(d.reason)
@@ -48,7 +48,7 @@ class TensorRTEngine(Engine):
 
         d = self._decision
         if d.action == "rebuild":
-            from planner_node.export.tensorrt import build_plan
+            from planner_node.runtime.tensorrt_build import build_plan
             build_plan(bundle.graph_path(graph), d.path, precision)
         self.fallback_reason = None
         self._cudart = cudart

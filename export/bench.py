@@ -103,7 +103,7 @@ def _ort_only_rss(bundle_path: str, task: str) -> dict:
         "import sys, json\n"
         "from planner_node.runtime.latent_planners import runtime_planner\n"
         "from planner_node.planning import PlanRequest\n"
-        "from planner_node.runtime.bench import _rss_mb\n"
+        "from planner_node.export.bench import _rss_mb\n"
         "import numpy as np\n"
         f"p = runtime_planner({bundle_path!r}, backend='onnxruntime')\n"
         "obs = np.zeros(224, np.float32)\n"
@@ -157,7 +157,7 @@ def run_bench(bundle_path: str, ticks: int, json_path: str | None, backends: lis
         backends = ["torch-eager", *[b for b in backends if b != "torch-eager"]]
     for be in backends:
         if be == "tensorrt":
-            from planner_node.export.tensorrt import machine_info
+            from planner_node.runtime.tensorrt_build import machine_info
             if machine_info() is None:
                 skipped.append("tensorrt: skipped (TensorRT / CUDA GPU not available on this machine)")
                 continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner_node import spec
-from planner_node.sim.humanoid import TORQUE_THRESHOLD, TOUCH_THRESHOLD, Layout
+from planner_node.robot.humanoid import TORQUE_THRESHOLD, TOUCH_THRESHOLD, Layout
 
 
 def world_zaxis_from_quat(quat: np.ndarray) -> np.ndarray:
