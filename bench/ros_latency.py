@@ -35,7 +35,7 @@ def main() -> int:
 
     from planner_node.bringup import Bringup
     from planner_node.planning import PlanRequest
-    from planner_node.runtime.latent_planners import runtime_planner
+    from planner_node.runtime.bundle_planner import runtime_planner
     from planner_node.sim.env import HumanoidEnv
     from test_hil import _state_msgs
 

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from planner_node.kinds import get_kind, resolve
 from planner_node.planning import PlanRequest
 
 
@@ -76,12 +77,12 @@ def time_backend(bundle, backend: str, ticks: int, task: str, obs: list[np.ndarr
     if backend == "torch-eager":
         from planner_node.planning import planner_class
         m = bundle.manifest
-        size = {"samples": m["planner_defaults"]["samples"]} if m["planner"] == "hgap" else \
-            {"beam": m["planner_defaults"]["beam"]}
+        param = get_kind(m["planner"]).batch_param
+        size = {param: m["planner_defaults"][param]}
         planner = planner_class(m["planner"])(checkpoint=checkpoint, seed=0, threads=os.cpu_count() or 1,
                                              **size)
     else:
-        from planner_node.runtime.latent_planners import runtime_planner
+        from planner_node.runtime.bundle_planner import runtime_planner
         planner = runtime_planner(bundle, backend=backend, seed=0, **({"threads": threads} if threads else {}))
     for o in obs[:5]:  # warm-up (allocations, graph optimizations)
         planner.plan(PlanRequest(obs=o, task=task))
@@ -101,7 +102,7 @@ def _ort_only_rss(bundle_path: str, task: str) -> dict:
     """RSS of a fresh process that plans with ONNX Runtime and never imports torch."""
     code = (
         "import sys, json\n"
-        "from planner_node.runtime.latent_planners import runtime_planner\n"
+        "from planner_node.runtime.bundle_planner import runtime_planner\n"
         "from planner_node.planning import PlanRequest\n"
         "from planner_node.export.bench import _rss_mb\n"
         "import numpy as np\n"
@@ -115,39 +116,13 @@ def _ort_only_rss(bundle_path: str, task: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _tap_flops(bundle) -> int:
-    """FLOPs of the graphs one TAP tick runs: the beam is 1, E, E^2, ... rows wide until it is
-    full, and each call uses the smallest fixed-shape copy that holds its rows."""
-    m = bundle.manifest
-    by = {"prior_step": {}, "decoder": {}}
-    for name, g in m["graphs"].items():
-        base = "prior_step" if name.startswith("prior_step") else "decoder"
-        batch = next(t["shape"][0] for t in g["inputs"] if t["name"] == "state")
-        by[base][batch] = onnx_flops(bundle.graph_path(name))
-
-    from planner_node.runtime.latent_planners import RuntimeTAPPlanner
-
-    def fit(base, n):  # the graph the runtime planner picks for n rows
-        return RuntimeTAPPlanner._fit(dict(sorted(by[base].items())), n)[1]
-    B, E, T = m["planner_defaults"]["beam"], m["planner_defaults"]["expansion"], m["num_tokens"]
-    total, beams = fit("prior_step", 1), 1
-    for t in range(T):
-        total += fit("decoder", beams * E)
-        beams = min(B, beams * E)
-        if t + 1 < T:
-            total += fit("prior_step", beams)
-    return total + fit("decoder", 1)
-
-
 def run_bench(bundle_path: str, ticks: int, json_path: str | None, backends: list[str], task: str,
               checkpoint: str | None = None, threads: int = 0) -> int:
     from planner_node.runtime.bundle import load_bundle
     bundle = load_bundle(bundle_path)
     m = bundle.manifest
-    T = m["num_tokens"]
-    flops = T * onnx_flops(bundle.graph_path("prior_step")) + onnx_flops(bundle.graph_path("decoder"))
-    if m["planner"] == "tap":
-        flops = _tap_flops(bundle)
+    kind = get_kind(m["planner"])
+    flops = resolve(kind.flops)(bundle)
     obs = _observations(50)
     peak = gemm_peak_gflops()
     rows, skipped = [], []

@@ -31,7 +31,7 @@ class TorchEngine(Engine):
         if threads:
             torch.set_num_threads(threads)
         weights = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = config_from_dict(bundle.manifest["model_config"])
+        cfg = config_from_dict(bundle.manifest["kind_config"]["model_config"])
         if graph.startswith("prior_step"):
             m = LatentPrior(cfg.vq, cfg.prior)
             m.load_state_dict(weights["prior"])

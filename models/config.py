@@ -106,22 +106,24 @@ class TrainConfig:
 class ModelConfig:
     """One run: which model kind, its networks, and how to train them."""
 
-    kind: str = "hgap"
+    kind: str = ""  # a planner kind from planner_node.kinds (required)
     vq: VQConfig = field(default_factory=VQConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        if self.kind not in MODEL_KINDS:
-            raise ConfigError(f"kind: unknown model kind {self.kind!r}; valid: {', '.join(MODEL_KINDS)}")
-        if self.kind == "tap" and not self.vq.predict_return:
-            raise ConfigError("vq.predict_return must be true for kind 'tap' (its search scores returns)")
+        from planner_node.kinds import KINDS, resolve
+        if self.kind not in KINDS:
+            raise ConfigError(f"kind: {'missing' if not self.kind else f'unknown model kind {self.kind!r}'}; "
+                              f"valid: {', '.join(KINDS)}")
+        check = KINDS[self.kind].check_config
+        if check:
+            resolve(check)(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-MODEL_KINDS = ("hgap", "tap")
 _SECTION = {"VQConfig": "vq.", "PriorConfig": "prior.", "TrainConfig": "train."}
 
 

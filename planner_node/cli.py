@@ -8,7 +8,7 @@
     planner bench --bundle BUNDLE --ticks N [--checkpoint RUN] [--json FILE]
     planner up humanoid [--bundle B] [--lockstep] [--duration S] [--quiet]
     planner train --config config/train/<name>.yaml --data DIR --out RUN
-    planner eval --planner mppi|zero|hgap|tap [--checkpoint RUN] --task T --episodes N --seed S [--steps K]
+    planner eval --planner mppi|zero|<kind> [--checkpoint RUN] --task T --episodes N --seed S [--steps K]
                  [--budget-ms B] [--json FILE] [--video FILE]
 """
 from __future__ import annotations
@@ -87,7 +87,7 @@ def cmd_eval(a) -> int:
         print(f"note: --budget-ms applies to mppi only; ignored for {a.planner}", file=sys.stderr)
     from planner_node.planning import LEARNED
     if a.bundle:
-        from planner_node.runtime.latent_planners import runtime_planner
+        from planner_node.runtime.bundle_planner import runtime_planner
         planner = runtime_planner(a.bundle, backend=a.backend, seed=a.seed)
         a.planner = f"{planner.name}[{a.backend}]"
         cls = None
@@ -96,11 +96,12 @@ def cmd_eval(a) -> int:
             raise ValueError(f"--checkpoint RUN is required for planner {a.planner!r}")
         kwargs = {"checkpoint": a.checkpoint, "seed": a.seed}
         if a.samples:
-            kwargs["samples" if a.planner == "hgap" else "beam"] = a.samples
+            from planner_node.kinds import get_kind
+            kwargs[get_kind(a.planner).batch_param] = a.samples  # the setting that sizes the batch
         if a.temperature is not None:
             kwargs["temperature"] = a.temperature
     elif a.temperature is not None:
-        print(f"note: --temperature applies to hgap/tap only; ignored for {a.planner}", file=sys.stderr)
+        print(f"note: --temperature applies to learned kinds only; ignored for {a.planner}", file=sys.stderr)
     if cls is not None:
         planner = cls(**kwargs)
     command = tuple(a.command) if a.command else None
@@ -129,7 +130,6 @@ def cmd_train(a) -> int:
 
 def cmd_export(a) -> int:
     from planner_node.export.bundle_writer import export_bundle
-    overrides = {"samples": a.samples} if a.samples else {}
     evaluations = []
     for f in a.evaluation or []:
         try:
@@ -140,7 +140,7 @@ def cmd_export(a) -> int:
                    if k not in evaluations[-1]]
         if missing:
             raise ValueError(f"--evaluation {f}: missing key {missing[0]!r} (expected `planner eval --json` output)")
-    m = export_bundle(a.checkpoint, a.out, tensorrt=a.tensorrt, evaluations=evaluations, **overrides)
+    m = export_bundle(a.checkpoint, a.out, tensorrt=a.tensorrt, evaluations=evaluations, batch=a.samples)
     errs = ", ".join(f"{k} {v['parity_max_abs_err']:.1e}" for k, v in m["graphs"].items())
     print(f"{a.out}: {m['planner']} bundle, graphs {list(m['graphs'])} (ONNX Runtime vs torch max abs err: {errs}), "
           f"{len(m['plans'])} TensorRT plans")
@@ -170,6 +170,13 @@ def cmd_up(a) -> int:
     values = {"bundle": a.bundle or "", "backend": a.backend, "task": a.task, "planner": a.planner_kind,
               "lockstep": str(a.lockstep).lower(), "use_sim_time": a.use_sim_time}
     return up(values, a.duration, quiet=a.quiet, log_dir=a.log_dir)
+
+
+def cmd_upgrade_bundle(a) -> int:
+    from planner_node.export.bundle_writer import upgrade_bundle
+    m = upgrade_bundle(a.bundle, a.out)
+    print(f"{a.out}: format {m['format_version']} ({m['planner']}; graphs unchanged, verified)")
+    return 0
 
 
 def cmd_demo(a) -> int:
@@ -249,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--log-dir", type=Path, help="node logs here (default: a new temp dir, printed)")
     u.set_defaults(fn=cmd_up)
 
+    ub = sub.add_parser("upgrade-bundle", help="rewrite a format-2 bundle as format 3 (kind_config) in a new dir")
+    ub.add_argument("bundle")
+    ub.add_argument("--out", required=True)
+    ub.set_defaults(fn=cmd_upgrade_bundle)
+
     dm = sub.add_parser("demo", help="sim + planner, scripted stand/walk/turn/push sequence, report")
     dm.add_argument("--bundle", default="bundles/default_hgap")
     dm.add_argument("--out", default="demo_out")
@@ -266,13 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--budget-ms", type=float, default=None,
                    help="cap mppi's work per control step to this many ms on this machine")
     e.add_argument("--samples", type=int, default=None,
-                   help="mppi/hgap samples, or tap beam width (default: the planner's own)")
+                   help="mppi samples, or a learned kind's batch setting (its record's batch_param: "
+                        "samples, beam; default: the planner's own)")
     e.add_argument("--walk-speed", type=float, default=None,
                    help="mppi: on forward/backward/shift_left/track, lead the feet by this speed [m/s] "
                         "(0.2 walks forward; default 0: balance over the feet, as the datasets' expert)")
     e.add_argument("--temperature", type=float, default=None,
-                   help="hgap/tap prior sampling temperature (default: the planner's own: hgap 2, tap 1)")
-    e.add_argument("--checkpoint", help="training run (or checkpoint.pt) for hgap / tap")
+                   help="a learned kind's sampling temperature (default: the kind's own)")
+    e.add_argument("--checkpoint", help="training run (or checkpoint.pt) for a learned kind")
     e.add_argument("--bundle", help="run an exported bundle's runtime planner instead (no torch)")
     e.add_argument("--backend", default="onnxruntime", help="engine backend for --bundle")
     e.add_argument("--command", type=float, nargs=3, metavar=("VX", "VY", "WZ"),

@@ -87,7 +87,7 @@ class PlannerNode(LifecycleNode):
         kind = self.p("planner")
         if kind == "bundle":
             bundle_path = self._bundle_path(bundle_path)
-            from planner_node.runtime.latent_planners import runtime_planner
+            from planner_node.runtime.bundle_planner import runtime_planner
             return runtime_planner(bundle_path, backend=self.p("backend"), seed=int(self.p("seed")))
         if kind == "mppi":
             from planner_node.sim.mppi import MPPIPlanner

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from planner_node.kinds import KINDS
+
 
 @dataclass
 class Plan:
@@ -53,15 +55,15 @@ class Planner(ABC):
         """Return a plan; its first action is what to command now."""
 
 
-#: name -> "module:Class". Later planners (hgap, tap, diffuser) register here too.
+#: name -> "module:Class": the baselines here, and every learned kind's reference planner from
+#: its registry record (``planner_node.kinds``).
 PLANNERS: dict[str, str] = {
     "zero": "planner_node.sim.baselines:ZeroPlanner",
     "mppi": "planner_node.sim.mppi:MPPIPlanner",
-    "hgap": "planner_node.models.planners:HGAPPlanner",
-    "tap": "planner_node.models.planners:TAPPlanner",
+    **{name: k.reference for name, k in KINDS.items()},
 }
 #: Planners that need a trained checkpoint (``--checkpoint RUN``).
-LEARNED = ("hgap", "tap")
+LEARNED = tuple(KINDS)
 
 
 def planner_class(name: str) -> type[Planner]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from planner_node.sim.dataset import DatasetError, finalize, read_shard, write_shard
+from planner_node.kinds import KINDS
 from planner_node.robot.tasks import TASKS, get_task
 
 
@@ -39,7 +40,7 @@ class Recipe:
     # over ``backoff`` steps (drawn) before the fall: the near-failure states a learner visits
     # and the expert data never did. ``learner`` is a run directory, given at generate time.
     learner: str = ""
-    learner_planner: str = "hgap"
+    learner_planner: str = ""  # the learner's planner kind; "" = the kind its checkpoint records
     handover: tuple[int, int] = (0, 0)
     backoff: tuple[int, int] = (8, 20)
 
@@ -50,8 +51,8 @@ class Recipe:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"Recipe.{name} must be a range 0 <= lo <= hi, got {getattr(self, name)!r}")
-        if self.learner_planner not in ("hgap", "tap"):
-            raise ValueError(f"Recipe.learner_planner must be hgap or tap, got {self.learner_planner!r}")
+        if self.learner_planner and self.learner_planner not in KINDS:
+            raise ValueError(f"Recipe.learner_planner must be one of {', '.join(KINDS)}, got {self.learner_planner!r}")
         for t in self.tasks:
             get_task(t)
 
@@ -240,7 +241,10 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
                            "give its run with --learner RUN")
     if recipe.learner:
         from planner_node.models.checkpoint import load_checkpoint
-        load_checkpoint(recipe.learner, expect_kind=recipe.learner_planner)  # refuses a wrong run by name
+        # refuses a missing run, or one of another kind than the recipe names, by name
+        ck = load_checkpoint(recipe.learner, expect_kind=recipe.learner_planner or None)
+        if not recipe.learner_planner:
+            recipe = replace(recipe, learner_planner=ck["kind"])
     recipe_dict = _recipe_dict(recipe_name, recipe)
     out.mkdir(parents=True, exist_ok=True)
     recipe_file = out / "recipe.json"

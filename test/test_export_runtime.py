@@ -39,7 +39,7 @@ def test_graph_parity_onnxruntime_vs_torch(hgap_bundle, graph):
     feeds = {}
     for t in ort_e.inputs:
         if t.dtype == "int64":
-            hi = 1 if t.name == "pos" else b.manifest["codebook_size"]
+            hi = 1 if t.name == "pos" else b.manifest["kind_config"]["codebook_size"]
             feeds[t.name] = rng.integers(0, hi if t.name != "pos" else 3, t.shape).astype(np.int64)
         else:
             feeds[t.name] = rng.normal(size=t.shape).astype(np.float32) * (0.1 if "cache" in t.name else 1)
@@ -49,8 +49,8 @@ def test_graph_parity_onnxruntime_vs_torch(hgap_bundle, graph):
 
 
 def test_plan_parity_hgap(hgap_bundle, hgap_run, env):
-    from planner_node.models.planners import HGAPPlanner
-    from planner_node.runtime.latent_planners import runtime_planner
+    from planner_node.models.hgap import HGAPPlanner
+    from planner_node.runtime.bundle_planner import runtime_planner
     ref = HGAPPlanner(str(hgap_run), samples=16, seed=3, threads=1)
     rt = runtime_planner(hgap_bundle, seed=3)
     obs = env.reset(4)
@@ -63,8 +63,8 @@ def test_plan_parity_hgap(hgap_bundle, hgap_run, env):
 
 
 def test_plan_parity_tap(tap_bundle, tap_run, env):
-    from planner_node.models.planners import TAPPlanner
-    from planner_node.runtime.latent_planners import runtime_planner
+    from planner_node.models.tap import TAPPlanner
+    from planner_node.runtime.bundle_planner import runtime_planner
     ref = TAPPlanner(str(tap_run), beam=8, expansion=2, seed=5, threads=1)
     rt = runtime_planner(tap_bundle, seed=5)
     obs = env.reset(6)
@@ -76,7 +76,7 @@ def test_plan_parity_tap(tap_bundle, tap_run, env):
 def test_runtime_never_imports_torch(hgap_bundle):
     code = f"""
 import sys, numpy as np
-from planner_node.runtime.latent_planners import runtime_planner
+from planner_node.runtime.bundle_planner import runtime_planner
 from planner_node.planning import PlanRequest
 from planner_node.sim.env import HumanoidEnv
 env = HumanoidEnv(); obs = env.reset(0)
@@ -92,7 +92,7 @@ print("TORCH" if "torch" in sys.modules else "NO_TORCH")
 
 def test_deadline_returns_shifted_previous_plan(hgap_bundle, env):
     import time
-    from planner_node.runtime.latent_planners import runtime_planner
+    from planner_node.runtime.bundle_planner import runtime_planner
     p = runtime_planner(hgap_bundle, seed=0)
     obs = env.reset(0)
     first = p.plan(PlanRequest(obs=obs, task="stand", deadline=time.perf_counter() - 1))
@@ -222,7 +222,7 @@ def test_tensorrt_build_and_parity_gpu_only(hgap_bundle, tmp_path):
     b = load_bundle(hgap_bundle)
     trt_e, ort_e = make_engine(b, "decoder", "tensorrt"), make_engine(b, "decoder", "onnxruntime")
     rng = np.random.default_rng(0)
-    feeds = {"tokens": rng.integers(0, b.manifest["codebook_size"], trt_e.inputs[0].shape).astype(np.int64),
+    feeds = {"tokens": rng.integers(0, b.manifest["kind_config"]["codebook_size"], trt_e.inputs[0].shape).astype(np.int64),
              "state": rng.normal(size=trt_e.inputs[1].shape).astype(np.float32)}
     np.testing.assert_allclose(trt_e.run(feeds)["trajectory"], ort_e.run(feeds)["trajectory"], atol=5e-2)
 

@@ -8,7 +8,8 @@ import yaml
 
 from planner_node.models.checkpoint import CheckpointError, load_checkpoint
 from planner_node.models.config import ConfigError, config_from_dict, load_config
-from planner_node.models.planners import HGAPPlanner, TAPPlanner
+from planner_node.models.hgap import HGAPPlanner
+from planner_node.models.tap import TAPPlanner
 from planner_node.models.prior import LatentPrior
 from planner_node.models.train import Trainer, build_models
 from planner_node.models.vqvae import TrajectoryVQVAE

@@ -1,17 +1,17 @@
 """Engine bundles: a directory a robot can receive and swap to (reading and verifying; no torch).
 
-``manifest.yaml`` (format version 2)::
+``manifest.yaml`` (format version 3)::
 
-    format_version: 2
-    planner: hgap | tap
+    format_version: 3
+    planner: <kind>                                           # a record of planner_node.kinds
     spec_hash, joint_names, obs_blocks, control_period_s      # checked against this build
-    horizon, num_tokens, codebook_size, obs_dim, act_dim
+    horizon, trained_tasks
     normalizer: {obs_mean: [...], obs_std: [...], act_mean, act_std, ret_mean, ret_std}
-    planner_defaults: {samples, temperature, top_p, ...}
+    planner_defaults: {...}          # exactly the kind's settings (its record's defaults)
+    kind_config: {...}               # exactly the kind's fields (its record's kind_config_keys)
     graphs:
-      prior_step: {file: prior_step.onnx, sha256, inputs: [{name, dtype, shape}], outputs: [...]}
-      decoder:    {file: decoder.onnx, ...}
-      prior_step_b1, decoder_b4, ...   # TAP only: the same graphs at smaller fixed batch sizes
+      <name>: {file: <name>.onnx, sha256, inputs: [{name, dtype, shape}], outputs: [...], parity_max_abs_err}
+    reference: {file, sha256} or null  # torch weights for the torch backend
     plans: [{graph, file, sha256, key, tensorrt_version, compute_capability, precision}]   # may be []
     producer: {planner_node, torch, onnx, opset, python, git_commit, checkpoint,
                dataset: {sha256 (of the dataset's meta.json), path (relative to the repo)} or null}
@@ -32,9 +32,9 @@ import yaml
 
 from planner_node import spec
 from planner_node.atomic import sha256_file
+from planner_node.kinds import KINDS
 
-FORMAT_VERSION = 2  # 2: prior_step outputs only the new KV slot (k_new, v_new)
-PLANNER_KINDS = ("hgap", "tap")
+FORMAT_VERSION = 3  # 2: prior_step outputs only the new KV slot; 3: kind-specific fields under kind_config
 DTYPES = {"float32": np.float32, "int64": np.int64, "float16": np.float16}
 
 
@@ -46,9 +46,7 @@ class BundleError(ValueError):
 #: not know is a bundle made for another build, or an attack, e.g. a nest of YAML aliases).
 TOP_KEYS = frozenset((
     "format_version", "planner", "spec_hash", "joint_names", "obs_blocks", "control_period_s", "horizon",
-    "num_tokens", "codebook_size", "latent_stride", "codes_per_latent", "obs_dim", "act_dim", "predict_return",
-    "discount", "trained_tasks", "normalizer", "planner_defaults", "model_config", "graphs", "reference", "plans",
-    "producer"))
+    "trained_tasks", "normalizer", "planner_defaults", "kind_config", "graphs", "reference", "plans", "producer"))
 GRAPH_KEYS = frozenset(("file", "sha256", "inputs", "outputs", "parity_max_abs_err"))
 TENSOR_KEYS = frozenset(("name", "dtype", "shape"))
 NORMALIZER_KEYS = frozenset(("obs_mean", "obs_std", "act_mean", "act_std", "ret_mean", "ret_std"))
@@ -71,7 +69,13 @@ def _exact_keys(d, allowed: frozenset, where: str, mpath: Path) -> None:
 def _check_schema(m: dict, mpath: Path) -> None:
     _exact_keys(m, TOP_KEYS, "top level", mpath)
     _exact_keys(m["normalizer"], NORMALIZER_KEYS, "normalizer", mpath)
-    _exact_keys(m["reference"], REFERENCE_KEYS, "reference", mpath)
+    if m["reference"] is not None:
+        _exact_keys(m["reference"], REFERENCE_KEYS, "reference", mpath)
+    kind = KINDS.get(m["planner"])
+    if kind is None:
+        raise BundleError(f"{mpath}: unknown planner kind {m['planner']!r}; valid: {', '.join(KINDS)}")
+    _exact_keys(m["kind_config"], frozenset(kind.kind_config_keys), "kind_config", mpath)
+    _exact_keys(m["planner_defaults"], frozenset(kind.defaults), "planner_defaults", mpath)
     _exact_keys(m["producer"], PRODUCER_KEYS, "producer", mpath)
     if m["producer"]["dataset"] is not None:
         _exact_keys(m["producer"]["dataset"], DATASET_KEYS, "producer.dataset", mpath)
@@ -173,12 +177,15 @@ def load_bundle(path: str | Path, check_graphs: bool = True) -> Bundle:
     if not isinstance(m, dict):
         raise BundleError(f"{mpath}: expected a mapping")
     if m.get("format_version") != FORMAT_VERSION:
-        raise BundleError(f"{mpath}: format_version {m.get('format_version')!r} unsupported (expected {FORMAT_VERSION})")
+        hint = " (kind-specific fields moved under kind_config: `planner upgrade-bundle OLD --out NEW`)" \
+            if m.get("format_version") == 2 else ""
+        raise BundleError(f"{mpath}: format_version {m.get('format_version')!r} unsupported "
+                          f"(expected {FORMAT_VERSION}){hint}")
+    if m.get("planner") not in KINDS:
+        raise BundleError(f"{mpath}: unknown planner kind {m.get('planner')!r}; valid: {', '.join(KINDS)}")
     _check_schema(m, mpath)
     if m["format_version"] != FORMAT_VERSION:
         raise BundleError(f"{mpath}: format_version {m['format_version']!r} unsupported (expected {FORMAT_VERSION})")
-    if m["planner"] not in PLANNER_KINDS:
-        raise BundleError(f"{mpath}: unknown planner kind {m['planner']!r}; valid: {', '.join(PLANNER_KINDS)}")
     if m["spec_hash"] != spec.SPEC_HASH:
         raise BundleError(f"{mpath}: spec_hash {m['spec_hash']!r} does not match this build's {spec.SPEC_HASH!r}")
     if list(m["joint_names"]) != list(spec.JOINT_NAMES):

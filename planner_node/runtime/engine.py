@@ -79,7 +79,7 @@ class OnnxRuntimeEngine(Engine):
 #: name -> "module:Class"; TensorRT lives with its plan cache logic.
 BACKENDS = {
     "onnxruntime": "planner_node.runtime.engine:OnnxRuntimeEngine",
-    "tensorrt": "planner_node.runtime.tensorrt_engine:TensorRTEngine",
+    "tensorrt": "planner_node.runtime.tensorrt_engine:make_tensorrt_engine",  # says which engine and why
     # The PyTorch reference lives where torch may be imported; named here, imported only if chosen.
     "torch": "planner_node.export.torch_engine:TorchEngine",
 }

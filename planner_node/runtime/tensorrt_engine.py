@@ -24,29 +24,35 @@ def _check(err_and_values):
     return values[0] if len(values) == 1 else values
 
 
+def make_tensorrt_engine(bundle: Bundle, graph: str, precision: str = "fp16", cuda_graph: bool = True,
+                         **kw) -> Engine:
+    """The engine for ``backend: tensorrt``, and why: a ``TensorRTEngine`` on the bundle's plan, a
+    cached plan or one rebuilt from the ONNX for this GPU; or, where TensorRT or a CUDA GPU is
+    absent, an ``OnnxRuntimeEngine``. Either way the returned engine's ``fallback_reason`` says
+    which (None on TensorRT) and the decision is logged."""
+    from planner_node.runtime.tensorrt_build import machine_info
+    g = bundle.manifest["graphs"][graph]
+    d = decide(graph, g["sha256"], bundle.root, bundle.manifest.get("plans") or [], machine_info(), precision)
+    log.warning(d.reason)
+    if d.action == "fallback_onnxruntime":
+        from planner_node.runtime.engine import OnnxRuntimeEngine
+        eng = OnnxRuntimeEngine(bundle, graph, **kw)
+        eng.fallback_reason = d.reason
+        return eng
+    return TensorRTEngine(bundle, graph, d, precision=precision, cuda_graph=cuda_graph)
+
+
 class TensorRTEngine(Engine):
+    """execute_async_v3 on preallocated device buffers; built by ``make_tensorrt_engine``."""
+
     backend = "tensorrt"
 
-    def __new__(cls, bundle: Bundle, graph: str, precision: str = "fp16", cuda_graph: bool = True, **kw):
-        from planner_node.runtime.tensorrt_build import machine_info
-        g = bundle.manifest["graphs"][graph]
-        d = decide(graph, g["sha256"], bundle.root, bundle.manifest.get("plans") or [], machine_info(), precision)
-        log.warning(d.reason)
-        if d.action == "fallback_onnxruntime":
-            from planner_node.runtime.engine import OnnxRuntimeEngine
-            eng = OnnxRuntimeEngine(bundle, graph)
-            eng.fallback_reason = d.reason
-            return eng
-        self = super().__new__(cls)
-        self._decision = d
-        return self
-
-    def __init__(self, bundle: Bundle, graph: str, precision: str = "fp16", cuda_graph: bool = True, **kw):
+    def __init__(self, bundle: Bundle, graph: str, decision, precision: str = "fp16", cuda_graph: bool = True):
         super().__init__(bundle, graph)
         import tensorrt as trt
         from cuda.bindings import runtime as cudart
 
-        d = self._decision
+        d = decision
         if d.action == "rebuild":
             from planner_node.runtime.tensorrt_build import build_plan
             build_plan(bundle.graph_path(graph), d.path, precision)
