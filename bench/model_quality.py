@@ -23,7 +23,7 @@ from torch import nn
 from planner_node.models.checkpoint import load_checkpoint
 from planner_node.models.data import make_windows, returns_to_go, split_episodes
 from planner_node.models.train import build_models
-from planner_node.sim.dataset import Dataset
+from planner_node.dataset import Dataset
 
 
 def train_mlp(x: torch.Tensor, obs_dim: int, steps: int, seed: int) -> nn.Module:

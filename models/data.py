@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from planner_node.sim.dataset import Dataset
+from planner_node.dataset import Dataset
 
 
 class Normalizer:

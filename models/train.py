@@ -29,7 +29,7 @@ from planner_node.models.config import ModelConfig, config_from_dict
 from planner_node.models.data import Normalizer, make_windows, returns_to_go, split_episodes
 from planner_node.models.prior import LatentPrior
 from planner_node.models.vqvae import TrajectoryVQVAE
-from planner_node.sim.dataset import Dataset
+from planner_node.dataset import Dataset
 
 STAGES = ("vq", "prior", "done")
 

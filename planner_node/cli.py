@@ -43,7 +43,7 @@ def cmd_data_import(a) -> int:
 
 
 def cmd_data_merge(a) -> int:
-    from planner_node.sim.dataset import merge
+    from planner_node.dataset import merge
     meta = merge(a.sources, a.out)
     print(f"{a.out}: {meta['transitions']} transitions in {len(meta['shards'])} episodes from {len(a.sources)} datasets")
     return 0
@@ -52,7 +52,7 @@ def cmd_data_merge(a) -> int:
 def cmd_data_info(a) -> int:
     import numpy as np
 
-    from planner_node.sim.dataset import Dataset
+    from planner_node.dataset import Dataset
     ds = Dataset(a.dir)
     eps = ds.episodes()
     arr = ds.arrays

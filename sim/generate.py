@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner_node.sim.dataset import DatasetError, finalize, read_shard, write_shard
+from planner_node.dataset import DatasetError, finalize, read_shard, write_shard
 from planner_node.kinds import KINDS
 from planner_node.robot.tasks import TASKS, get_task
 
@@ -70,7 +70,7 @@ RECIPES: dict[str, Recipe] = {
     # from the drift a learned planner makes (measured: H-GAP's actions drift 0.1-0.35 from the
     # expert's before it falls). Another seed; combine with `planner data merge`. ~15 min.
     "dart": Recipe(episodes=60, steps=100, expert={"samples": 32}, action_noise=0.2, seed=1),
-    # DAgger round: needs `--learner RUN` (an H-GAP run). The learner drives 10-45 steps (it
+    # DAgger round: needs `--learner RUN` (a learned kind's run). The learner drives 10-45 steps (it
     # falls at ~60-70 on its own; 8-20 steps before a fall is measured past saving), then the
     # expert recovers for up to 100. 22-28 min on 2 cores (--workers 2).
     "dagger": Recipe(episodes=80, steps=100, expert={"samples": 32}, seed=2, handover=(10, 45), backoff=(20, 40)),
@@ -202,7 +202,7 @@ def _recipe_dict(name: str, recipe: Recipe) -> dict:
 def _reuse_shards(src: Path, recipe: Recipe, out: Path) -> int:
     """Copy the verified shards of a finished dataset made by the same recipe up to its episode
     count (episode i depends only on the recipe's seed and i, not on how many there are)."""
-    from planner_node.sim.dataset import Dataset
+    from planner_node.dataset import Dataset
     ds = Dataset(src)  # verifies every shard's sha256
     theirs = {k: v for k, v in ds.meta.get("source", {}).get("recipe", {}).items() if k not in ("name", "episodes")}
     ours = {k: v for k, v in _recipe_dict("", recipe).items() if k not in ("name", "episodes")}
@@ -254,7 +254,7 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
             raise DatasetError(f"{recipe_file}: {out} holds a different recipe ({found.get('name')!r}); "
                                "refusing to mix or overwrite it; choose another --out")
         if (out / "meta.json").exists():
-            from planner_node.sim.dataset import Dataset
+            from planner_node.dataset import Dataset
             return Dataset(out).meta
     else:
         if any(out.iterdir()):

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from planner_node import spec
-from planner_node.sim.dataset import DatasetError, finalize, write_shard
+from planner_node.dataset import DatasetError, finalize, write_shard
 
 
 def _get(f: h5py.File | h5py.Group, key: str, src: Path) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from planner_node import spec
-from planner_node.sim.dataset import FIELDS, Dataset, DatasetError, finalize, write_shard
+from planner_node.dataset import FIELDS, Dataset, DatasetError, finalize, write_shard
 from planner_node.sim.generate import RECIPES, Recipe, generate
 from planner_node.sim.importers import import_dataset
 
@@ -264,7 +264,7 @@ def _fake_dataset(root, seed, lengths, tasks=("stand",)):
 
 
 def test_merge_keeps_episodes_distinct_and_recomputes_stats(tmp_path):
-    from planner_node.sim.dataset import merge
+    from planner_node.dataset import merge
     a = _fake_dataset(tmp_path / "a", 0, (5, 7))
     b = _fake_dataset(tmp_path / "b", 1, (6,))
     meta = merge([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
@@ -276,7 +276,7 @@ def test_merge_keeps_episodes_distinct_and_recomputes_stats(tmp_path):
 
 
 def test_merge_refuses_other_tasks_and_nonempty_out(tmp_path):
-    from planner_node.sim.dataset import merge
+    from planner_node.dataset import merge
     _fake_dataset(tmp_path / "a", 0, (5,))
     _fake_dataset(tmp_path / "b", 1, (5,), tasks=("stand", "forward"))
     with pytest.raises(DatasetError, match="task list"):
