@@ -70,6 +70,8 @@ class PlannerNode(LifecycleNode):
         self._last_publish: float | None = None
         self._gap_max_s = 0.0
         self._gap_window_s = 0.0  # since the last /diagnostics message
+        self._resume_t0: float | None = None
+        self._resume_ms = -1.0     # last time from a restarted clock's first state to a plan (-1: never)
         self._last_log: dict[tuple, float] = {}
         self._loop: ControlLoop | None = None
         self._lockstep = False
@@ -264,6 +266,7 @@ class PlannerNode(LifecycleNode):
             with self._lock:
                 self._joint = self._odom = None
                 self._answered = None
+                self._resume_t0 = time.monotonic()  # first state of the new time source: plan again soon
 
     def _on_joint_states(self, msg: JointState) -> None:
         try:
@@ -337,6 +340,9 @@ class PlannerNode(LifecycleNode):
         self._last_publish = now
         if res.plan is not None:
             self._publish_plan(res.plan.actions)
+            if self._resume_t0 is not None:  # planning again after a restarted clock: how long it took
+                self._resume_ms = 1e3 * (time.monotonic() - self._resume_t0)
+                self._resume_t0 = None
 
     def _publish_plan(self, actions: np.ndarray) -> None:
         msg = JointTrajectory()
@@ -357,6 +363,7 @@ class PlannerNode(LifecycleNode):
         s.update(self._rejects)
         s["clock_resets"] = self._gate.clock_resets
         s["command_gap_max_ms"] = 1e3 * self._gap_max_s
+        s["resume_after_clock_reset_ms"] = self._resume_ms
         s["command_gap_max_ms_last_period"] = 1e3 * self._gap_window_s  # since the previous message
         self._gap_window_s = 0.0
         st = DiagnosticStatus(name="planner_node", hardware_id="humanoid", message=f"bundle {self.active_bundle}")

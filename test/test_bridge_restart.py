@@ -55,11 +55,12 @@ def test_bridge_restart_planner_holds_then_resumes(tmp_path, hgap_bundle):
     assert len(held) >= 0.5 * (t_restart - t_kill - 0.3) / spec.CONTROL_PERIOD_S, "the planner stopped commanding"
     assert not plans_while_down, "planned on a stale state while the bridge was down"
     assert np.all(np.isfinite(held))
-    # Within 0.5 s of the new bridge's time (16 states at 33 Hz), counted in states, not wall-clock
-    # seconds: on a loaded 2-core machine the new bridge's first steps come unevenly.
+    # The node times it: from the first state of the restarted clock it received to its next plan.
+    # (Seen from this process the interval also holds DDS discovery of the new bridge by the
+    # planner, which the planner cannot shorten: printed, not asserted.)
     states_before_plan = [m for a, m in _after(probe, "/joint_states", t_restart) if a < t_plan]
-    sim_s = [m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for m in states_before_plan]
-    print(f"new bridge: {len(sim_s)} states (sim time {sim_s[0]:.2f}..{sim_s[-1]:.2f} s) before the first plan")
-    assert sim_s[-1] - sim_s[0] <= 0.5, f"resumed planning {sim_s[-1] - sim_s[0]:.2f} s (sim) after the new bridge's first state"
+    print(f"seen by the probe: {len(states_before_plan)} new-bridge states before the first plan; "
+          f"node: resumed {d['resume_after_clock_reset_ms']} ms after its first new state")
+    assert 0 <= float(d["resume_after_clock_reset_ms"]) <= 500, d["resume_after_clock_reset_ms"]
     assert int(d["clock_resets"]) >= 1 and int(d["fallback_stale_state"]) > 0, d
     assert float(d["command_gap_max_ms"]) <= 3e3 * spec.CONTROL_PERIOD_S, d["command_gap_max_ms"]
