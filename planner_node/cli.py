@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     ub.set_defaults(fn=cmd_upgrade_bundle)
 
     dm = sub.add_parser("demo", help="sim + planner, scripted stand/walk/turn/push sequence, report")
-    dm.add_argument("--bundle", default="bundles/default_hgap")
+    dm.add_argument("--bundle", default="", help="engine bundle (default: the shipped bundle)")
     dm.add_argument("--out", default="demo_out")
     dm.add_argument("--planner", default="bundle", choices=("bundle", "mppi"),
                     help="bundle: the learned planner (default); mppi: ground-truth MPC through the same node "

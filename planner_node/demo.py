@@ -182,9 +182,13 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
     falls = [0] * len(segments)
     t0 = time.time()
     with Bringup(values, extra=extra, log_dir=out) as b:
-        if not spin_until(lambda: set_planner.service_is_ready() and set_bridge.service_is_ready()
-                          and push.service_is_ready() and state["step"] == 0, 120):
-            raise RuntimeError(f"nodes did not come up; logs in {out}: {b.alive()}")
+        if not spin_until(lambda: (set_planner.service_is_ready() and set_bridge.service_is_ready()
+                                   and push.service_is_ready() and state["step"] == 0) or not all(b.alive().values()),
+                          120) or not all(b.alive().values()):
+            from planner_node.bringup import exit_reason, log_tail
+            dead = {n: p.returncode for n, p in b.procs.items() if p.poll() is not None}
+            why = "; ".join(f"{n} exited ({exit_reason(rc)}):\n{log_tail(out / (n + '.log'))}" for n, rc in dead.items())
+            raise RuntimeError(f"nodes did not come up ({why or 'not ready in 120 s'}); logs in {out}")
         falls_before = 0
         for n, (stop, i, kind) in enumerate(stops):
             if n == 0 or stops[n - 1][2] == "end":  # a segment starts: its task and command
