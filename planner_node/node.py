@@ -12,6 +12,7 @@ under a lock, because bundle loading for a hot swap runs on a worker thread.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -112,7 +113,7 @@ class PlannerNode(LifecycleNode):
                              "(share/planner_node/bundles/default_hgap); set bundle_path")
         return str(found)
 
-    def _warm_up(self, planner) -> None:
+    def _warm_up(self, planner, pause_s: float = 0.005) -> None:
         """A few plans on a standing observation (built once at configure: a hot swap's worker
         thread then does no Python-heavy work that would hold the GIL against the tick)."""
         from planner_node.planning import PlanRequest
@@ -123,7 +124,7 @@ class PlannerNode(LifecycleNode):
         obs, state = self._warm
         for _ in range(3):
             planner.plan(PlanRequest(obs=obs, task=self.p("task"), sim_state=state))
-            time.sleep(0.005)  # yield between plans
+            time.sleep(pause_s)  # yield between plans (a hot swap: a control period, so ticks keep their CPU)
         planner.reset(int(self.p("seed")))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -156,9 +157,15 @@ class PlannerNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def _load_swap(self, path: str) -> None:
+        # A background job: on a 2-core robot computer the load competes with the control tick
+        # for CPU; a lower priority for this thread (Linux: per-thread nice) keeps the tick first.
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
         try:
             planner = self._make_planner(path)
-            self._warm_up(planner)
+            self._warm_up(planner, pause_s=0.03)
         except Exception as e:  # noqa: BLE001 - keep the old bundle on any failure
             self._reject("bundle_path", "load_failed", f"load/warm-up failed, keeping {self.active_bundle}: {e}")
             return
