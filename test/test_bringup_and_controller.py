@@ -5,13 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from states import measured_state as _state
 import yaml
 
 from planner_node import spec
 from planner_node.controller import Controller, ControllerConfig
 from planner_node.launch_description import ARGUMENTS, NODES, PARAMS_FILE, node_overrides
 from planner_node.planning import Plan, Planner
-from planner_node.state_estimator import MeasuredState
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,12 +60,6 @@ class _Fixed(Planner):
             raise RuntimeError("boom")
         return Plan(np.tile(np.linspace(-0.5, 0.5, 56), (4, 1)) * (np.arange(4)[:, None] + 1) / 4, 1.0)
 
-
-def _state(env, stamp):
-    d, lay = env.data, env.layout
-    R = d.xmat[1].reshape(3, 3)
-    return MeasuredState(stamp, d.qpos[lay.qpos_idx].copy(), d.qvel[lay.qvel_idx].copy(), d.qpos[0:3].copy(),
-                         d.qpos[3:7].copy(), R.T @ d.qvel[0:3], d.qvel[3:6].copy())
 
 
 def test_controller_plans_then_falls_back_in_order(env):

@@ -7,12 +7,12 @@ reference (one message stamped an hour ahead used to block the real stream for g
 """
 import numpy as np
 import pytest
+from states import measured_state as _state
 
 from planner_node import spec
 from planner_node.controller import COUNTERS, Controller, ControllerConfig
 from planner_node.output_guard import OutputGuard
 from planner_node.planning import Plan, Planner
-from planner_node.state_estimator import MeasuredState
 from planner_node.state_validation import (REJECT_REASONS, Rejected, StampGate, StateLimits, check_command,
                                            check_joints, check_odometry)
 
@@ -27,12 +27,6 @@ class _Scripted(Planner):
         a = self.chunks.pop(0) if len(self.chunks) > 1 else self.chunks[0]
         return Plan(np.array(a, float), 0.0)
 
-
-def _state(env, stamp):
-    d, lay = env.data, env.layout
-    R = d.xmat[1].reshape(3, 3)
-    return MeasuredState(stamp, d.qpos[lay.qpos_idx].copy(), d.qvel[lay.qvel_idx].copy(), d.qpos[0:3].copy(),
-                         d.qpos[3:7].copy(), R.T @ d.qvel[0:3], d.qvel[3:6].copy())
 
 
 def _safe(c: Controller, r) -> bool:

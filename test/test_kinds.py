@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from states import measured_state as _state
 
 from planner_node import spec
 from planner_node.controller import Controller, ControllerConfig
@@ -12,7 +13,6 @@ from planner_node.kinds import KINDS, Kind, resolve
 from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.runtime.bundle import load_bundle
 from planner_node.runtime.bundle_planner import BundlePlanner, runtime_planner
-from planner_node.state_estimator import MeasuredState
 
 # One tiny config that every VQ-VAE + prior kind accepts (the registry's config class builds it).
 TINY_ANY = {"vq": {"horizon": 8, "width": 32, "heads": 2, "conv_blocks": 1, "latent_stride": 4, "codes_per_latent": 2,
@@ -21,12 +21,6 @@ TINY_ANY = {"vq": {"horizon": 8, "width": 32, "heads": 2, "conv_blocks": 1, "lat
             "train": {"vq_steps": 60, "prior_steps": 60, "batch_size": 32, "lr": 0.002, "checkpoint_every": 60,
                       "eval_every": 60, "holdout_fraction": 0.25, "threads": 1}}
 
-
-def _state(env, stamp):
-    d, lay = env.data, env.layout
-    R = d.xmat[1].reshape(3, 3)
-    return MeasuredState(stamp, d.qpos[lay.qpos_idx].copy(), d.qvel[lay.qvel_idx].copy(), d.qpos[0:3].copy(),
-                         d.qpos[3:7].copy(), R.T @ d.qvel[0:3], d.qvel[3:6].copy())
 
 
 def _valid(plan: Plan) -> bool:
