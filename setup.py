@@ -55,7 +55,7 @@ setup(
     install_requires=["setuptools", *pinned(RUNTIME)],
     extras_require={
         "test": ["pytest", "pytest-timeout"],
-        "train": ["torch==2.13.0", "matplotlib"],
+        "train": ["torch==2.13.0", "matplotlib", *pinned(["ray"])],
         "gpu": ["onnxruntime-gpu", "tensorrt"],
     },
     zip_safe=False,

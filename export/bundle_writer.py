@@ -54,12 +54,12 @@ def _repo_relative(path) -> str:
 
 
 def dataset_record(ck: dict) -> dict | None:
-    """The training data, named by its hash (sha256 of the dataset's meta.json, which lists
-    every shard's sha256) and a repo-relative path."""
+    """The training data, named by its dataset hash (over the spec, the tasks and the ordered
+    shard hashes: ``planner data info`` prints it) and a repo-relative path."""
     d = ck.get("dataset")
     if not d:
         return None
-    return {"sha256": d.get("meta_sha256", "unknown"), "path": _repo_relative(d["path"]) if d.get("path") else None}
+    return {"sha256": d.get("dataset_sha256", "unknown"), "path": _repo_relative(d["path"]) if d.get("path") else None}
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = False,

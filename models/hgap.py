@@ -21,7 +21,8 @@ class HGAPPlanner(LatentReferencePlanner):
         super().__init__(checkpoint, **kw)
 
     @torch.no_grad()
-    def plan(self, request: PlanRequest) -> Plan:
+    def candidates(self, request: PlanRequest) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every sampled plan: actions (N, H, 56), the model's scores (N,), tokens (N, T)."""
         s = self._state(request.obs)
         u = self.rng.random((self.samples, self.cfg.vq.num_tokens))
         tokens = sample_tokens(self.prior, s, self.samples, self.temperature, self.top_p, u)
@@ -29,5 +30,9 @@ class HGAPPlanner(LatentReferencePlanner):
         obs, act, _ = self._unpack(traj)
         # Step 0 of the prediction is the current state; score the predicted future.
         score = get_task(request.task).reward(obs[:, 1:], request.command).sum(axis=1)
+        return act, score, tokens.numpy()
+
+    def plan(self, request: PlanRequest) -> Plan:
+        act, score, tokens = self.candidates(request)
         best = int(np.argmax(score))
         return Plan(act[best], float(score[best]), info={"tokens": tokens[best].tolist()})

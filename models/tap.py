@@ -33,8 +33,14 @@ class TAPPlanner(LatentReferencePlanner):
         ck = load_checkpoint(checkpoint, expect_kind=self.kind)
         self.trained_tasks = ck.get("tasks")
 
-    @torch.no_grad()
     def plan(self, request: PlanRequest) -> Plan:
+        act, objective, tokens = self.candidates(request, decode=1)
+        return Plan(act[0], float(objective[0]), info={"tokens": tokens[0].tolist()})
+
+    @torch.no_grad()
+    def candidates(self, request: PlanRequest, decode: int | None = None):
+        """The final beam, best first: actions (B, H, 56) of the first ``decode`` beams (all
+        by default), their objectives (B,), tokens (B, T)."""
         cfg = self.cfg.vq
         task = get_task(request.task)
         use_value = self.trained_tasks == [request.task]
@@ -68,6 +74,7 @@ class TAPPlanner(LatentReferencePlanner):
                 parent = keep // self.expansion
                 cache = [(k[parent], v[parent]) for k, v in cache]
                 logits, cache = self.prior.step(s.expand(len(keep), -1), tokens[:, -1:], cache)
-        traj = self.vq.decode_tokens(tokens[:1], s)
+        n = len(tokens) if decode is None else decode
+        traj = self.vq.decode_tokens(tokens[:n], s.expand(n, -1))
         _, act, _ = self._unpack(traj)
-        return Plan(act[0], float(best_objective[0]), info={"tokens": tokens[0].tolist()})
+        return act, best_objective[:n], tokens[:n].numpy()

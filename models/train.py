@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import yaml
 
-from planner_node.atomic import sha256_file, write_text
+from planner_node.atomic import write_text
 from planner_node.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from planner_node.models.config import ModelConfig, config_from_dict
 from planner_node.models.data import Normalizer, make_windows, returns_to_go, split_episodes
@@ -57,7 +57,8 @@ class Trainer:
         torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
         self.ds = Dataset(data_dir)
-        self.data_id = {"path": str(Path(data_dir).resolve()), "meta_sha256": sha256_file(Path(data_dir) / "meta.json")}
+        # The data is named by its hash (spec, tasks, ordered shard hashes), the path is a hint.
+        self.data_id = {"path": str(self.ds.path.resolve()), "dataset_sha256": self.ds.sha256}
         rets = returns_to_go(self.ds, cfg.vq.discount)
         self.norm = Normalizer.from_dataset(self.ds, rets)
         train_eps, hold_eps = split_episodes(self.ds, cfg.train.holdout_fraction, cfg.train.seed)
@@ -99,7 +100,7 @@ class Trainer:
             ck = load_checkpoint(ck_path, expect_kind=self.cfg.kind)
             if ck["config"] != self.cfg.to_dict():
                 raise CheckpointError(f"{ck_path}: was trained with a different config; use a new --out")
-            if ck["dataset"]["meta_sha256"] != self.data_id["meta_sha256"]:
+            if ck["dataset"].get("dataset_sha256") != self.data_id["dataset_sha256"]:
                 raise CheckpointError(f"{ck_path}: was trained on different data ({ck['dataset']['path']})")
             self.vq.load_state_dict(ck["vq"])
             self.prior.load_state_dict(ck["prior"])

@@ -29,9 +29,9 @@ def _env_defaults() -> None:
 def cmd_data_generate(a) -> int:
     from planner_node.sim.generate import generate
     meta = generate(a.recipe, a.out, workers=a.workers, progress=not a.quiet, reuse=a.reuse,
-                    learner=a.learner, seed=a.seed)
+                    learner=a.learner, seed=a.seed, ray_address=a.ray)
     print(f"{a.out}: {meta['transitions']} transitions in {len(meta['shards'])} shards "
-          f"(spec {meta['spec_hash']})")
+          f"(dataset {meta['dataset_sha256'][:16]}, spec {meta['spec_hash']})")
     return 0
 
 
@@ -56,7 +56,16 @@ def cmd_data_info(a) -> int:
     ds = Dataset(a.dir)
     eps = ds.episodes()
     arr = ds.arrays
-    print(f"dataset {a.dir}: {len(ds)} transitions, {len(eps)} episodes, spec {ds.meta['spec_hash']}")
+    src = ds.meta.get("source", {})
+    recipes = [src.get("recipe", {})] if src.get("kind") != "merge" else [s.get("source", {}).get("recipe", {})
+                                                                          for s in src.get("sources", [])]
+    size = sum((ds.path.parent / "shards" / f"{e['sha256']}.npz").stat().st_size for e in ds.meta["shards"])
+    print(f"dataset {ds.path}: {len(ds)} transitions, {len(eps)} episodes, {size / 1e6:.1f} MB in "
+          f"{len(ds.meta['shards'])} shards, sha256 {ds.sha256[:16]}, spec {ds.meta['spec_hash']}")
+    for r in recipes:
+        if r:
+            print(f"  recipe {r.get('name')!r}: seed {r.get('seed')}, {r.get('episodes')} episodes x {r.get('steps')} "
+                  f"steps, expert {r.get('expert')}, learner {(r.get('learner') or '-')[:12]}")
     print(f"{'task':<12}{'episodes':>9}{'steps':>8}{'mean ret':>10}{'falls':>7}")
     for i, name in enumerate(ds.tasks):
         rows = [e for e in eps if arr["task_ids"][e[0]] == i]
@@ -75,7 +84,8 @@ def cmd_eval(a) -> int:
     from planner_node.robot.tasks import get_task
 
     get_task(a.task)  # fail fast, listing the valid tasks
-    cls = planner_class(a.planner)
+    if not a.bundle:
+        planner_class(a.planner)  # fail fast, listing the valid planners
     kwargs = {}
     if a.planner == "mppi":
         kwargs = {"budget_ms": a.budget_ms, "seed": a.seed}
@@ -86,11 +96,10 @@ def cmd_eval(a) -> int:
     elif a.budget_ms is not None:
         print(f"note: --budget-ms applies to mppi only; ignored for {a.planner}", file=sys.stderr)
     from planner_node.planning import LEARNED
+    from planner_node.sim.evaluate import PlannerFactory, evaluate_parallel
+    name = a.planner
     if a.bundle:
-        from planner_node.runtime.bundle_planner import runtime_planner
-        planner = runtime_planner(a.bundle, backend=a.backend, seed=a.seed)
-        a.planner = f"{planner.name}[{a.backend}]"
-        cls = None
+        name = None
     elif a.planner in LEARNED:
         if not a.checkpoint:
             raise ValueError(f"--checkpoint RUN is required for planner {a.planner!r}")
@@ -102,21 +111,58 @@ def cmd_eval(a) -> int:
             kwargs["temperature"] = a.temperature
     elif a.temperature is not None:
         print(f"note: --temperature applies to learned kinds only; ignored for {a.planner}", file=sys.stderr)
-    if cls is not None:
-        planner = cls(**kwargs)
+    if (a.ray or a.workers > 1) and not a.bundle:
+        kwargs["threads"] = 1  # one Ray CPU per episode
+    factory = PlannerFactory(name or "bundle", tuple(sorted(kwargs.items())), bundle=a.bundle or None,
+                             backend=a.backend, seed=a.seed)
     command = tuple(a.command) if a.command else None
-    res = evaluate(planner, a.task, a.episodes, a.seed, a.steps,
-                   EnvConfig(push_every=a.push_every, push_speed=a.push_speed), command=command,
-                   progress=not a.quiet, video=a.video, planner=a.planner, budget_ms=a.budget_ms,
-                   samples=getattr(planner, "samples", None), push_every=a.push_every,
-                   push_speed=a.push_speed, temperature=a.temperature,
-                   checkpoint=a.checkpoint)
-    if hasattr(planner, "close"):
-        planner.close()
+    env_config = EnvConfig(push_every=a.push_every, push_speed=a.push_speed)
+    extra = dict(budget_ms=a.budget_ms, push_every=a.push_every, push_speed=a.push_speed,
+                 temperature=a.temperature, checkpoint=a.checkpoint)
+    if a.score:
+        return _eval_scored(a, factory, env_config, command, extra)
+    if a.ray or a.workers > 1:
+        if a.video:
+            raise ValueError("--video records one process's episodes: leave out --ray/--workers")
+        res = evaluate_parallel(factory, a.task, a.episodes, a.seed, a.steps, env_config, command=command,
+                                progress=not a.quiet, workers=a.workers, ray_address=a.ray,
+                                planner=a.planner if not a.bundle else f"bundle[{a.backend}]", **extra)
+    else:
+        planner = factory()
+        if a.bundle:
+            a.planner = f"{planner.name}[{a.backend}]"
+        res = evaluate(planner, a.task, a.episodes, a.seed, a.steps, env_config, command=command,
+                       progress=not a.quiet, video=a.video, planner=a.planner,
+                       samples=getattr(planner, "samples", None), **extra)
+        if hasattr(planner, "close"):
+            planner.close()
     print(format_table([res]))
     if a.json:
         from planner_node.atomic import write_json
         write_json(a.json, res)
+    return 0
+
+
+def _eval_scored(a, factory, env_config, command, extra) -> int:
+    """--score oracle: the same candidates chosen three ways, on the same episodes, side by side."""
+    from dataclasses import replace
+
+    from planner_node.planning import LEARNED
+    from planner_node.sim.evaluate import evaluate_parallel, format_table
+    from planner_node.sim.oracle import MODES
+    if a.score != "oracle":
+        raise ValueError(f"--score: only 'oracle' is known (it runs {', '.join(MODES)}), got {a.score!r}")
+    if a.bundle or a.planner not in LEARNED:
+        raise ValueError("--score oracle scores a learned kind's candidates: give --planner KIND --checkpoint RUN")
+    rows = []
+    for mode in MODES:
+        rows.append(evaluate_parallel(replace(factory, score=mode), a.task, a.episodes, a.seed, a.steps, env_config,
+                                      command=command, progress=not a.quiet, workers=a.workers,
+                                      ray_address=a.ray, planner=f"{a.planner}[{mode}]", score=mode, **extra))
+    print(format_table(rows))
+    if a.json:
+        from planner_node.atomic import write_json
+        write_json(a.json, {"task": a.task, "seed": a.seed, "steps": a.steps, "rows": rows})
     return 0
 
 
@@ -191,11 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="generate, import or inspect trajectory datasets")
     dsub = data.add_subparsers(dest="data_cmd", required=True)
     g = dsub.add_parser("generate", help="run the MPPI expert to make a dataset (resumable)")
-    g.add_argument("--recipe", default="tiny", help="tiny | default | large | dart | dagger (see sim/generate.py)")
-    g.add_argument("--out", required=True)
-    g.add_argument("--workers", type=int, default=1)
+    g.add_argument("--recipe", default="tiny", help="tiny | default | large | dart | walk | dagger (see sim/generate.py)")
+    g.add_argument("--out", required=True, help="the dataset's manifest, STORE/NAME[.json]; shards go to STORE/shards/")
+    g.add_argument("--workers", type=int, default=1,
+                   help="episodes at once: > 1 runs them as tasks on a local Ray with this many CPUs")
+    g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run episodes as Ray tasks: no ADDRESS = a local Ray with --workers CPUs; "
+                        "'auto' or HOST:PORT = an existing cluster (`ray start --head`)")
     g.add_argument("--reuse", help="a finished dataset of the same recipe with fewer episodes (e.g. data/default "
-                   "for --recipe large): its episodes are copied, not regenerated")
+                   "for --recipe large): its episodes are taken, not regenerated")
     g.add_argument("--learner", help="for --recipe dagger: the learned planner's run (it drives first; the expert "
                    "recovers from where it took the robot)")
     g.add_argument("--seed", type=int, help="replace the recipe's seed (new episodes, e.g. a second DAgger round)")
@@ -210,13 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("sources", nargs="+")
     mg.add_argument("--out", required=True)
     mg.set_defaults(fn=cmd_data_merge)
-    n = dsub.add_parser("info", help="verify a dataset and print its per-task summary")
-    n.add_argument("dir")
+    n = dsub.add_parser("info", help="verify a dataset and print its recipe and per-task summary")
+    n.add_argument("dir", metavar="DATASET", help="STORE/NAME[.json]")
     n.set_defaults(fn=cmd_data_info)
 
     t = sub.add_parser("train", help="train a VQ-VAE and its prior (H-GAP or TAP); resumes if --out exists")
     t.add_argument("--config", required=True, help="e.g. config/train/hgap_small.yaml")
-    t.add_argument("--data", required=True, help="dataset directory")
+    t.add_argument("--data", required=True, help="dataset manifest, STORE/NAME[.json]")
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(fn=cmd_train)
@@ -294,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--push-speed", type=float, default=0.25, help="push velocity impulse [m/s]")
     e.add_argument("--json", help="write the results here")
     e.add_argument("--video", help="render the episodes to this MP4")
+    e.add_argument("--score", help="oracle: choose among a learned planner's candidates by the model, by true "
+                   "rollouts, and by true rollouts with the previous plan as a candidate; prints the three side "
+                   "by side (simulation only)")
+    e.add_argument("--workers", type=int, default=1,
+                   help="episodes at once: > 1 runs them as tasks on a local Ray with this many CPUs")
+    e.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run episodes as Ray tasks: no ADDRESS = a local Ray with --workers CPUs; "
+                        "'auto' or HOST:PORT = an existing cluster")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=cmd_eval)
     return p

@@ -1,39 +1,55 @@
-"""The trajectory dataset format: a directory of .npz shards plus ``meta.json``.
+"""The trajectory dataset format: content-named shards in a store, listed by JSON manifests.
 
-Layout (format version 1)::
+Layout (format version 2)::
 
-    DIR/meta.json        format_version, spec_hash, source, tasks (names), shards:
-                         [{file, sha256, transitions, episodes}], stats (normalizers)
-    DIR/shard_00000.npz  arrays, one row per transition (control step):
-        observations (N, 224) float32   obs before the action, spec.OBS_BLOCKS layout
-        actions      (N, 56)  float32   normalized position targets in [-1, 1]
-        rewards      (N,)     float32   task reward of the next observation
-        terminals    (N,)     bool      the robot fell after this action
-        timeouts     (N,)     bool      episode cut by its step limit after this action
-        episode_ids  (N,)     int32     unique within the dataset
-        task_ids     (N,)     int16     index into meta["tasks"]
-        commands     (N, 3)   float32   commanded twist (vx, vy, wz) for 'track', else 0
+    STORE/shards/<sha256>.npz   immutable shards, each named by the sha256 of its bytes
+    STORE/<name>.json           a dataset: format_version, spec_hash, tasks (names), source
+                                (recipe and seed, or merge sources), shards: [{sha256,
+                                transitions, episodes}], dataset_sha256, stats (normalizers)
 
-Shards are written atomically (temp + rename) and listed with their sha256, so a
-truncated or edited shard is refused by name. Normalization statistics (z-score with
-std + 1e-4, as in H-GAP) are computed over all shards when the dataset is finalized.
-No pickle: ``np.load(..., allow_pickle=False)``.
+A dataset is its manifest; its shards are found by hash in ``shards/`` next to it, so a
+manifest holds no paths that could escape the store. A new round (a DAgger round, a walking
+recipe) only adds shard files and a manifest; a merged dataset lists the shards of its sources
+and copies nothing. ``dataset_sha256`` (over the spec, the tasks and the ordered shard hashes)
+names the data on a bundle's card.
+
+A shard holds one episode or more, one row per transition (control step)::
+
+    observations (N, 224) float16   obs before the action, spec.OBS_BLOCKS layout
+    actions      (N, 56)  float16   normalized position targets in [-1, 1]
+    rewards      (N,)     float32   task reward of the next observation
+    terminals    (N,)     bool      the robot fell after this action
+    timeouts     (N,)     bool      episode cut by its step limit after this action
+    episode_ids  (N,)     int32     episode within the shard (made unique over the dataset on load)
+    task_ids     (N,)     int16     index into the manifest's tasks
+    commands     (N, 3)   float32   commanded twist (vx, vy, wz) for 'track', else 0
+
+float16 keeps 11 significant bits: the round trip changes an action by at most 2.4e-4 and an
+observation by at most 2^-11 of its magnitude (``bench/data_throughput.py`` prints the error in
+units of each feature's standard deviation, which is what training sees). Arrays are loaded as
+float32. Shards are deflate-compressed zip files written byte-for-byte deterministically (fixed
+member timestamps), so the same episode always gets the same name. Writes are atomic (temp +
+rename); every shard is checked against its hash when loaded, and a truncated or edited shard is
+refused by name. No pickle: ``np.load(..., allow_pickle=False)``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from planner_node import spec
-from planner_node.atomic import atomic_path, sha256_file, write_json
+from planner_node.atomic import sha256_file, write_json
 
-FORMAT_VERSION = 1
-FIELDS = {  # name: (trailing shape, dtype)
-    "observations": ((spec.OBS_DIM,), np.float32),
-    "actions": ((spec.ACTION_DIM,), np.float32),
+FORMAT_VERSION = 2
+FIELDS = {  # name: (trailing shape, stored dtype)
+    "observations": ((spec.OBS_DIM,), np.float16),
+    "actions": ((spec.ACTION_DIM,), np.float16),
     "rewards": ((), np.float32),
     "terminals": ((), np.bool_),
     "timeouts": ((), np.bool_),
@@ -41,7 +57,12 @@ FIELDS = {  # name: (trailing shape, dtype)
     "task_ids": ((), np.int16),
     "commands": ((3,), np.float32),
 }
+LOADED_DTYPE = {"observations": np.float32, "actions": np.float32}  # widened on load
 STD_EPS = 1e-4
+SHARDS = "shards"
+MANIFEST_KEYS = ("format_version", "spec_hash", "tasks", "source", "shards", "transitions",
+                 "dataset_sha256", "stats")
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: same arrays, same bytes, same name
 
 
 class DatasetError(ValueError):
@@ -65,23 +86,75 @@ def validate_arrays(arrays: dict[str, np.ndarray], where: str) -> int:
     return int(n)
 
 
-def write_shard(path: Path, arrays: dict[str, np.ndarray]) -> dict:
-    """Atomically write one shard; returns its meta entry."""
+def manifest_path(path: str | os.PathLike) -> Path:
+    """``data/large`` or ``data/large.json`` -> ``data/large.json``."""
+    p = Path(path)
+    return p if p.suffix == ".json" else p.with_name(p.name + ".json")
+
+
+def shard_dir(manifest: str | os.PathLike) -> Path:
+    return manifest_path(manifest).parent / SHARDS
+
+
+def encode(arrays: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """Cast to the stored dtypes and validate (refusing values float16 cannot hold)."""
     missing = [k for k in FIELDS if k not in arrays]
     if missing:
-        raise DatasetError(f"{path}: missing key {missing[0]!r}")
-    arrays = {k: np.asarray(arrays[k], dtype=FIELDS[k][1]) for k in FIELDS}
-    n = validate_arrays(arrays, str(path))
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
-    return {"file": path.name, "sha256": sha256_file(path), "transitions": n,
-            "episodes": int(len(np.unique(arrays["episode_ids"])))}
+        raise DatasetError(f"{where}: missing key {missing[0]!r}")
+    out = {}
+    for k, (_shape, dtype) in FIELDS.items():
+        a = np.asarray(arrays[k])
+        if dtype == np.float16 and np.any(np.abs(a[np.isfinite(a)]) > np.finfo(np.float16).max):
+            raise DatasetError(f"{where}: key {k!r} has values beyond float16's range")
+        out[k] = a.astype(dtype)
+    validate_arrays(out, where)
+    return out
 
 
-def read_shard(path: Path, sha256: str | None = None) -> dict[str, np.ndarray]:
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as z:
+        for k in FIELDS:
+            info = zipfile.ZipInfo(f"{k}.npy", date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            with z.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arrays[k]), allow_pickle=False)
+
+
+def write_shard(store: str | os.PathLike, arrays: dict[str, np.ndarray]) -> dict:
+    """Write one shard into ``store`` under its content name (atomically; a shard that is
+    already there is kept as it is: same name, same bytes). Returns its manifest entry."""
+    store = Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    enc = encode(arrays, str(store))
+    fd, tmp = tempfile.mkstemp(prefix=".shard.", suffix=".tmp", dir=store)
+    os.close(fd)
+    try:
+        _write_npz(Path(tmp), enc)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        digest = sha256_file(tmp)
+        final = store / f"{digest}.npz"
+        if final.exists() and sha256_file(final) == digest:
+            os.unlink(tmp)
+        else:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return {"sha256": digest, "transitions": int(len(enc["rewards"])),
+            "episodes": int(len(np.unique(enc["episode_ids"])))}
+
+
+def read_shard(store: str | os.PathLike, sha256: str, verify: bool = True) -> dict[str, np.ndarray]:
+    """The shard named ``sha256`` in ``store``, checked against its name, widened to float32."""
+    if not (isinstance(sha256, str) and len(sha256) == 64 and all(c in "0123456789abcdef" for c in sha256)):
+        raise DatasetError(f"{store}: shard name {sha256!r} is not a sha256 hex digest")
+    path = Path(store) / f"{sha256}.npz"
     if not path.is_file():
         raise DatasetError(f"{path}: shard file is missing")
-    if sha256 is not None and sha256_file(path) != sha256:
+    if verify and sha256_file(path) != sha256:
         raise DatasetError(f"{path}: sha256 mismatch (truncated or modified shard)")
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -89,7 +162,7 @@ def read_shard(path: Path, sha256: str | None = None) -> dict[str, np.ndarray]:
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise DatasetError(f"{path}: unreadable shard ({e})") from e
     validate_arrays(arrays, str(path))
-    return arrays
+    return {k: v.astype(LOADED_DTYPE.get(k, v.dtype)) for k, v in arrays.items() if k in FIELDS}
 
 
 def compute_stats(observations: np.ndarray, actions: np.ndarray) -> dict:
@@ -98,54 +171,90 @@ def compute_stats(observations: np.ndarray, actions: np.ndarray) -> dict:
             "std_eps": STD_EPS}
 
 
-def finalize(out: Path, shard_entries: list[dict], tasks: list[str], source: dict) -> dict:
-    """Compute normalizers over the shards and atomically write meta.json."""
+def dataset_sha256(tasks: list[str], shard_hashes: list[str]) -> str:
+    """The data's name: the spec, the task list and the ordered shard hashes."""
+    blob = json.dumps({"spec_hash": spec.SPEC_HASH, "tasks": list(tasks), "shards": list(shard_hashes)},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def finalize(manifest: str | os.PathLike, shard_entries: list[dict], tasks: list[str], source: dict) -> dict:
+    """Compute normalizers over the shards (as loaded: after the float16 round trip) and
+    atomically write the manifest."""
+    manifest = manifest_path(manifest)
+    store = shard_dir(manifest)
     obs, act = [], []
     for e in shard_entries:
-        a = read_shard(out / e["file"], e["sha256"])
+        a = read_shard(store, e["sha256"])
         obs.append(a["observations"])
         act.append(a["actions"])
     meta = {"format_version": FORMAT_VERSION, "spec_hash": spec.SPEC_HASH, "tasks": list(tasks),
             "source": source, "shards": shard_entries,
             "transitions": int(sum(e["transitions"] for e in shard_entries)),
+            "dataset_sha256": dataset_sha256(tasks, [e["sha256"] for e in shard_entries]),
             "stats": compute_stats(np.concatenate(obs), np.concatenate(act))}
-    write_json(out / "meta.json", meta)
+    write_json(manifest, meta)
+    return meta
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """A manifest, checked for format, spec and keys (shards are not read)."""
+    mpath = manifest_path(path)
+    if not mpath.is_file():
+        legacy = Path(path) / "meta.json"
+        if legacy.is_file():
+            raise DatasetError(f"{legacy}: a format-1 dataset directory (per-index shards); this version reads "
+                               f"format-{FORMAT_VERSION} manifests (STORE/NAME.json + STORE/shards/): regenerate it")
+        raise DatasetError(f"{mpath}: missing (not a dataset, or its generation is unfinished)")
+    try:
+        meta = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{mpath}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{mpath}: not a dataset manifest (a JSON object is expected)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DatasetError(f"{mpath}: format_version {meta.get('format_version')!r} "
+                           f"is not supported (expected {FORMAT_VERSION})")
+    for key in MANIFEST_KEYS:
+        if key not in meta:
+            raise DatasetError(f"{mpath}: missing key {key!r}")
+    unknown = sorted(set(meta) - set(MANIFEST_KEYS))
+    if unknown:
+        raise DatasetError(f"{mpath}: unknown key {unknown[0]!r}")
+    try:
+        spec.check_spec_hash(meta["spec_hash"], str(mpath))
+    except ValueError as e:
+        raise DatasetError(str(e)) from e
+    hashes = [e.get("sha256") for e in meta["shards"]]
+    if dataset_sha256(meta["tasks"], hashes) != meta["dataset_sha256"]:
+        raise DatasetError(f"{mpath}: dataset_sha256 does not match its shard list (edited manifest)")
     return meta
 
 
 class Dataset:
-    """A loaded, verified dataset (all shards concatenated in memory)."""
+    """A loaded, verified dataset (all shards concatenated in memory, float32)."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        meta_path = self.root / "meta.json"
-        if not meta_path.is_file():
-            raise DatasetError(f"{meta_path}: missing (not a dataset directory, or generation unfinished)")
-        try:
-            self.meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{meta_path}: not valid JSON ({e})") from e
-        for key in ("format_version", "spec_hash", "tasks", "shards", "stats"):
-            if key not in self.meta:
-                raise DatasetError(f"{meta_path}: missing key {key!r}")
-        if self.meta["format_version"] != FORMAT_VERSION:
-            raise DatasetError(f"{meta_path}: format_version {self.meta['format_version']} "
-                               f"is not supported (expected {FORMAT_VERSION})")
-        try:
-            spec.check_spec_hash(self.meta["spec_hash"], str(meta_path))
-        except ValueError as e:
-            raise DatasetError(str(e)) from e
-        parts = []
+    def __init__(self, path: str | os.PathLike):
+        self.path = manifest_path(path)
+        self.meta = read_manifest(path)
+        store = shard_dir(self.path)
+        parts, next_id = [], 0
         for e in self.meta["shards"]:
-            name = Path(e["file"])
-            if name.name != e["file"]:
-                raise DatasetError(f"{meta_path}: shard path {e['file']!r} escapes the dataset directory")
-            parts.append(read_shard(self.root / name, e["sha256"]))
+            a = read_shard(store, e["sha256"])
+            # Episode ids are per shard; number them over the dataset in manifest order.
+            _, local = np.unique(a["episode_ids"], return_inverse=True)
+            a["episode_ids"] = (local + next_id).astype(np.int32)
+            next_id += int(local.max()) + 1 if len(local) else 0
+            parts.append(a)
         self.arrays = {k: np.concatenate([p[k] for p in parts]) for k in FIELDS}
         self.stats = {k: np.asarray(v) for k, v in self.meta["stats"].items() if k != "std_eps"}
 
     def __len__(self) -> int:
         return len(self.arrays["rewards"])
+
+    @property
+    def sha256(self) -> str:
+        return self.meta["dataset_sha256"]
 
     @property
     def tasks(self) -> list[str]:
@@ -158,32 +267,40 @@ class Dataset:
         return np.split(np.arange(len(ids)), bounds)
 
 
-def merge(sources: list[str | Path], out: str | Path) -> dict:
-    """Concatenate verified datasets into a new one (e.g. expert data from two recipes).
+def merge(sources: list[str | os.PathLike], out: str | os.PathLike) -> dict:
+    """A dataset listing the shards of the sources, in order (e.g. expert data plus DAgger rounds).
 
     Every source is verified (sha256 of each shard) and must share the spec and the task list;
-    episode ids are renumbered so episodes stay distinct; normalizers are recomputed over the
-    union. Refuses to write into a non-empty directory; meta.json is written last, so a killed
-    merge leaves no dataset that loads.
+    normalizers are recomputed over the union. Shards of a source in another store are copied
+    into ``out``'s store (content-named: nothing is duplicated within a store). Refuses to
+    overwrite an existing manifest; the manifest is written last, so a killed merge leaves no
+    dataset that loads.
     """
     if len(sources) < 2:
         raise DatasetError("merge: give at least two source datasets")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise DatasetError(f"{out}: directory is not empty; refusing to overwrite it")
+    out = manifest_path(out)
+    if out.exists():
+        raise DatasetError(f"{out}: already exists; refusing to overwrite it")
     loaded = [Dataset(s) for s in sources]
     tasks = loaded[0].tasks
     for s, ds in zip(sources, loaded):
         if ds.tasks != tasks:
             raise DatasetError(f"{s}: task list {ds.tasks} differs from {sources[0]}'s {tasks}")
-    out.mkdir(parents=True, exist_ok=True)
-    entries, next_id = [], 0
+    store = shard_dir(out)
+    store.mkdir(parents=True, exist_ok=True)
+    entries = []
     for ds in loaded:
-        for ep_rows in ds.episodes():
-            arrays = {k: ds.arrays[k][ep_rows] for k in FIELDS}
-            arrays["episode_ids"] = np.full(len(ep_rows), next_id)
-            entries.append(write_shard(out / f"shard_{next_id:05d}.npz", arrays))
-            next_id += 1
-    source = {"kind": "merge", "sources": [{"path": str(Path(s).resolve()), "source": ds.meta.get("source"),
-                                            "transitions": len(ds)} for s, ds in zip(sources, loaded)]}
+        src_store = shard_dir(ds.path)
+        for e in ds.meta["shards"]:
+            if src_store.resolve() != store.resolve():
+                import shutil
+                dst = store / f"{e['sha256']}.npz"
+                if not dst.exists():
+                    tmp = store / f".{e['sha256']}.copy.tmp"
+                    shutil.copyfile(src_store / f"{e['sha256']}.npz", tmp)
+                    os.replace(tmp, dst)
+            entries.append(dict(e))
+    source = {"kind": "merge", "sources": [{"name": ds.path.stem, "dataset_sha256": ds.sha256,
+                                            "source": ds.meta.get("source"), "transitions": len(ds)}
+                                           for ds in loaded]}
     return finalize(out, entries, tasks, source)

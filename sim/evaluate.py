@@ -82,6 +82,62 @@ def evaluate(agent: Planner, task: str, episodes: int, seed: int, steps: int,
     return summarize(results, task=task, seed=seed, steps=steps, **extra)
 
 
+@dataclass(frozen=True)
+class PlannerFactory:
+    """How to build a planner in any process (a Ray worker builds it once and keeps it)."""
+
+    name: str                     # a registered planner (mppi, zero, a learned kind)
+    kwargs: tuple = ()            # (key, value) pairs for its constructor
+    bundle: str | None = None     # or: an exported bundle's runtime planner
+    backend: str = "onnxruntime"
+    seed: int = 0
+    score: str = ""               # "": the planner as it is; else a ScoredPlanner mode (sim/oracle.py)
+
+    def __call__(self) -> Planner:
+        key = repr(self)
+        if key not in _WORKER_PLANNERS:
+            if self.bundle:
+                from planner_node.runtime.bundle_planner import runtime_planner
+                planner = runtime_planner(self.bundle, backend=self.backend, seed=self.seed)
+            else:
+                from planner_node.planning import planner_class
+                planner = planner_class(self.name)(**dict(self.kwargs))
+            if self.score:
+                from planner_node.sim.oracle import ScoredPlanner
+                planner = ScoredPlanner(planner, self.score, threads=dict(self.kwargs).get("threads", 2))
+            _WORKER_PLANNERS[key] = planner
+        return _WORKER_PLANNERS[key]
+
+
+_WORKER_PLANNERS: dict[str, Planner] = {}  # per process: Ray reuses its workers across episodes
+
+
+def _episode_task(factory: PlannerFactory, task: str, steps: int, seed: int, env_config: EnvConfig,
+                  command) -> EpisodeResult:
+    env = HumanoidEnv(env_config)
+    return run_episode(env, factory(), task, steps, seed, command)
+
+
+def evaluate_parallel(factory: PlannerFactory, task: str, episodes: int, seed: int, steps: int,
+                      env_config: EnvConfig = EnvConfig(), command=None, progress: bool = True,
+                      workers: int = 1, ray_address: str | None = None, **extra) -> dict:
+    """``evaluate`` with episodes as Ray tasks (``sim/parallel.py``): the same episodes (seed,
+    seed + 1, ...), the same per-episode results, in episode order."""
+    from tqdm import tqdm
+
+    from planner_node.sim.parallel import EpisodePool
+
+    results: dict[int, EpisodeResult] = {}
+    bar = tqdm(total=episodes, desc=f"eval {factory.name}/{task}", unit="episode", disable=not progress)
+    with EpisodePool(workers, ray_address) as pool:
+        args = [(factory, task, steps, seed + i, env_config, command) for i in range(episodes)]
+        for i, r in pool.run(_episode_task, args):
+            results[i] = r
+            bar.update(1)
+    bar.close()
+    return summarize([results[i] for i in range(episodes)], task=task, seed=seed, steps=steps, **extra)
+
+
 def format_table(rows: list[dict]) -> str:
     head = f"{'planner':<16}{'task':<12}{'return':>18}{'length':>9}{'falls':>7}{'steps/s':>9}"
     lines = [head, "-" * len(head)]

@@ -1,23 +1,21 @@
 """Dataset generation: the MPPI expert on randomized tasks, with exploration noise and pushes.
 
-Sharded over processes, one shard per episode. Resumable: a shard exists under its final
-name only once it is complete (atomic rename), so after a kill the finished shards are
-kept and the rest are regenerated. Each shard's seed derives from the recipe's seed and
-the shard index, so a resumed run writes the same data as an uninterrupted one.
+One shard per episode, content-named in the store; episodes run in this process or as Ray
+tasks (``sim/parallel.py``). Resumable: a shard exists under its final name only once it is
+complete (atomic rename), and ``.NAME.progress.json`` records each finished episode after its
+shard is written, so after a kill the finished episodes are kept and the rest are generated
+again. Each episode's seed derives from the recipe's seed and the episode index, so a resumed
+or distributed run writes the same shards, byte for byte, as one uninterrupted process.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-from planner_node.dataset import DatasetError, finalize, read_shard, write_shard
+from planner_node.dataset import DatasetError, finalize, manifest_path, shard_dir, write_shard
 from planner_node.kinds import KINDS
 from planner_node.robot.tasks import TASKS, get_task
 
@@ -28,7 +26,8 @@ class Recipe:
 
     episodes: int
     steps: int                       # control steps per episode (x 30 ms)
-    tasks: tuple[str, ...] = tuple(TASKS)
+    tasks: tuple[str, ...] = tuple(TASKS)  # the dataset's task list (task_ids index it)
+    draw: tuple[str, ...] = ()       # the tasks episodes are drawn from (default: all of ``tasks``)
     expert: dict = field(default_factory=dict)   # MPPIConfig overrides
     action_noise: float = 0.05       # exploration noise added to the expert's action
     push_every: int = 50
@@ -55,33 +54,46 @@ class Recipe:
             raise ValueError(f"Recipe.learner_planner must be one of {', '.join(KINDS)}, got {self.learner_planner!r}")
         for t in self.tasks:
             get_task(t)
+        extra = [t for t in self.draw if t not in self.tasks]
+        if extra:
+            raise ValueError(f"Recipe.draw names {extra[0]!r}, which is not in Recipe.tasks")
 
+
+#: The data expert: 32 samples planning on a copy of the robot with its own 5 ms step and Newton
+#: solver. bench/expert_options.py measured every cheaper copy against it (results/expert/): the
+#: ones that are 1.5-3.3x faster lose quality, most visibly in walking (README "Data engine").
+EXPERT = {"samples": 32, "timestep": 0.005, "solver": "newton"}
+#: 2.5x cheaper per control step (10 ms step, PGS solver); balances about as well on the 10 tasks,
+#: but does not walk (0.25 m in 150 steps against 1.0-1.4 m). For balance data only.
+FAST_EXPERT = {"samples": 32, "timestep": 0.01, "solver": "pgs"}
+LOCOMOTION = ("forward", "backward", "shift_left", "track")
 
 RECIPES: dict[str, Recipe] = {
     # Seconds on 2 cores: for tests and smoke runs.
     "tiny": Recipe(episodes=4, steps=20, tasks=("stand", "forward", "track"),
                    expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4),
-    # ~15 min on 2 cores (32-sample expert, about 5 control steps/s per core pair).
-    "default": Recipe(episodes=40, steps=100, expert={"samples": 32}),
-    # ~1 h on 2 cores. Same seeds as default, so its first 40 episodes are default's:
+    # The expert on the 10 tasks under pushes (0.3 m/s every 50 steps): ~5 min on 2 cores.
+    "default": Recipe(episodes=40, steps=100, expert=EXPERT),
+    # Same seeds as default, so its first 40 episodes are default's:
     # `--reuse data/default` takes them from there and only the other 80 are generated.
-    "large": Recipe(episodes=120, steps=100, expert={"samples": 32}),
+    "large": Recipe(episodes=120, steps=100, expert=EXPERT),
+    # Balance data from the cheaper planning copy: 2.5x the transitions per CPU-hour (~17 min).
+    "fast": Recipe(episodes=400, steps=100, expert=FAST_EXPERT),
+    # Walking: on the locomotion tasks the expert leads its feet with the capture point
+    # (walk_speed, m/s), so the data shows stepping, not only balancing in place.
+    "walk": Recipe(episodes=120, steps=100, draw=LOCOMOTION, expert={**EXPERT, "walk_speed": 0.2}, seed=5),
     # DART (Laskey et al. 2017): 4x the execution noise, so the expert demonstrates recoveries
     # from the drift a learned planner makes (measured: H-GAP's actions drift 0.1-0.35 from the
-    # expert's before it falls). Another seed; combine with `planner data merge`. ~15 min.
-    "dart": Recipe(episodes=60, steps=100, expert={"samples": 32}, action_noise=0.2, seed=1),
+    # expert's before it falls). Another seed; combine with `planner data merge`.
+    "dart": Recipe(episodes=60, steps=100, expert=EXPERT, action_noise=0.2, seed=1),
     # DAgger round: needs `--learner RUN` (a learned kind's run). The learner drives 10-45 steps (it
     # falls at ~60-70 on its own; 8-20 steps before a fall is measured past saving), then the
-    # expert recovers for up to 100. 22-28 min on 2 cores (--workers 2).
-    "dagger": Recipe(episodes=80, steps=100, expert={"samples": 32}, seed=2, handover=(10, 45), backoff=(20, 40)),
+    # expert recovers for up to 100.
+    "dagger": Recipe(episodes=120, steps=100, expert=EXPERT, seed=2, handover=(10, 45), backoff=(20, 40)),
     "tiny_dagger": Recipe(episodes=2, steps=6, tasks=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           handover=(3, 8), backoff=(1, 3)),
 }
-
-
-def _shard_name(i: int) -> str:
-    return f"shard_{i:05d}.npz"
 
 
 def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.ndarray]:
@@ -91,7 +103,8 @@ def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.n
 
     seed = recipe.seed * 100_003 + index
     rng = np.random.default_rng(seed)
-    task_name = recipe.tasks[int(rng.integers(len(recipe.tasks)))]
+    pool = recipe.draw or recipe.tasks
+    task_name = pool[int(rng.integers(len(pool)))]
     task = get_task(task_name)
     command = np.zeros(3)
     if task_name == "track":
@@ -146,36 +159,12 @@ def _learner_prefix(recipe: Recipe, env, obs, task_name: str, command, rng, seed
     return obs
 
 
-def _exit_with_parent(parent_pid: int) -> None:
-    """Worker initializer: exit when the generate process is gone (killed), instead of living
-    on as an orphan that keeps writing shards into a directory somebody may have reused."""
-    import threading
-    import time
-
-    def watch():
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
-
-
-def _work(out: str, recipe: Recipe, index: int, threads: int) -> dict:
+def _episode(store: str, recipe: Recipe, index: int, threads: int) -> dict:
+    """One episode, written to the store as one content-named shard; returns its entry.
+    Runs in a Ray worker or in this process: the entry is recorded by the caller, so a worker
+    killed mid-episode leaves at most a temp file (removed on the next run) and no record."""
     arrays = generate_episode(recipe, index, threads)
-    return write_shard(Path(out) / _shard_name(index), arrays)
-
-
-def _existing_entry(path: Path) -> dict | None:
-    """Meta entry for a complete shard, or None if absent/unreadable (then regenerate)."""
-    if not path.is_file():
-        return None
-    try:
-        a = read_shard(path)
-    except DatasetError:
-        return None
-    from planner_node.atomic import sha256_file
-    return {"file": path.name, "sha256": sha256_file(path), "transitions": int(len(a["rewards"])),
-            "episodes": int(len(np.unique(a["episode_ids"])))}
+    return {**write_shard(store, arrays), "episode": index}
 
 
 _DAGGER_FIELDS = ("learner", "learner_planner", "handover", "backoff")
@@ -184,7 +173,7 @@ _DAGGER_FIELDS = ("learner", "learner_planner", "handover", "backoff")
 def _recipe_dict(name: str, recipe: Recipe) -> dict:
     """What recipe.json records (JSON types). Expert-only recipes leave the DAgger fields out,
     so datasets made before DAgger existed still resume and are reused."""
-    d = {"name": name, **asdict(recipe), "tasks": list(recipe.tasks)}
+    d = {"name": name, **asdict(recipe), "tasks": list(recipe.tasks), "draw": list(recipe.draw)}
     if recipe.handover[1] == 0 and not recipe.learner:
         for k in _DAGGER_FIELDS:
             d.pop(k)
@@ -199,33 +188,42 @@ def _recipe_dict(name: str, recipe: Recipe) -> dict:
     return d
 
 
-def _reuse_shards(src: Path, recipe: Recipe, out: Path) -> int:
-    """Copy the verified shards of a finished dataset made by the same recipe up to its episode
-    count (episode i depends only on the recipe's seed and i, not on how many there are)."""
+def _reuse_entries(src: str | Path, recipe: Recipe) -> dict[int, dict]:
+    """Episodes of a finished dataset made by the same recipe up to its episode count
+    (episode i depends only on the recipe's seed and i, not on how many there are)."""
     from planner_node.dataset import Dataset
     ds = Dataset(src)  # verifies every shard's sha256
     theirs = {k: v for k, v in ds.meta.get("source", {}).get("recipe", {}).items() if k not in ("name", "episodes")}
     ours = {k: v for k, v in _recipe_dict("", recipe).items() if k not in ("name", "episodes")}
     if theirs != ours:
         diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-        raise DatasetError(f"{src}: made by another recipe (differs in {', '.join(diff)}); cannot reuse its episodes")
-    n = 0
-    for e in ds.meta["shards"][: recipe.episodes]:
-        if not (out / e["file"]).exists():
-            shutil.copy2(src / e["file"], out / f".{e['file']}.tmp")
-            os.replace(out / f".{e['file']}.tmp", out / e["file"])
-            n += 1
-    return n
+        raise DatasetError(f"{ds.path}: made by another recipe (differs in {', '.join(diff)}); cannot reuse its episodes")
+    if shard_dir(ds.path).resolve() != shard_dir(manifest_path(src)).resolve():  # pragma: no cover
+        raise DatasetError(f"{ds.path}: in another store")
+    return {int(e["episode"]): e for e in ds.meta["shards"][: recipe.episodes] if "episode" in e}
+
+
+def progress_path(manifest: Path) -> Path:
+    """Where a generation in progress records its recipe and finished episodes."""
+    return manifest.with_name(f".{manifest.stem}.progress.json")
 
 
 def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool = True,
              recipe: Recipe | None = None, reuse: str | Path | None = None,
-             learner: str | Path | None = None, seed: int | None = None) -> dict:
-    """Generate (or resume) a dataset into ``out``; returns its meta. ``reuse``: a finished
-    dataset of the same recipe with fewer episodes, whose episodes are copied, not regenerated.
-    ``learner``: the run whose planner drives first, for DAgger recipes. ``seed``: replaces the
-    recipe's (e.g. a second DAgger round on new episodes); recorded in recipe.json."""
+             learner: str | Path | None = None, seed: int | None = None,
+             ray_address: str | None = None) -> dict:
+    """Generate (or resume) the dataset ``out`` (a manifest, STORE/NAME.json; shards go to
+    STORE/shards/); returns its meta.
+
+    ``workers`` > 1 or ``ray_address``: episodes are Ray tasks (see ``sim/parallel.py``), with
+    identical results. ``reuse``: a finished dataset of the same recipe with fewer episodes, in
+    the same store, whose episodes are taken, not regenerated. ``learner``: the run whose
+    planner drives first, for DAgger recipes. ``seed``: replaces the recipe's (e.g. a second
+    DAgger round on new episodes); recorded in the manifest's recipe."""
     from tqdm import tqdm
+
+    from planner_node.atomic import write_json
+    from planner_node.sim.parallel import EpisodePool
 
     if recipe is None:
         if recipe_name not in RECIPES:
@@ -235,7 +233,7 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
         recipe = replace(recipe, learner=str(learner))
     if seed is not None:
         recipe = replace(recipe, seed=int(seed))
-    out = Path(out)
+    out = manifest_path(out)
     if recipe.handover[1] > 0 and not recipe.learner:
         raise DatasetError(f"recipe {recipe_name!r} starts episodes where a learned planner took the robot: "
                            "give its run with --learner RUN")
@@ -246,48 +244,47 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
         if not recipe.learner_planner:
             recipe = replace(recipe, learner_planner=ck["kind"])
     recipe_dict = _recipe_dict(recipe_name, recipe)
-    out.mkdir(parents=True, exist_ok=True)
-    recipe_file = out / "recipe.json"
-    if recipe_file.exists():
-        found = json.loads(recipe_file.read_text())
+    if out.exists():
+        from planner_node.dataset import read_manifest
+        found = read_manifest(out).get("source", {}).get("recipe")
         if found != recipe_dict:
-            raise DatasetError(f"{recipe_file}: {out} holds a different recipe ({found.get('name')!r}); "
-                               "refusing to mix or overwrite it; choose another --out")
-        if (out / "meta.json").exists():
-            from planner_node.dataset import Dataset
-            return Dataset(out).meta
-    else:
-        if any(out.iterdir()):
-            raise DatasetError(f"{out}: directory is not empty and is not a dataset in progress; "
-                               "refusing to overwrite it")
-        from planner_node.atomic import write_json
-        write_json(recipe_file, recipe_dict)
-    for stale in out.glob(".shard_*.tmp*"):
-        stale.unlink()  # half-written shards from a killed run are never taken as whole
+            raise DatasetError(f"{out}: holds a dataset of a different recipe "
+                               f"({(found or {}).get('name')!r}); refusing to overwrite it; choose another --out")
+        return read_manifest(out)
+    store = shard_dir(out)
+    store.mkdir(parents=True, exist_ok=True)
+    prog = progress_path(out)
+    done: dict[int, dict] = {}
+    if prog.exists():
+        state = json.loads(prog.read_text())
+        if state.get("recipe") != recipe_dict:
+            raise DatasetError(f"{prog}: a generation of {out} with a different recipe "
+                               f"({state.get('recipe', {}).get('name')!r}) is in progress; refusing to mix them; "
+                               "choose another --out, or delete that file to start over")
+        for k, e in state.get("done", {}).items():
+            if (store / f"{e['sha256']}.npz").is_file():  # verified when the dataset is finalized
+                done[int(k)] = e
+    for stale in store.glob(".shard.*.tmp"):
+        stale.unlink(missing_ok=True)  # half-written shards of killed workers are never taken as whole
     if reuse is not None:
-        _reuse_shards(Path(reuse), recipe, out)
-    entries: dict[int, dict] = {}
-    todo = []
-    for i in range(recipe.episodes):
-        e = _existing_entry(out / _shard_name(i))
-        if e is None:
-            todo.append(i)
-        else:
-            entries[i] = e
-    threads = max(1, (os.cpu_count() or 2) // max(workers, 1))
-    bar = tqdm(total=recipe.episodes, initial=len(entries), desc=f"generate {recipe_name}",
+        for i, e in _reuse_entries(reuse, recipe).items():
+            done.setdefault(i, e)
+
+    def record() -> None:
+        write_json(prog, {"recipe": recipe_dict, "done": {str(i): e for i, e in sorted(done.items())}})
+
+    record()
+    todo = [i for i in range(recipe.episodes) if i not in done]
+    bar = tqdm(total=recipe.episodes, initial=len(done), desc=f"generate {recipe_name}",
                unit="episode", disable=not progress)
-    if workers <= 1:
-        for i in todo:
-            entries[i] = _work(str(out), recipe, i, threads)
+    with EpisodePool(workers, ray_address) as pool:
+        threads = pool.threads_per_task
+        for k, entry in pool.run(_episode, [(str(store), recipe, i, threads) for i in todo]):
+            done[todo[k]] = entry
+            record()
             bar.update(1)
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_work, str(out), recipe, i, threads): i for i in todo}
-            for f in as_completed(futures):
-                entries[futures[f]] = f.result()
-                bar.update(1)
     bar.close()
-    ordered = [entries[i] for i in range(recipe.episodes)]
-    return finalize(out, ordered, list(recipe.tasks), {"kind": "mppi_expert", "recipe": recipe_dict})
+    ordered = [done[i] for i in range(recipe.episodes)]
+    meta = finalize(out, ordered, list(recipe.tasks), {"kind": "mppi_expert", "recipe": recipe_dict})
+    prog.unlink(missing_ok=True)
+    return meta

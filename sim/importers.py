@@ -9,8 +9,8 @@
   (T, 56) and ``<clip>/<k>/rewards`` (T,); ``<clip>/early_termination`` (per rollout) marks
   rollouts that ended by falling. Blocks are gathered into spec order by name.
 
-Every missing key is refused naming the file and key; the output directory must not exist
-(nothing is overwritten), and is written shard by shard with the same atomic writes.
+Every missing key is refused naming the file and key; the output manifest must not exist
+(nothing is overwritten); shards are content-named in the store next to it, like generated ones.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from planner_node import spec
-from planner_node.dataset import DatasetError, finalize, write_shard
+from planner_node.dataset import DatasetError, finalize, manifest_path, shard_dir, write_shard
 
 
 def _get(f: h5py.File | h5py.Group, key: str, src: Path) -> np.ndarray:
@@ -43,6 +43,7 @@ def _episode_rows(obs, act, rew, term, tout, ep, task=0):
 
 
 def import_d4rl(src: Path, out: Path) -> dict:
+    """``out``: the manifest to write; shards go to ``shards/`` next to it."""
     with h5py.File(src, "r") as f:
         obs = _get(f, "observations", src)
         act = _get(f, "actions", src)
@@ -60,7 +61,7 @@ def import_d4rl(src: Path, out: Path) -> dict:
     for ep, (a, b) in enumerate(zip(starts, ends)):
         for k, v in _episode_rows(obs[a:b], act[a:b], rew[a:b], term[a:b], tout[a:b], ep).items():
             arrays[k].append(v)
-    entry = write_shard(out / "shard_00000.npz", {k: np.concatenate(v) for k, v in arrays.items()})
+    entry = write_shard(shard_dir(out), {k: np.concatenate(v) for k, v in arrays.items()})
     return finalize(out, [entry], ["imported"], {"kind": "d4rl", "file": str(src)})
 
 
@@ -105,7 +106,7 @@ def import_mocapact(src: Path, out: Path) -> dict:
                 tout = np.zeros(T, bool)
                 (term if fell else tout)[-1] = True
                 rows = _episode_rows(obs, act, rew, term, tout, ep)
-                entries.append(write_shard(out / f"shard_{ep:05d}.npz", rows))
+                entries.append(write_shard(shard_dir(out), rows))
                 ep += 1
     return finalize(out, entries, ["imported"], {"kind": "mocapact", "file": str(src)})
 
@@ -116,18 +117,23 @@ IMPORTERS = {"d4rl": import_d4rl, "mocapact": import_mocapact}
 def import_dataset(fmt: str, src: str | Path, out: str | Path) -> dict:
     if fmt not in IMPORTERS:
         raise KeyError(f"unknown format {fmt!r}; valid formats: {', '.join(IMPORTERS)}")
-    src, out = Path(src), Path(out)
+    src, out = Path(src), manifest_path(out)
     if not src.is_file():
         raise DatasetError(f"{src}: no such file")
-    if out.exists() and any(out.iterdir()):
-        raise DatasetError(f"{out}: already exists and is not empty; refusing to overwrite it")
-    # Import into a sibling temp directory, then rename: a failed import leaves nothing behind.
-    tmp = out.parent / f".{out.name}.importing"
+    if out.exists():
+        raise DatasetError(f"{out}: already exists; refusing to overwrite it")
+    # Import into a sibling temp store, then move the shards and the manifest: a failed import
+    # leaves nothing behind.
+    tmp = out.parent / f".{out.stem}.importing"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        meta = IMPORTERS[fmt](src, tmp)
-        os.replace(tmp, out)
+        meta = IMPORTERS[fmt](src, tmp / out.name)
+        store = shard_dir(out)
+        store.mkdir(parents=True, exist_ok=True)
+        for shard in shard_dir(tmp / out.name).iterdir():
+            os.replace(shard, store / shard.name)  # content-named: an existing one is the same bytes
+        os.replace(tmp / out.name, out)
         return meta
     except OSError as e:
         raise DatasetError(f"{src}: not a readable HDF5 file ({e})") from e

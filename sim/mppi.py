@@ -29,6 +29,31 @@ from planner_node.robot.observation import build_observation
 from planner_node.robot.tasks import get_task
 
 GRAVITY = 9.81
+INTEGRATORS = {"euler": mujoco.mjtIntegrator.mjINT_EULER,
+               "implicitfast": mujoco.mjtIntegrator.mjINT_IMPLICITFAST,
+               "rk4": mujoco.mjtIntegrator.mjINT_RK4}
+SOLVERS = {"newton": mujoco.mjtSolver.mjSOL_NEWTON, "cg": mujoco.mjtSolver.mjSOL_CG,
+           "pgs": mujoco.mjtSolver.mjSOL_PGS}
+
+
+def planning_copy(cfg: "MPPIConfig") -> mujoco.MjModel:
+    """The model the expert predicts with: the executed robot, made cheaper as configured."""
+    model = load_model(planning=cfg.planning_model)
+    model.opt.timestep = cfg.timestep
+    model.opt.integrator = INTEGRATORS[cfg.integrator]
+    model.opt.solver = SOLVERS[cfg.solver]
+    model.opt.iterations = cfg.iterations
+    model.opt.ls_iterations = cfg.ls_iterations
+    model.opt.tolerance = cfg.tolerance
+    if not cfg.self_collision:
+        # Bit 2 on the robot's conaffinity only: robot-robot pairs never match, robot-floor do.
+        floor = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "floor")
+        body = np.arange(model.ngeom) != floor
+        model.geom_contype[body] = 1
+        model.geom_conaffinity[body] = 2
+        model.geom_contype[floor] = 1
+        model.geom_conaffinity[floor] = 3
+    return model
 
 
 @dataclass(frozen=True)
@@ -52,12 +77,33 @@ class MPPIConfig:
     walk_speed: float = 0.0    # [m/s] on locomotion tasks, where the capture point should lead the feet
     budget_ms: float | None = None
     planning_model: bool = True  # drop observation-only sensors, looser solver (~1.4x faster)
+    # The expert may plan on a cheaper copy of the model than the one it executes on
+    # (measured option by option in bench/expert_options.py; the recipes use the winners).
+    # Measured option by option in bench/expert_options.py (results/expert/, README "Data
+    # engine"): a 10 ms step and the PGS solver make a control step 2.5x cheaper, but the
+    # expert then no longer walks; the defaults keep the executed robot's step and solver.
+    timestep: float = spec.PHYSICS_TIMESTEP_S  # [s] physics step of the planning copy
+    integrator: str = "euler"    # euler | implicitfast | rk4 (of the planning copy)
+    solver: str = "newton"       # newton | cg | pgs: constraint solver of the planning copy
+    iterations: int = 10         # constraint solver iterations (planning copy)
+    ls_iterations: int = 10      # solver line-search iterations (planning copy)
+    tolerance: float = 1e-5      # solver tolerance (planning copy)
+    self_collision: bool = True  # False: the planning copy only collides with the floor
+    warm_start: bool = True      # sample 0 = the previous plan shifted one control period
+    replan_every: int = 1        # control steps between replans (in between: the plan, shifted)
+    elite: int = 0               # > 0: MPPI weights over the best `elite` samples only (CEM-style)
 
     def __post_init__(self):
         checks = {"samples": self.samples >= 2, "horizon": self.horizon >= 2,
                   "knots": 2 <= self.knots <= self.horizon, "noise": self.noise >= 0,
                   "temperature": self.temperature >= 0, "threads": self.threads >= 1,
-                  "budget_ms": self.budget_ms is None or self.budget_ms > 0}
+                  "budget_ms": self.budget_ms is None or self.budget_ms > 0,
+                  "timestep": 0 < self.timestep <= spec.CONTROL_PERIOD_S
+                  and abs(spec.CONTROL_PERIOD_S / self.timestep - round(spec.CONTROL_PERIOD_S / self.timestep)) < 1e-6,
+                  "integrator": self.integrator in INTEGRATORS, "solver": self.solver in SOLVERS,
+                  "iterations": self.iterations >= 1, "ls_iterations": self.ls_iterations >= 1,
+                  "tolerance": self.tolerance >= 0, "replan_every": 1 <= self.replan_every < self.horizon,
+                  "elite": 0 <= self.elite <= self.samples}
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"MPPIConfig.{name} has an invalid value: {getattr(self, name)!r}")
@@ -84,7 +130,8 @@ class MPPIPlanner(Planner):
         if overrides:
             cfg = MPPIConfig(**{**asdict(cfg), **overrides})
         self.config = cfg
-        self.model = load_model(planning=cfg.planning_model)
+        self.model = planning_copy(cfg)
+        self.substeps = round(spec.CONTROL_PERIOD_S / cfg.timestep)  # physics steps per control period
         self.layout = Layout(self.model)
         self._q_stand = standing_qpos(self.model, self.layout)[self.layout.qpos_idx]
         self.hold = self.layout.hold_action(self._q_stand)
@@ -114,6 +161,8 @@ class MPPIPlanner(Planner):
     def reset(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)
         self.nominal = np.tile(self.hold, (self.config.knots, 1))
+        self._last: Plan | None = None
+        self._age = 0  # control steps since the last replan
 
     def _calibrate(self, budget_ms: float) -> int:
         """Largest sample count whose plan() fits the budget on this machine (measured)."""
@@ -139,7 +188,7 @@ class MPPIPlanner(Planner):
         n = actions.shape[0]
         ctrl = np.empty((n, actions.shape[1], self.model.nu))
         ctrl[..., self.layout.ctrl_idx] = actions
-        ctrl = np.repeat(ctrl, spec.SUBSTEPS, axis=1)  # zero-order hold per control period
+        ctrl = np.repeat(ctrl, self.substeps, axis=1)  # zero-order hold per control period
         x0 = np.tile(state, (n, 1))
         if self._pool is not None:
             return self._pool.rollout(self.model, self._datas, x0, ctrl)
@@ -147,7 +196,7 @@ class MPPIPlanner(Planner):
 
     def _costs(self, states, sensordata, task, command) -> tuple[np.ndarray, np.ndarray]:
         m, lay, cfg = self.model, self.layout, self.config
-        idx = np.arange(spec.SUBSTEPS - 1, states.shape[1], spec.SUBSTEPS)  # end of each period
+        idx = np.arange(self.substeps - 1, states.shape[1], self.substeps)  # end of each period
         st, sd = states[:, idx], sensordata[:, idx]
         qpos = st[..., 1:1 + m.nq]
         qvel = st[..., 1 + m.nq:1 + m.nq + m.nv]
@@ -181,7 +230,17 @@ class MPPIPlanner(Planner):
             raise ValueError("mppi is a ground-truth planner: PlanRequest.sim_state is required")
         cfg, task = self.config, get_task(request.task)
         t0 = time.perf_counter()
-        nominal = self._shift @ self.nominal
+        if self._last is not None and self._age + 1 < cfg.replan_every:
+            self._age += 1  # keep executing the last plan (it was made self._age steps ago)
+            a = self._last.actions
+            shifted = np.concatenate([a[self._age:], np.repeat(a[-1:], self._age, axis=0)])
+            return Plan(shifted, score=self._last.score, info={**self._last.info, "replanned": False})
+        nominal = self.nominal
+        for _ in range(self._age + 1 if cfg.warm_start else 0):
+            nominal = self._shift @ nominal
+        if not cfg.warm_start:
+            nominal = np.tile(self.hold, (cfg.knots, 1))
+        self._age = 0
         eps = self.rng.normal(0.0, 1.0, (self.samples, cfg.knots, spec.ACTION_DIM)) * self._noise_scale
         eps[0] = 0.0
         knots = nominal[None] + eps
@@ -195,14 +254,17 @@ class MPPIPlanner(Planner):
         if cfg.temperature > 0:
             spread = max(float(np.median(cost) - cost[best]), 1e-9)
             w = np.exp(-(cost - cost[best]) / (cfg.temperature * spread))
+            if cfg.elite:
+                w[np.argsort(cost)[cfg.elite:]] = 0.0
             w /= w.sum()
             self.nominal = np.einsum("n,nka->ka", w, knots)
         else:
             self.nominal = knots[best]
         plan_actions = np.clip(self._interp @ self.nominal, spec.ACTION_LOW, spec.ACTION_HIGH)
-        return Plan(plan_actions, score=float(-cost[best]),
-                    info={"samples": self.samples, "best_reward": float(reward[best].mean()),
-                          "plan_ms": (time.perf_counter() - t0) * 1e3})
+        self._last = Plan(plan_actions, score=float(-cost[best]),
+                          info={"samples": self.samples, "best_reward": float(reward[best].mean()),
+                                "plan_ms": (time.perf_counter() - t0) * 1e3, "replanned": True})
+        return self._last
 
     def close(self) -> None:
         if self._pool is not None:

@@ -27,126 +27,133 @@ def fake_episode(rng, n, ep, task=0):
 def small_dataset(tmp_path):
     rng = np.random.default_rng(0)
     eps = [fake_episode(rng, n, i) for i, n in enumerate((5, 7))]
-    entries = [write_shard(tmp_path / f"shard_{i:05d}.npz", e) for i, e in enumerate(eps)]
-    finalize(tmp_path, entries, ["stand"], {"kind": "test"})
-    return tmp_path, eps
+    entries = [write_shard(tmp_path / "shards", e) for e in eps]
+    finalize(tmp_path / "small.json", entries, ["stand"], {"kind": "test"})
+    return tmp_path / "small.json", eps
 
 
 def test_round_trip(small_dataset):
-    root, eps = small_dataset
-    ds = Dataset(root)
+    """float16 observations and actions come back within half an ulp; shards are content-named."""
+    path, eps = small_dataset
+    ds = Dataset(path)
     assert len(ds) == 12 and [len(e) for e in ds.episodes()] == [5, 7]
     for k in FIELDS:
-        np.testing.assert_allclose(ds.arrays[k], np.concatenate([e[k] for e in eps]).astype(FIELDS[k][1]))
-    obs = np.concatenate([e["observations"] for e in eps]).astype(np.float32)
-    np.testing.assert_allclose(ds.stats["obs_std"], obs.std(0) + 1e-4, rtol=1e-5)
-    assert not list(root.glob("*.tmp*"))
+        want = np.concatenate([e[k] for e in eps]).astype(np.float64)
+        if k == "episode_ids":
+            continue  # numbered over the dataset on load
+        tol = 2.0 ** -11 * np.abs(want) + 1e-7 if FIELDS[k][1] == np.float16 else 1e-6 * np.abs(want) + 1e-7
+        assert np.all(np.abs(ds.arrays[k] - want) <= tol), k
+    assert ds.arrays["observations"].dtype == np.float32
+    np.testing.assert_allclose(ds.stats["obs_std"], ds.arrays["observations"].std(0) + 1e-4, rtol=1e-5)
+    store = path.parent / "shards"
+    assert sorted(p.name for p in store.iterdir()) == sorted(f"{e['sha256']}.npz" for e in ds.meta["shards"])
+
+
+def test_same_episode_same_shard_bytes(tmp_path):
+    e = fake_episode(np.random.default_rng(3), 6, 0)
+    a = write_shard(tmp_path / "a", e)
+    time.sleep(1.1)  # zip member times would differ by now if they were written
+    b = write_shard(tmp_path / "b", e)
+    assert a == b and (tmp_path / "a" / f"{a['sha256']}.npz").read_bytes() == (tmp_path / "b" / f"{b['sha256']}.npz").read_bytes()
 
 
 def test_truncated_shard_refused_by_name(small_dataset):
-    root, _ = small_dataset
-    p = root / "shard_00001.npz"
+    path, _ = small_dataset
+    sha = json.loads(path.read_text())["shards"][1]["sha256"]
+    p = path.parent / "shards" / f"{sha}.npz"
     p.write_bytes(p.read_bytes()[:-100])
-    with pytest.raises(DatasetError, match="shard_00001.npz.*sha256"):
-        Dataset(root)
+    with pytest.raises(DatasetError, match=f"{sha}.npz.*sha256"):
+        Dataset(path)
 
 
 def test_other_spec_hash_refused(small_dataset):
-    root, _ = small_dataset
-    meta = json.loads((root / "meta.json").read_text())
+    path, _ = small_dataset
+    meta = json.loads(path.read_text())
     meta["spec_hash"] = "0123456789abcdef"
-    (root / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(DatasetError, match="meta.json.*spec hash"):
-        Dataset(root)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="small.json.*spec hash"):
+        Dataset(path)
 
 
-def test_shard_path_escape_refused(small_dataset):
-    root, _ = small_dataset
-    meta = json.loads((root / "meta.json").read_text())
-    meta["shards"][0]["file"] = "../shard_00000.npz"
-    (root / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(DatasetError, match="escapes"):
-        Dataset(root)
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m["shards"][0].update(sha256="../" + m["shards"][0]["sha256"][3:]), "not a sha256"),
+    (lambda m: m["shards"].reverse(), "dataset_sha256 does not match"),
+    (lambda m: m.update(extra=1), "unknown key 'extra'"),
+    (lambda m: m.pop("stats"), "missing key 'stats'"),
+])
+def test_edited_manifest_refused(small_dataset, edit, match):
+    path, _ = small_dataset
+    meta = json.loads(path.read_text())
+    edit(meta)
+    if "not a sha256" in match:  # keep the dataset hash consistent: only the name check may refuse it
+        from planner_node.dataset import dataset_sha256
+        meta["dataset_sha256"] = dataset_sha256(meta["tasks"], [e["sha256"] for e in meta["shards"]])
+    path.write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=match):
+        Dataset(path)
+
+
+def test_format_1_directory_refused_with_the_reason(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "meta.json").write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(DatasetError, match="format-1 dataset directory.*regenerate"):
+        Dataset(tmp_path / "old")
 
 
 def test_missing_key_refused(tmp_path):
     e = fake_episode(np.random.default_rng(0), 4, 0)
     del e["rewards"]
     with pytest.raises(DatasetError, match="'rewards'"):
-        write_shard(tmp_path / "s.npz", e)
-    assert not list(tmp_path.iterdir())
+        write_shard(tmp_path / "s", e)
+    assert not list((tmp_path / "s").iterdir())
 
 
 def test_generate_tiny_and_refuse_other_recipe(tmp_path):
-    out = tmp_path / "ds"
-    meta = generate("tiny", out, progress=False)
+    out = tmp_path / "ds.json"
+    meta = generate("tiny", tmp_path / "ds", progress=False)
     ds = Dataset(out)
-    assert len(ds) == meta["transitions"] > 0
+    assert len(ds) == meta["transitions"] > 0 and ds.sha256 == meta["dataset_sha256"]
     assert np.all(np.abs(ds.arrays["actions"]) <= 1)
     assert set(ds.arrays["task_ids"]) <= set(range(len(RECIPES["tiny"].tasks)))
-    before = (out / "meta.json").read_bytes()
+    assert not (tmp_path / ".ds.progress.json").exists()
+    before = out.read_bytes()
     with pytest.raises(DatasetError, match="different recipe"):
         generate("x", out, recipe=Recipe(episodes=1, steps=2), progress=False)
-    assert (out / "meta.json").read_bytes() == before
-    other = tmp_path / "occupied"
-    other.mkdir()
-    (other / "keep.txt").write_text("mine")
-    with pytest.raises(DatasetError, match="not empty"):
-        generate("tiny", other, progress=False)
-    assert (other / "keep.txt").read_text() == "mine"
+    assert out.read_bytes() == before
+
+
+def _progress(out):
+    p = out.with_name(f".{out.stem}.progress.json")
+    try:
+        return json.loads(p.read_text())["done"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return {}
 
 
 def test_resume_after_kill(tmp_path):
-    """Kill a real generate process after its first shard; the rerun keeps it and matches a clean run."""
-    out = tmp_path / "killed"
+    """Kill a real generate process after its first episode; the rerun keeps it and matches a clean run."""
+    out = tmp_path / "killed.json"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "planner_node.cli", "data", "generate", "--recipe", "tiny",
                              "--out", str(out), "--quiet"], env=env)
-    first = out / "shard_00000.npz"
     deadline = time.time() + 120
-    while not first.exists() and time.time() < deadline and proc.poll() is None:
+    while not _progress(out) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert first.exists(), "generation never wrote a shard"
-    assert not (out / "meta.json").exists(), "killed too late to test resume"
+    done = _progress(out)
+    assert done, "generation never finished an episode"
+    assert not out.exists(), "killed too late to test resume"
+    first = tmp_path / "shards" / f"{done['0']['sha256']}.npz"
     kept = first.stat().st_mtime_ns
     generate("tiny", out, progress=False)
     assert first.stat().st_mtime_ns == kept  # finished shard reused, not regenerated
-    clean = tmp_path / "clean"
+    clean = tmp_path / "elsewhere" / "clean.json"
     generate("tiny", clean, progress=False)
+    assert json.loads(out.read_text())["dataset_sha256"] == json.loads(clean.read_text())["dataset_sha256"]
     a, b = Dataset(out).arrays, Dataset(clean).arrays
     for k in FIELDS:
         np.testing.assert_array_equal(a[k], b[k])
-
-
-def test_killed_sharded_generate_leaves_no_orphan_workers(tmp_path):
-    """SIGKILL the parent of a --workers 2 run: its worker processes exit too, instead of
-    writing shards on into a directory the user may already have deleted and reused."""
-    out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "planner_node.cli", "data", "generate", "--recipe", "tiny",
-                             "--out", str(out), "--quiet", "--workers", "2"], start_new_session=True)
-    deadline = time.time() + 120
-    while not list(out.glob("shard_*.npz")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, "finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-    def group_alive() -> bool:
-        try:
-            os.killpg(proc.pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-
-    deadline = time.time() + 30
-    while group_alive() and time.time() < deadline:
-        time.sleep(0.2)
-    alive = group_alive()
-    if alive:
-        os.killpg(proc.pid, signal.SIGKILL)
-    assert not alive, "worker processes outlived their killed parent"
 
 
 def write_d4rl(path, n=30, drop=None, obs_dim=224):
@@ -166,9 +173,9 @@ def test_import_d4rl(tmp_path):
     src = tmp_path / "d4rl.hdf5"
     data = write_d4rl(src)
     import_dataset("d4rl", src, tmp_path / "out")
-    ds = Dataset(tmp_path / "out")
+    ds = Dataset(tmp_path / "out.json")
     assert [len(e) for e in ds.episodes()] == [10, 10, 10]
-    np.testing.assert_allclose(ds.arrays["observations"], data["observations"].astype(np.float32))
+    np.testing.assert_array_equal(ds.arrays["observations"], data["observations"].astype(np.float16))
     assert ds.arrays["terminals"][9] and ds.arrays["timeouts"][19]
 
 
@@ -178,7 +185,7 @@ def test_import_d4rl_missing_key(tmp_path, drop):
     write_d4rl(src, drop=drop)
     with pytest.raises(DatasetError, match=f"bad.hdf5.*{drop}"):
         import_dataset("d4rl", src, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out.json").exists()
 
 
 def test_import_d4rl_wrong_robot(tmp_path):
@@ -217,11 +224,11 @@ def test_import_mocapact(tmp_path):
     src = tmp_path / "CMU_016.hdf5"
     expected = write_mocapact(src)
     import_dataset("mocapact", src, tmp_path / "out")
-    ds = Dataset(tmp_path / "out")
+    ds = Dataset(tmp_path / "out.json")
     eps = ds.episodes()
     assert [len(e) for e in eps] == [6, 4, 5]
     for e, (obs, fell) in zip(eps, expected):
-        np.testing.assert_allclose(ds.arrays["observations"][e], obs.astype(np.float32))
+        np.testing.assert_array_equal(ds.arrays["observations"][e], obs.astype(np.float16))
         assert ds.arrays["terminals"][e[-1]] == fell and ds.arrays["timeouts"][e[-1]] == (not fell)
 
 
@@ -235,72 +242,71 @@ def test_import_mocapact_missing_block(tmp_path):
 def test_import_never_overwrites(tmp_path):
     src = tmp_path / "d4rl.hdf5"
     write_d4rl(src)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "precious.npz").write_bytes(b"x")
+    out = tmp_path / "out.json"
+    out.write_text("precious")
     with pytest.raises(DatasetError, match="refusing to overwrite"):
         import_dataset("d4rl", src, out)
-    assert (out / "precious.npz").read_bytes() == b"x"
+    assert out.read_text() == "precious"
     with pytest.raises(KeyError, match="d4rl, mocapact"):
         import_dataset("rlds", src, tmp_path / "o2")
 
 
-def test_sharded_generation_matches_single_process(tmp_path, tiny_data):
-    """--workers 2 (process pool) writes exactly the data one process writes."""
-    out = tmp_path / "two"
-    generate("tiny", out, workers=2, progress=False)
-    a, b = Dataset(out).arrays, Dataset(tiny_data).arrays
-    for k in FIELDS:
-        np.testing.assert_array_equal(a[k], b[k])
-
-
-def _fake_dataset(root, seed, lengths, tasks=("stand",)):
+def _fake_dataset(path, seed, lengths, tasks=("stand",)):
     rng = np.random.default_rng(seed)
-    root.mkdir(parents=True)
     eps = [fake_episode(rng, n, i) for i, n in enumerate(lengths)]   # episode ids 0.. in both
-    entries = [write_shard(root / f"shard_{i:05d}.npz", e) for i, e in enumerate(eps)]
-    finalize(root, entries, list(tasks), {"kind": "test"})
+    entries = [write_shard(path.parent / "shards", e) for e in eps]
+    finalize(path, entries, list(tasks), {"kind": "test"})
     return eps
 
 
-def test_merge_keeps_episodes_distinct_and_recomputes_stats(tmp_path):
+def test_merge_lists_the_sources_shards_and_recomputes_stats(tmp_path):
+    """A merge adds a manifest and no shard: the union is the sources' content-named shards."""
     from planner_node.dataset import merge
-    a = _fake_dataset(tmp_path / "a", 0, (5, 7))
-    b = _fake_dataset(tmp_path / "b", 1, (6,))
+    a = _fake_dataset(tmp_path / "a.json", 0, (5, 7))
+    b = _fake_dataset(tmp_path / "b.json", 1, (6,))
+    before = sorted((tmp_path / "shards").iterdir())
     meta = merge([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    assert sorted((tmp_path / "shards").iterdir()) == before
     ds = Dataset(tmp_path / "m")
     assert [len(e) for e in ds.episodes()] == [5, 7, 6] and meta["transitions"] == 18
-    allobs = np.concatenate([e["observations"] for e in a + b]).astype(np.float32)  # stored as float32
+    assert meta["source"]["sources"][1]["dataset_sha256"] == Dataset(tmp_path / "b").sha256
+    allobs = np.concatenate([e["observations"] for e in a + b]).astype(np.float16).astype(np.float32)
     np.testing.assert_allclose(ds.stats["obs_mean"], allobs.mean(0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(ds.arrays["observations"][12:], b[0]["observations"].astype(np.float32))
+    np.testing.assert_array_equal(ds.arrays["observations"][12:], b[0]["observations"].astype(np.float16))
+    # a source in another store: its shards are copied into the output's store
+    _fake_dataset(tmp_path / "other" / "c.json", 2, (4,))
+    merge([tmp_path / "a", tmp_path / "other" / "c"], tmp_path / "m2")
+    assert len(Dataset(tmp_path / "m2")) == 16
 
 
-def test_merge_refuses_other_tasks_and_nonempty_out(tmp_path):
+def test_merge_refuses_other_tasks_and_existing_out(tmp_path):
     from planner_node.dataset import merge
-    _fake_dataset(tmp_path / "a", 0, (5,))
-    _fake_dataset(tmp_path / "b", 1, (5,), tasks=("stand", "forward"))
+    _fake_dataset(tmp_path / "a.json", 0, (5,))
+    _fake_dataset(tmp_path / "b.json", 1, (5,), tasks=("stand", "forward"))
     with pytest.raises(DatasetError, match="task list"):
         merge([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
-    (tmp_path / "keep").mkdir()
-    (tmp_path / "keep" / "precious.txt").write_text("x")
-    with pytest.raises(DatasetError, match="not empty"):
+    (tmp_path / "keep.json").write_text("x")
+    with pytest.raises(DatasetError, match="refusing to overwrite"):
         merge([tmp_path / "a", tmp_path / "a"], tmp_path / "keep")
-    assert (tmp_path / "keep" / "precious.txt").read_text() == "x"
+    assert (tmp_path / "keep.json").read_text() == "x"
 
 
-def test_generate_reuses_episodes_of_a_smaller_run_of_the_same_recipe(tmp_path):
+def test_generate_reuses_episodes_of_a_smaller_run_of_the_same_recipe(tmp_path, monkeypatch):
+    import planner_node.sim.generate as gen
     small = Recipe(episodes=1, steps=3, tasks=("stand",), expert={"samples": 4, "horizon": 3, "knots": 2, "threads": 1})
     generate("s", tmp_path / "one", recipe=small, progress=False)
     bigger = Recipe(**{**small.__dict__, "episodes": 2})
+    fresh = generate("b", tmp_path / "elsewhere" / "fresh", recipe=bigger, progress=False)
+    made = []
+    real = gen.generate_episode
+    monkeypatch.setattr(gen, "generate_episode", lambda r, i, t: made.append(i) or real(r, i, t))
     meta = generate("b", tmp_path / "two", recipe=bigger, progress=False, reuse=tmp_path / "one")
-    fresh = generate("b", tmp_path / "fresh", recipe=bigger, progress=False)
+    assert made == [1]  # episode 0 was taken from "one", not generated again
     assert [e["sha256"] for e in meta["shards"]] == [e["sha256"] for e in fresh["shards"]]
-    # episode 0 was copied (copy2 keeps the source's mtime), not regenerated
-    assert (tmp_path / "two" / "shard_00000.npz").stat().st_mtime == (tmp_path / "one" / "shard_00000.npz").stat().st_mtime
     other = Recipe(**{**bigger.__dict__, "action_noise": 0.2})
     with pytest.raises(DatasetError, match="differs in action_noise"):
         generate("o", tmp_path / "three", recipe=other, progress=False, reuse=tmp_path / "one")
-    assert not list((tmp_path / "three").glob("shard_*"))
+    assert not (tmp_path / "three.json").exists()
 
 
 def test_dagger_episodes_start_where_the_learner_took_the_robot(tmp_path, hgap_run):
@@ -316,7 +322,7 @@ def test_dagger_episodes_start_where_the_learner_took_the_robot(tmp_path, hgap_r
     from planner_node.models.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="no checkpoint here"):
         generate("tiny_dagger", tmp_path / "missing", progress=False, learner=tmp_path / "nope")
-    assert not (tmp_path / "missing").exists()  # nothing written
+    assert not (tmp_path / "missing.json").exists()  # nothing written
     with pytest.raises(ValueError, match="learner_planner must be one of"):
         Recipe(episodes=1, steps=1, learner_planner="dreamer")  # the learner's kind, if named, is a registered kind
     out = tmp_path / "dagger"
@@ -334,18 +340,35 @@ def test_dagger_episodes_start_where_the_learner_took_the_robot(tmp_path, hgap_r
     ck = load_checkpoint(other)
     ck["step"] = int(ck.get("step", 0)) + 1  # a later checkpoint of the same run
     save_checkpoint(other / "checkpoint.pt", {k: v for k, v in ck.items() if k not in ("format", "spec_hash")})
-    before = (out / "meta.json").read_bytes()
+    before = out.with_suffix(".json").read_bytes()
     with pytest.raises(DatasetError, match="different recipe"):
         generate("tiny_dagger", out, progress=False, learner=other)
-    assert (out / "meta.json").read_bytes() == before
+    assert out.with_suffix(".json").read_bytes() == before
 
 
 def test_seed_override_makes_new_episodes_and_is_recorded(tmp_path, tiny_data):
-    import json
     out = tmp_path / "reseeded"
     generate("tiny", out, progress=False, seed=7)
-    assert json.loads((out / "recipe.json").read_text())["seed"] == 7
+    assert Dataset(out).meta["source"]["recipe"]["seed"] == 7
     a, b = Dataset(out).arrays, Dataset(tiny_data).arrays
     assert not np.allclose(a["observations"][0], b["observations"][0]), "same first state as the recipe's seed"
     with pytest.raises(DatasetError, match="different recipe"):  # resuming under another seed: refused
         generate("tiny", out, progress=False, seed=8)
+
+
+def test_walk_recipe_draws_only_locomotion_tasks_and_keeps_the_full_task_list():
+    """The walking recipe's episodes are locomotion tasks with the expert's capture-point lead,
+    and its task ids index the full list, so it merges with the other recipes."""
+    from planner_node.sim.generate import LOCOMOTION
+    walk = RECIPES["walk"]
+    assert walk.tasks == RECIPES["large"].tasks and set(walk.draw) == set(LOCOMOTION)
+    assert walk.expert.get("walk_speed", 0) > 0
+    import planner_node.sim.generate as gen
+    drawn = set()
+    for i in range(12):
+        rng = np.random.default_rng(walk.seed * 100_003 + i)
+        drawn.add(walk.draw[int(rng.integers(len(walk.draw)))])
+    assert drawn <= set(LOCOMOTION) and len(drawn) > 1
+    with pytest.raises(ValueError, match="Recipe.draw names 'moonwalk'"):
+        Recipe(episodes=1, steps=1, draw=("moonwalk",))
+    assert gen.Recipe is Recipe

@@ -88,10 +88,52 @@ def test_mppi_needs_sim_state(env):
         MPPIPlanner(**SMALL).plan(PlanRequest(obs=env.reset(0)))
 
 
-@pytest.mark.parametrize("field,value", [("samples", 1), ("knots", 9), ("noise", -1.0), ("budget_ms", 0.0)])
+@pytest.mark.parametrize("field,value", [("samples", 1), ("knots", 9), ("noise", -1.0), ("budget_ms", 0.0),
+                                         ("timestep", 0.007), ("timestep", 0.06), ("integrator", "verlet"),
+                                         ("solver", "lu"), ("replan_every", 0), ("elite", 99)])
 def test_mppi_config_errors_name_field(field, value):
     with pytest.raises(ValueError, match=f"MPPIConfig.{field}"):
         MPPIConfig(**{**SMALL, field: value})
+
+
+def test_planning_copy_is_the_robot_made_cheaper():
+    """The expert's planning copy differs from the executed robot only in what it was told to:
+    step, solver, integrator, self-collision. Bodies, joints, actuators are the same."""
+    import mujoco
+
+    from planner_node.robot.humanoid import load_model
+    from planner_node.sim.mppi import planning_copy
+    robot = load_model()
+    m = planning_copy(MPPIConfig(timestep=0.015, solver="cg", integrator="implicitfast", self_collision=False))
+    assert (m.opt.timestep, m.opt.solver, m.opt.integrator) == (0.015, mujoco.mjtSolver.mjSOL_CG,
+                                                                 mujoco.mjtIntegrator.mjINT_IMPLICITFAST)
+    assert (m.nq, m.nv, m.nu, m.nbody) == (robot.nq, robot.nv, robot.nu, robot.nbody)
+    np.testing.assert_array_equal(m.actuator_gainprm, robot.actuator_gainprm)
+    floor = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "floor")
+    body = [g for g in range(m.ngeom) if g != floor]
+    collide = lambda a, b: bool(m.geom_contype[a] & m.geom_conaffinity[b] or m.geom_contype[b] & m.geom_conaffinity[a])  # noqa: E731
+    assert all(collide(g, floor) for g in body) and not any(collide(a, b) for a in body[:5] for b in body)
+
+
+def test_replan_every_executes_the_shifted_plan_in_between(env):
+    obs = env.reset(0)
+    p = MPPIPlanner(seed=0, **{**SMALL, "replan_every": 2})
+    first = p.plan(PlanRequest(obs=obs, task="stand", sim_state=env.get_state()))
+    obs, _ = env.step(first.actions[0])
+    second = p.plan(PlanRequest(obs=obs, task="stand", sim_state=env.get_state()))
+    assert first.info["replanned"] and not second.info["replanned"]
+    np.testing.assert_array_equal(second.actions[:-1], first.actions[1:])
+    third = p.plan(PlanRequest(obs=obs, task="stand", sim_state=env.get_state()))
+    assert third.info["replanned"]
+
+
+def test_elite_update_averages_only_the_best_samples(env):
+    """elite=1 with temperature > 0 is predictive sampling: the nominal is the best sample."""
+    obs = env.reset(0)
+    state = env.get_state()
+    a = MPPIPlanner(seed=0, **{**SMALL, "elite": 1}).plan(PlanRequest(obs=obs, task="stand", sim_state=state))
+    b = MPPIPlanner(seed=0, **{**SMALL, "temperature": 0.0}).plan(PlanRequest(obs=obs, task="stand", sim_state=state))
+    np.testing.assert_allclose(a.actions, b.actions)
 
 
 def test_budget_caps_samples():

@@ -1,0 +1,67 @@
+"""`planner eval --score oracle`: the same candidates chosen by the model, by true rollouts, and by
+true rollouts with the previous plan as a candidate."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from planner_node.planning import PlanRequest
+
+
+@pytest.fixture(scope="module")
+def hgap(hgap_run):
+    from planner_node.models.hgap import HGAPPlanner
+    return HGAPPlanner(checkpoint=str(hgap_run), samples=6, threads=1)
+
+
+def test_oracle_chooses_the_candidate_with_the_best_true_return(env, hgap):
+    from planner_node.sim.oracle import ScoredPlanner, TrueRollout
+    obs = env.reset(3)
+    req = PlanRequest(obs=obs, task="forward", sim_state=env.get_state())
+    hgap.reset(0)
+    act, score, _ = hgap.candidates(req)
+    true = TrueRollout(threads=1)
+    returns = true.returns(req.sim_state, act, "forward")
+    # each candidate, executed step by step in the environment, earns what the rollout says
+    for i in (0, int(np.argmax(returns))):
+        env.reset(3)
+        total = 0.0
+        from planner_node.robot.tasks import get_task
+        for a in act[i]:
+            o, _ = env.step(a)
+            total += float(get_task("forward").reward(o, None))
+        assert total == pytest.approx(returns[i], rel=1e-6, abs=1e-6)
+    oracle = ScoredPlanner(hgap, "oracle", threads=1)
+    oracle.reset(0)
+    env.reset(3)
+    plan = oracle.plan(req)
+    np.testing.assert_array_equal(plan.actions, act[int(np.argmax(returns))])
+    model = ScoredPlanner(hgap, "model")
+    model.reset(0)
+    np.testing.assert_array_equal(model.plan(req).actions, act[int(np.argmax(score))])
+
+
+def test_continuation_is_one_more_candidate(env, hgap):
+    from planner_node.sim.oracle import ScoredPlanner
+    p = ScoredPlanner(hgap, "oracle+continuation", threads=1)
+    p.reset(0)
+    obs = env.reset(4)
+    first = p.plan(PlanRequest(obs=obs, task="stand", sim_state=env.get_state()))
+    obs, _ = env.step(first.actions[0])
+    p.plan(PlanRequest(obs=obs, task="stand", sim_state=env.get_state()))
+    np.testing.assert_array_equal(p._prev.shape, first.actions.shape)
+    with pytest.raises(ValueError, match="--score must be one of"):
+        ScoredPlanner(hgap, "guess")
+
+
+def test_cli_prints_the_three_scorings_side_by_side(tmp_path, hgap_run):
+    out = tmp_path / "oracle.json"
+    r = subprocess.run([sys.executable, "-m", "planner_node.cli", "eval", "--planner", "hgap", "--checkpoint",
+                        str(hgap_run), "--samples", "4", "--task", "stand", "--episodes", "1", "--steps", "3",
+                        "--score", "oracle", "--quiet", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for mode in ("hgap[model]", "hgap[oracle]", "hgap[oracle+continuation]"):
+        assert mode in r.stdout
+    assert [row["score"] for row in json.loads(out.read_text())["rows"]] == ["model", "oracle", "oracle+continuation"]
