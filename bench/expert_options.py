@@ -128,8 +128,11 @@ def main() -> int:
     ap.add_argument("--extra", action="append", default=[], help="NAME=JSON extra row, e.g. 'combo={\"samples\":16}'")
     ap.add_argument("--quality", action="store_true",
                     help="run the acceptance checks (stand 400 x 5 seeds, 10 tasks) on the rows instead")
+    ap.add_argument("--walk", action="store_true", help="run the walking check on the rows instead")
     ap.add_argument("--json")
     a = ap.parse_args()
+    if a.walk:
+        return main_walk(a)
     raw = raw_rollout_rate(a.threads)
     if a.quality:
         return main_quality(a, raw)
@@ -156,6 +159,49 @@ def main() -> int:
         write_json(a.json, {"raw_rollout_steps_per_s": raw, "threads": a.threads, "tasks": a.tasks,
                             "seeds": a.seeds, "steps": a.steps, "push_every": a.push_every,
                             "push_speed": a.push_speed, "today": TODAY, "rows": rows})
+    return 0
+
+
+def walk(over: dict, seeds, steps: int, threads: int, speed: float = 0.2) -> dict:
+    """The walking check: task forward with the capture-point lead, no pushes; distance along
+    the initial heading [m] after ``steps`` (what the HIL test asks >= 0.5 m of in 150)."""
+    from planner_node.robot.humanoid import heading_world
+    out = []
+    for seed in seeds:
+        env = HumanoidEnv(EnvConfig())
+        obs = env.reset(seed)
+        p = MPPIPlanner(seed=seed, **{"threads": threads, **TODAY, **over, "walk_speed": speed})
+        x0, f0 = env.data.qpos[:2].copy(), heading_world(env.data.qpos[3:7]).copy()
+        fell, k = False, 0
+        for k in range(1, steps + 1):
+            plan = p.plan(PlanRequest(obs=obs, task="forward", sim_state=env.get_state()))
+            obs, fell = env.step(plan.actions[0])
+            if fell:
+                break
+        p.close()
+        out.append({"seed": seed, "forward_m": float((env.data.qpos[:2] - x0) @ f0), "fell": bool(fell), "steps": k})
+    return {"episodes": out, "mean_forward_m": float(np.mean([e["forward_m"] for e in out])),
+            "falls": int(sum(e["fell"] for e in out))}
+
+
+def main_walk(a) -> int:
+    variants = [v for v in VARIANTS if not a.only or v[0] in a.only]
+    for e in a.extra:
+        name, _, js = e.partition("=")
+        variants.append((name, json.loads(js)))
+    print(f"walking: task forward, capture-point lead 0.2 m/s, {a.steps} steps, seeds {a.seeds}, no pushes")
+    head = f"{'expert':<28}{'forward [m] per seed':>28}{'mean':>8}{'falls':>7}"
+    print(head)
+    print("-" * len(head))
+    rows = []
+    for name, over in variants:
+        r = {"option": name, "overrides": over, **walk(over, a.seeds, a.steps, a.threads)}
+        rows.append(r)
+        per = " ".join(f"{e['forward_m']:.2f}" for e in r["episodes"])
+        print(f"{name:<28}{per:>28}{r['mean_forward_m']:>8.2f}{r['falls']:>4}/{len(r['episodes'])}", flush=True)
+    if a.json:
+        from planner_node.atomic import write_json
+        write_json(a.json, {"steps": a.steps, "seeds": a.seeds, "today": TODAY, "rows": rows})
     return 0
 
 

@@ -9,7 +9,7 @@ import torch
 
 from planner_node.models.latent_reference import LatentReferencePlanner
 from planner_node.models.prior import sample_tokens
-from planner_node.planning import Plan, PlanRequest
+from planner_node.planning import Candidates, Plan, PlanRequest
 from planner_node.robot.tasks import get_task
 
 
@@ -21,8 +21,8 @@ class HGAPPlanner(LatentReferencePlanner):
         super().__init__(checkpoint, **kw)
 
     @torch.no_grad()
-    def candidates(self, request: PlanRequest) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every sampled plan: actions (N, H, 56), the model's scores (N,), tokens (N, T)."""
+    def candidates(self, request: PlanRequest) -> Candidates:
+        """Every sampled plan, with the model's scores."""
         s = self._state(request.obs)
         u = self.rng.random((self.samples, self.cfg.vq.num_tokens))
         tokens = sample_tokens(self.prior, s, self.samples, self.temperature, self.top_p, u)
@@ -30,9 +30,9 @@ class HGAPPlanner(LatentReferencePlanner):
         obs, act, _ = self._unpack(traj)
         # Step 0 of the prediction is the current state; score the predicted future.
         score = get_task(request.task).reward(obs[:, 1:], request.command).sum(axis=1)
-        return act, score, tokens.numpy()
+        return Candidates(act, score, obs[:, -1], tokens.numpy(), obs.shape[1] - 1)
 
     def plan(self, request: PlanRequest) -> Plan:
-        act, score, tokens = self.candidates(request)
-        best = int(np.argmax(score))
-        return Plan(act[best], float(score[best]), info={"tokens": tokens[best].tolist()})
+        c = self.candidates(request)
+        best = int(np.argmax(c.scores))
+        return Plan(c.actions[best], float(c.scores[best]), info={"tokens": c.tokens[best].tolist()})

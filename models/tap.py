@@ -12,7 +12,7 @@ from planner_node.models.checkpoint import load_checkpoint
 from planner_node.models.config import ConfigError
 from planner_node.models.latent_reference import LatentReferencePlanner
 from planner_node.models.prior import filter_logits, inverse_cdf
-from planner_node.planning import Plan, PlanRequest
+from planner_node.planning import Candidates, Plan, PlanRequest
 from planner_node.robot.tasks import get_task
 
 
@@ -34,13 +34,13 @@ class TAPPlanner(LatentReferencePlanner):
         self.trained_tasks = ck.get("tasks")
 
     def plan(self, request: PlanRequest) -> Plan:
-        act, objective, tokens = self.candidates(request, decode=1)
-        return Plan(act[0], float(objective[0]), info={"tokens": tokens[0].tolist()})
+        c = self.candidates(request, decode=1)
+        return Plan(c.actions[0], float(c.scores[0]), info={"tokens": c.tokens[0].tolist()})
 
     @torch.no_grad()
-    def candidates(self, request: PlanRequest, decode: int | None = None):
-        """The final beam, best first: actions (B, H, 56) of the first ``decode`` beams (all
-        by default), their objectives (B,), tokens (B, T)."""
+    def candidates(self, request: PlanRequest, decode: int | None = None) -> Candidates:
+        """The final beam, best first (the first ``decode`` beams; all by default), scored by
+        TAP's objective."""
         cfg = self.cfg.vq
         task = get_task(request.task)
         use_value = self.trained_tasks == [request.task]
@@ -76,5 +76,5 @@ class TAPPlanner(LatentReferencePlanner):
                 logits, cache = self.prior.step(s.expand(len(keep), -1), tokens[:, -1:], cache)
         n = len(tokens) if decode is None else decode
         traj = self.vq.decode_tokens(tokens[:n], s.expand(n, -1))
-        _, act, _ = self._unpack(traj)
-        return act, best_objective[:n], tokens[:n].numpy()
+        obs, act, _ = self._unpack(traj)
+        return Candidates(act, best_objective[:n], obs[:, -1], tokens[:n].numpy(), obs.shape[1] - 1)

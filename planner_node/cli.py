@@ -150,19 +150,35 @@ def _eval_scored(a, factory, env_config, command, extra) -> int:
     from planner_node.planning import LEARNED
     from planner_node.sim.evaluate import evaluate_parallel, format_table
     from planner_node.sim.oracle import MODES
-    if a.score != "oracle":
-        raise ValueError(f"--score: only 'oracle' is known (it runs {', '.join(MODES)}), got {a.score!r}")
-    if a.bundle or a.planner not in LEARNED:
-        raise ValueError("--score oracle scores a learned kind's candidates: give --planner KIND --checkpoint RUN")
+    if a.score == "oracle":  # the side-by-side diagnostic
+        modes = [m for m in MODES if m != "critic" or a.critic]
+    elif a.score in MODES:
+        modes = [a.score]
+    else:
+        raise ValueError(f"--score must be oracle (all of them side by side) or one of {', '.join(MODES)}, got {a.score!r}")
+    if not a.bundle and a.planner not in LEARNED:
+        raise ValueError("--score scores a learned planner's candidates: give --planner KIND --checkpoint RUN, "
+                         "or --bundle B")
     rows = []
-    for mode in MODES:
-        rows.append(evaluate_parallel(replace(factory, score=mode), a.task, a.episodes, a.seed, a.steps, env_config,
+    for mode in modes:
+        rows.append(evaluate_parallel(replace(factory, score=mode, critic=a.critic), a.task, a.episodes, a.seed, a.steps, env_config,
                                       command=command, progress=not a.quiet, workers=a.workers,
-                                      ray_address=a.ray, planner=f"{a.planner}[{mode}]", score=mode, **extra))
+                                      ray_address=a.ray, planner=f"{'bundle' if a.bundle else a.planner}[{mode}]",
+                                      score=mode, **extra))
     print(format_table(rows))
     if a.json:
         from planner_node.atomic import write_json
         write_json(a.json, {"task": a.task, "seed": a.seed, "steps": a.steps, "rows": rows})
+    return 0
+
+
+def cmd_train_critic(a) -> int:
+    from planner_node.models.critic import CriticConfig, train_critic
+    m = train_critic(a.data, a.out, CriticConfig(steps=a.steps), progress=not a.quiet)
+    auc = m["near_fall_auc"]
+    print(f"{a.out}: held-out TD MSE {m['holdout_td_mse']:.4f} over {m['holdout_transitions']} transitions; "
+          f"V ranks states 10 steps before a fall below the rest (AUC): "
+          + ", ".join(f"{t} {v:.2f}" for t, v in auc.items()))
     return 0
 
 
@@ -347,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--score", help="oracle: choose among a learned planner's candidates by the model, by true "
                    "rollouts, and by true rollouts with the previous plan as a candidate; prints the three side "
                    "by side (simulation only)")
+    e.add_argument("--critic", help="a trained critic's run (planner train-critic): adds the critic-scored column")
     e.add_argument("--workers", type=int, default=1,
                    help="episodes at once: > 1 runs them as tasks on a local Ray with this many CPUs")
     e.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -354,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "'auto' or HOST:PORT = an existing cluster")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=cmd_eval)
+    tc = sub.add_parser("train-critic", help="train the task critic (IQL-style V(s) for every task, falls terminal)")
+    tc.add_argument("--data", required=True, help="dataset manifest, STORE/NAME[.json]")
+    tc.add_argument("--out", required=True, help="run directory (critic.pt, curves.json)")
+    tc.add_argument("--steps", type=int, default=20_000)
+    tc.add_argument("--quiet", action="store_true")
+    tc.set_defaults(fn=cmd_train_critic)
     return p
 
 

@@ -25,6 +25,20 @@ class Plan:
     info: dict = field(default_factory=dict)
 
 
+@dataclass
+class Candidates:
+    """Every plan a learned planner's search ends with (its sampled plans, or its final beam):
+    actions (N, H, 56), the model's scores (N,) (its objective), the predicted last observation
+    of each (N, 224), their code tokens, and the predicted steps the scores sum over. What
+    ``planner eval --score`` chooses among in other ways (``sim/oracle.py``)."""
+
+    actions: np.ndarray
+    scores: np.ndarray
+    final_obs: np.ndarray
+    tokens: np.ndarray
+    horizon: int
+
+
 @dataclass(frozen=True)
 class PlanRequest:
     """What a planner sees at one tick.

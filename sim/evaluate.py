@@ -92,6 +92,7 @@ class PlannerFactory:
     backend: str = "onnxruntime"
     seed: int = 0
     score: str = ""               # "": the planner as it is; else a ScoredPlanner mode (sim/oracle.py)
+    critic: str | None = None     # a trained critic's run, for score="critic"
 
     def __call__(self) -> Planner:
         key = repr(self)
@@ -104,7 +105,8 @@ class PlannerFactory:
                 planner = planner_class(self.name)(**dict(self.kwargs))
             if self.score:
                 from planner_node.sim.oracle import ScoredPlanner
-                planner = ScoredPlanner(planner, self.score, threads=dict(self.kwargs).get("threads", 2))
+                planner = ScoredPlanner(planner, self.score, threads=dict(self.kwargs).get("threads", 2),
+                                        critic=self.critic)
             _WORKER_PLANNERS[key] = planner
         return _WORKER_PLANNERS[key]
 

@@ -89,7 +89,7 @@ RECIPES: dict[str, Recipe] = {
     # DAgger round: needs `--learner RUN` (a learned kind's run). The learner drives 10-45 steps (it
     # falls at ~60-70 on its own; 8-20 steps before a fall is measured past saving), then the
     # expert recovers for up to 100.
-    "dagger": Recipe(episodes=120, steps=100, expert=EXPERT, seed=2, handover=(10, 45), backoff=(20, 40)),
+    "dagger": Recipe(episodes=80, steps=100, expert=EXPERT, seed=2, handover=(10, 45), backoff=(20, 40)),
     "tiny_dagger": Recipe(episodes=2, steps=6, tasks=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           handover=(3, 8), backoff=(1, 3)),

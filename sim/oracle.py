@@ -5,6 +5,8 @@ its sampled plans or final beam, with the model's own scores) and chooses among 
 candidates in one of three ways:
 
 * ``model``: by the model's scores (what the planner does on its own);
+* ``critic``: by the model's scores plus gamma^H V(predicted last state) of a trained task
+  critic (``models/critic.py``), which foresees falls the plan's horizon does not reach;
 * ``oracle``: by rolling each candidate out in the true simulator from the true state and
   summing the task's reward (not deployable: it needs the simulator's state);
 * ``oracle+continuation``: the oracle, with the previous chosen plan shifted one control step
@@ -25,7 +27,7 @@ from planner_node.robot.humanoid import Layout, load_model
 from planner_node.robot.observation import build_observation
 from planner_node.robot.tasks import get_task
 
-MODES = ("model", "oracle", "oracle+continuation")
+MODES = ("model", "critic", "oracle", "oracle+continuation")
 
 
 class TrueRollout:
@@ -64,14 +66,20 @@ class TrueRollout:
 
 
 class ScoredPlanner(Planner):
-    def __init__(self, inner: Planner, mode: str = "model", threads: int = 2):
+    def __init__(self, inner: Planner, mode: str = "model", threads: int = 2, critic: str | None = None):
         if mode not in MODES:
             raise ValueError(f"--score must be one of {', '.join(MODES)}, got {mode!r}")
         if not hasattr(inner, "candidates"):
             raise ValueError(f"planner {getattr(inner, 'name', inner)!r} does not expose its candidates")
         self.inner, self.mode = inner, mode
         self.name = f"{inner.name}[{mode}]"
-        self.oracle = TrueRollout(threads) if mode != "model" else None
+        self.oracle = TrueRollout(threads) if mode.startswith("oracle") else None
+        self.critic = None
+        if mode == "critic":
+            if not critic:
+                raise ValueError("critic scoring needs a trained critic: --critic RUN (planner train-critic)")
+            from planner_node.models.critic import Critic
+            self.critic = Critic(critic, threads=1)
         self._prev: np.ndarray | None = None
         self.continuation_chosen = 0
         self.ticks = 0
@@ -81,9 +89,13 @@ class ScoredPlanner(Planner):
         self._prev = None
 
     def plan(self, request: PlanRequest) -> Plan:
-        act, score, _ = self.inner.candidates(request)
+        c = self.inner.candidates(request)
+        act, score = c.actions, c.scores
         self.ticks += 1
-        if self.mode == "model":
+        if self.mode in ("model", "critic"):
+            if self.critic is not None:
+                from planner_node.models.critic import score_with_critic
+                score = score_with_critic(score, c.final_obs, c.horizon, self.critic, request.task)
             best = int(np.argmax(score))
             return Plan(act[best], float(score[best]))
         if request.sim_state is None:

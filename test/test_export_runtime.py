@@ -292,10 +292,10 @@ def test_yaml_alias_nest_refused(hgap_bundle, tmp_path):
 
 
 def test_card_names_data_by_hash_never_an_absolute_path(hgap_bundle, tiny_data):
-    from planner_node.atomic import sha256_file
+    from planner_node.dataset import Dataset
     card = (hgap_bundle / "CARD.md").read_text()
     m = load_bundle(hgap_bundle).manifest
-    want = sha256_file(tiny_data / "meta.json")
+    want = Dataset(tiny_data).sha256
     assert m["producer"]["dataset"]["sha256"] == want and f"dataset sha256 {want}" in card
     for text in (card, (hgap_bundle / "manifest.yaml").read_text()):
         assert str(tiny_data) not in text and str(tiny_data.parent) not in text, "an absolute machine path"

@@ -21,7 +21,8 @@ def test_oracle_chooses_the_candidate_with_the_best_true_return(env, hgap):
     obs = env.reset(3)
     req = PlanRequest(obs=obs, task="forward", sim_state=env.get_state())
     hgap.reset(0)
-    act, score, _ = hgap.candidates(req)
+    c = hgap.candidates(req)
+    act, score = c.actions, c.scores
     true = TrueRollout(threads=1)
     returns = true.returns(req.sim_state, act, "forward")
     # each candidate, executed step by step in the environment, earns what the rollout says
@@ -65,3 +66,43 @@ def test_cli_prints_the_three_scorings_side_by_side(tmp_path, hgap_run):
     for mode in ("hgap[model]", "hgap[oracle]", "hgap[oracle+continuation]"):
         assert mode in r.stdout
     assert [row["score"] for row in json.loads(out.read_text())["rows"]] == ["model", "oracle", "oracle+continuation"]
+
+
+def test_critic_trains_and_its_scoring_adds_the_discounted_value(tmp_path, tiny_data, hgap, env):
+    """The critic learns from the tiny dataset (falls terminal, every task relabelled), and
+    critic scoring = model score + gamma^H V(predicted last state)."""
+    from planner_node.dataset import Dataset
+    from planner_node.models.critic import Critic, CriticConfig, train_critic, transitions
+    from planner_node.robot.tasks import TASKS, get_task
+    from planner_node.sim.oracle import ScoredPlanner
+
+    ds = Dataset(tiny_data)
+    tr = transitions(ds)
+    assert tr["r"].shape == (len(tr["s"]), len(TASKS))
+    k = list(TASKS).index("stand")
+    live = tr["fell"] == 0
+    np.testing.assert_allclose(tr["r"][live, k], get_task("stand").reward(tr["s2"][live]), rtol=1e-6)
+    m = train_critic(tiny_data, tmp_path / "critic", CriticConfig(steps=60, batch_size=32, width=32), progress=False)
+    assert np.isfinite(m["holdout_td_mse"])
+    critic = Critic(tmp_path / "critic")
+    obs = env.reset(5)
+    req = PlanRequest(obs=obs, task="stand", sim_state=env.get_state())
+    hgap.reset(0)
+    c = hgap.candidates(req)
+    want = c.scores + critic.discount ** c.horizon * critic.values(c.final_obs, "stand")
+    p = ScoredPlanner(hgap, "critic", critic=str(tmp_path / "critic"))
+    p.reset(0)
+    np.testing.assert_array_equal(p.plan(req).actions, c.actions[int(np.argmax(want))])
+    with pytest.raises(ValueError, match="needs a trained critic"):
+        ScoredPlanner(hgap, "critic")
+
+
+def test_train_critic_cli(tmp_path, tiny_data):
+    r = subprocess.run([sys.executable, "-m", "planner_node.cli", "train-critic", "--data", str(tiny_data),
+                        "--out", str(tmp_path / "c"), "--steps", "20", "--quiet"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "held-out TD MSE" in r.stdout and (tmp_path / "c" / "critic.pt").is_file()
+    bad = subprocess.run([sys.executable, "-m", "planner_node.cli", "train-critic", "--data", str(tmp_path / "nope"),
+                          "--out", str(tmp_path / "d")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "nope.json" in bad.stderr

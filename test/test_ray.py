@@ -182,3 +182,17 @@ def test_ray_evaluation_matches_one_process(tmp_path):
     one, two = run(), run("--workers", "2")
     for a, b in zip(one["episodes"], two["episodes"], strict=True):
         assert (a["seed"], a["return"], a["length"], a["fell"]) == (b["seed"], b["return"], b["length"], b["fell"])
+
+
+def test_an_episode_that_raises_stops_the_run_with_its_error():
+    """A task that raises is not retried (only a dead worker is): its error reaches the caller."""
+    from planner_node.sim.parallel import EpisodePool
+
+    def _fails(i):  # nested: Ray ships it by value (the test module is not importable by workers)
+        if i == 1:
+            raise ValueError(f"episode {i} is broken")
+        return i
+
+    with EpisodePool(workers=2) as pool:
+        with pytest.raises(Exception, match="episode 1 is broken"):
+            list(pool.run(_fails, [(0,), (1,), (2,)]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner_node.planning import Plan, PlanRequest
+from planner_node.planning import Candidates, Plan, PlanRequest
 from planner_node.robot.tasks import get_task
 from planner_node.runtime.latent import LatentBundlePlanner
 from planner_node.runtime.sampling import filtered_probs, inverse_cdf
@@ -16,6 +16,15 @@ class RuntimeHGAPPlanner(LatentBundlePlanner):
     name = kind = "hgap"
 
     def plan(self, request: PlanRequest) -> Plan:
+        c = self.candidates(request)
+        if isinstance(c, Plan):  # the deadline came first: the fallback plan
+            return c
+        best = int(np.argmax(c.scores))
+        self._remember(self._last_obs[best], c.actions[best])
+        return Plan(c.actions[best].copy(), float(c.scores[best]), info={"tokens": c.tokens[best].tolist()})
+
+    def candidates(self, request: PlanRequest) -> Candidates | Plan:
+        """Every sampled plan with the model's scores (or the fallback Plan if the deadline came first)."""
         p, N = self.params, self.n_prior
         u = self.rng.random((N, self.T))  # drawn up front: the stream matches the reference planner
         state = self._norm_state(request.obs, N)
@@ -36,6 +45,5 @@ class RuntimeHGAPPlanner(LatentBundlePlanner):
         traj = self.decoder.run({"tokens": tokens, "state": state})["trajectory"]
         obs, act = self._unpack(traj)
         score = get_task(request.task).reward(obs[:, 1:], request.command).sum(axis=1)
-        best = int(np.argmax(score))
-        self._remember(obs[best], act[best])
-        return Plan(act[best].copy(), float(score[best]), info={"tokens": tokens[best].tolist()})
+        self._last_obs = obs
+        return Candidates(act, score, obs[:, -1], tokens, obs.shape[1] - 1)
