@@ -99,7 +99,7 @@ def float16_error(path: str | None) -> dict | None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--recipes", nargs="+", default=["expert", "walk", "dart"])
+    ap.add_argument("--recipes", nargs="+", default=["default", "fast", "walk", "dart"])
     ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--ray-episodes", type=int, default=6)

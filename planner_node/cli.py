@@ -56,9 +56,12 @@ def cmd_data_info(a) -> int:
     ds = Dataset(a.dir)
     eps = ds.episodes()
     arr = ds.arrays
-    src = ds.meta.get("source", {})
-    recipes = [src.get("recipe", {})] if src.get("kind") != "merge" else [s.get("source", {}).get("recipe", {})
-                                                                          for s in src.get("sources", [])]
+    def recipes_of(src: dict) -> list[dict]:  # through nested merges
+        if src.get("kind") == "merge":
+            return [r for s in src.get("sources", []) for r in recipes_of(s.get("source") or {})]
+        return [src.get("recipe", {})]
+
+    recipes = recipes_of(ds.meta.get("source", {}))
     size = sum((ds.path.parent / "shards" / f"{e['sha256']}.npz").stat().st_size for e in ds.meta["shards"])
     print(f"dataset {ds.path}: {len(ds)} transitions, {len(eps)} episodes, {size / 1e6:.1f} MB in "
           f"{len(ds.meta['shards'])} shards, sha256 {ds.sha256[:16]}, spec {ds.meta['spec_hash']}")
@@ -166,9 +169,9 @@ def _eval_scored(a, factory, env_config, command, extra) -> int:
                                       ray_address=a.ray, planner=f"{'bundle' if a.bundle else a.planner}[{mode}]",
                                       score=mode, **extra))
     print(format_table(rows))
-    if a.json:
+    if a.json:  # one mode: the same JSON as any evaluation (bench/eval_table.py reads it)
         from planner_node.atomic import write_json
-        write_json(a.json, {"task": a.task, "seed": a.seed, "steps": a.steps, "rows": rows})
+        write_json(a.json, rows[0] if len(rows) == 1 else {"task": a.task, "seed": a.seed, "steps": a.steps, "rows": rows})
     return 0
 
 

@@ -300,8 +300,8 @@ def test_generate_reuses_episodes_of_a_smaller_run_of_the_same_recipe(tmp_path, 
     made = []
     real = gen.generate_episode
     monkeypatch.setattr(gen, "generate_episode", lambda r, i, t: made.append(i) or real(r, i, t))
-    meta = generate("b", tmp_path / "two", recipe=bigger, progress=False, reuse=tmp_path / "one")
-    assert made == [1]  # episode 0 was taken from "one", not generated again
+    meta = generate("b", tmp_path / "other_store" / "two", recipe=bigger, progress=False, reuse=tmp_path / "one")
+    assert made == [1]  # episode 0 was taken from "one" (in another store: its shard copied), not generated again
     assert [e["sha256"] for e in meta["shards"]] == [e["sha256"] for e in fresh["shards"]]
     other = Recipe(**{**bigger.__dict__, "action_noise": 0.2})
     with pytest.raises(DatasetError, match="differs in action_noise"):

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The "stay up" evaluation (issue: learned planners that stay up): fall rate, mean length and
+# return over EPISODES x STEPS with pushes, on two push schedules (A: 0.25 m/s every 100 steps,
+# the tuned one; B: 0.3 m/s every 67 steps, not tuned on), for every planner side by side:
+# the bundle's planner (model-scored; with the critic when CRITIC is set), MPPI at a 30 ms budget,
+# offline MPPI, zero action. Raw per-episode JSON in results/stay_up/<schedule>/; finished files
+# are kept, so the script resumes. Episodes run as Ray tasks (WORKERS, or RAY=ADDRESS).
+#   BUNDLE=bundles/default_hgap CRITIC=runs/critic bash bench/stay_up.sh [TASKS...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-39} RAY_USAGE_STATS_ENABLED=0
+P=.venv/bin/planner
+BUNDLE=${BUNDLE:-bundles/default_hgap}
+EPISODES=${EPISODES:-20}
+STEPS=${STEPS:-300}
+PAR=(--workers "${WORKERS:-2}")
+[ -n "${RAY:-}" ] && PAR+=(--ray "$RAY")
+TASKS=${*:-stand speed forward backward shift_left jump rotate_x rotate_y rotate_z track}
+for sched in "A 100 0.25 0" "B 67 0.3 9000"; do
+  read -r name every speed seed <<< "$sched"
+  out=results/stay_up/$name
+  mkdir -p "$out"
+  common=(--episodes "$EPISODES" --steps "$STEPS" --seed "$seed" --push-every "$every" --push-speed "$speed" --quiet)
+  for t in $TASKS; do
+    run() { local f=$out/$1_$t.json; shift; [ -f "$f" ] || $P eval --task "$t" "${common[@]}" "${PAR[@]}" --json "$f" "$@" > /dev/null; }
+    run bundle --bundle "$BUNDLE"
+    [ -n "${CRITIC:-}" ] && run bundle_critic --bundle "$BUNDLE" --score critic --critic "$CRITIC"
+    run zero --planner zero
+    run mppi30 --planner mppi --budget-ms 30
+    [ -n "${OFFLINE:-}" ] && run mppi --planner mppi --samples 64
+  done
+  .venv/bin/python bench/eval_table.py "$out"/*.json
+done
