@@ -1,15 +1,19 @@
 """The ``planner`` command line: one entry point, subcommands per job.
 
-    planner data generate --recipe tiny|default|large|dart|dagger --out DIR [--workers N] [--learner RUN]
-    planner data import --format d4rl|mocapact SRC --out DIR
-    planner data info DIR
+    planner data generate --recipe tiny|default|large|fast|walk|dart|dagger --out STORE/NAME [--workers N]
+                          [--ray [ADDRESS]] [--learner RUN]
+    planner data import --format d4rl|mocapact SRC --out STORE/NAME
+    planner data merge STORE/A STORE/B ... --out STORE/C
+    planner data info STORE/NAME
     planner export --checkpoint RUN --out BUNDLE [--tensorrt]
     planner verify BUNDLE
     planner bench --bundle BUNDLE --ticks N [--checkpoint RUN] [--json FILE]
     planner up humanoid [--bundle B] [--lockstep] [--duration S] [--quiet]
-    planner train --config config/train/<name>.yaml --data DIR --out RUN
+    planner train --config config/train/<name>.yaml --data STORE/NAME --out RUN
+    planner train-critic --data STORE/NAME --out RUN
     planner eval --planner mppi|zero|<kind> [--checkpoint RUN] --task T --episodes N --seed S [--steps K]
-                 [--budget-ms B] [--json FILE] [--video FILE]
+                 [--budget-ms B] [--json FILE] [--video FILE] [--workers N | --ray [ADDRESS]]
+                 [--score oracle|model|critic|oracle+continuation] [--critic RUN]
 """
 from __future__ import annotations
 

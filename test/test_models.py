@@ -117,10 +117,12 @@ def test_checkpoint_of_other_kind_refused(hgap_run):
 
 def test_dataset_of_other_spec_refused(tiny_data, tmp_path):
     import json
-    bad = tmp_path / "other"
-    shutil.copytree(tiny_data, bad)
-    meta = json.loads((bad / "meta.json").read_text())
+
+    from planner_node.dataset import manifest_path
+    bad = tmp_path / "other.json"  # the manifest, next to a copy of its store
+    shutil.copytree(manifest_path(tiny_data).parent / "shards", tmp_path / "shards")
+    meta = json.loads(manifest_path(tiny_data).read_text())
     meta["spec_hash"] = "ffffffffffffffff"
-    (bad / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="meta.json.*spec hash"):
+    bad.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="other.json.*spec hash"):
         Trainer(config_from_dict({"kind": "hgap", **TINY}), bad, tmp_path / "run", progress=False)
