@@ -242,13 +242,32 @@ class Critic:
         except RuntimeError as e:
             raise CheckpointError(f"{run}: critic weights do not fit its config ({e})") from e
         self.v.eval()
+        sq = ck["q"]
+        self.q = QNet(sq["obs_mean"].numpy(), sq["obs_std"].numpy(), cfg_act_dim(sq), len(self.tasks), cfg.width, cfg.layers)
+        self.q.load_state_dict(sq)
+        self.q.eval()
         torch.set_num_threads(threads)
+
+    def _task(self, task: str) -> int:
+        if task not in self.tasks:
+            raise KeyError(f"the critic was not trained for task {task!r} (it knows {', '.join(self.tasks)})")
+        return self.tasks.index(task)
 
     @torch.no_grad()
     def values(self, obs: np.ndarray, task: str) -> np.ndarray:
-        if task not in self.tasks:
-            raise KeyError(f"the critic was not trained for task {task!r} (it knows {', '.join(self.tasks)})")
-        return self.v(torch.as_tensor(np.asarray(obs, np.float32)))[:, self.tasks.index(task)].numpy()
+        return self.v(torch.as_tensor(np.asarray(obs, np.float32)))[:, self._task(task)].numpy()
+
+    @torch.no_grad()
+    def q_values(self, obs: np.ndarray, actions: np.ndarray, task: str) -> np.ndarray:
+        """Q(s, a) of each action (N, 56) at one observation (224,): what executing it now is worth."""
+        a = torch.as_tensor(np.asarray(actions, np.float32))
+        s = torch.as_tensor(np.asarray(obs, np.float32)).expand(len(a), -1)
+        return self.q(s, a)[:, self._task(task)].numpy()
+
+
+def cfg_act_dim(q_state: dict) -> int:
+    """The action width a Q network's first layer was built for."""
+    return int(q_state["net.0.weight"].shape[1] - q_state["obs_mean"].shape[0])
 
 
 def score_with_critic(model_scores: np.ndarray, final_obs: np.ndarray, horizon: int, critic: Critic, task: str) -> np.ndarray:

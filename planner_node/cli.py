@@ -13,7 +13,7 @@
     planner train-critic --data STORE/NAME --out RUN
     planner eval --planner mppi|zero|<kind> [--checkpoint RUN] --task T --episodes N --seed S [--steps K]
                  [--budget-ms B] [--json FILE] [--video FILE] [--workers N | --ray [ADDRESS]]
-                 [--score oracle|model|critic|oracle+continuation] [--critic RUN]
+                 [--score oracle|model|critic|critic_q|oracle+continuation] [--critic RUN]
 """
 from __future__ import annotations
 
@@ -158,7 +158,7 @@ def _eval_scored(a, factory, env_config, command, extra) -> int:
     from planner_node.sim.evaluate import evaluate_parallel, format_table
     from planner_node.sim.oracle import MODES
     if a.score == "oracle":  # the side-by-side diagnostic
-        modes = [m for m in MODES if m != "critic" or a.critic]
+        modes = [m for m in MODES if not m.startswith("critic") or a.critic]
     elif a.score in MODES:
         modes = [a.score]
     else:

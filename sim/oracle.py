@@ -7,6 +7,8 @@ candidates in one of three ways:
 * ``model``: by the model's scores (what the planner does on its own);
 * ``critic``: by the model's scores plus gamma^H V(predicted last state) of a trained task
   critic (``models/critic.py``), which foresees falls the plan's horizon does not reach;
+* ``critic_q``: by the critic's Q(s, a) of each candidate's first action at the real state (MPC
+  executes only that action; Q needs no predicted state);
 * ``oracle``: by rolling each candidate out in the true simulator from the true state and
   summing the task's reward (not deployable: it needs the simulator's state);
 * ``oracle+continuation``: the oracle, with the previous chosen plan shifted one control step
@@ -27,7 +29,7 @@ from planner_node.robot.humanoid import Layout, load_model
 from planner_node.robot.observation import build_observation
 from planner_node.robot.tasks import get_task
 
-MODES = ("model", "critic", "oracle", "oracle+continuation")
+MODES = ("model", "critic", "critic_q", "oracle", "oracle+continuation")
 
 
 class TrueRollout:
@@ -75,7 +77,7 @@ class ScoredPlanner(Planner):
         self.name = f"{inner.name}[{mode}]"
         self.oracle = TrueRollout(threads) if mode.startswith("oracle") else None
         self.critic = None
-        if mode == "critic":
+        if mode.startswith("critic"):
             if not critic:
                 raise ValueError("critic scoring needs a trained critic: --critic RUN (planner train-critic)")
             from planner_node.models.critic import Critic
@@ -92,6 +94,10 @@ class ScoredPlanner(Planner):
         c = self.inner.candidates(request)
         act, score = c.actions, c.scores
         self.ticks += 1
+        if self.mode == "critic_q":
+            q = self.critic.q_values(request.obs, act[:, 0], request.task)
+            best = int(np.argmax(q))
+            return Plan(act[best], float(q[best]))
         if self.mode in ("model", "critic"):
             if self.critic is not None:
                 from planner_node.models.critic import score_with_critic

@@ -93,6 +93,10 @@ def test_critic_trains_and_its_scoring_adds_the_discounted_value(tmp_path, tiny_
     p = ScoredPlanner(hgap, "critic", critic=str(tmp_path / "critic"))
     p.reset(0)
     np.testing.assert_array_equal(p.plan(req).actions, c.actions[int(np.argmax(want))])
+    q = ScoredPlanner(hgap, "critic_q", critic=str(tmp_path / "critic"))
+    q.reset(0)
+    want_q = critic.q_values(obs, c.actions[:, 0], "stand")
+    np.testing.assert_array_equal(q.plan(req).actions, c.actions[int(np.argmax(want_q))])
     with pytest.raises(ValueError, match="needs a trained critic"):
         ScoredPlanner(hgap, "critic")
 
