@@ -19,12 +19,17 @@ P=.venv/bin/planner
 PAR=(--workers "${WORKERS:-2}")
 [ -n "${RAY:-}" ] && PAR+=(--ray "$RAY")
 gen() { $P data generate "$@" "${PAR[@]}"; }
+have() { [ -f "data/$1.json" ]; }  # a finished dataset is kept as it is (shards are immutable)
 merged() { local out=$1; shift; [ -f "$out.json" ] || $P data merge "$@" --out "$out"; }
-gen --recipe fast --out data/fast
-gen --recipe walk --out data/walk
-gen --recipe dart --out data/dart
+have fast || gen --recipe fast --out data/fast
+have walk || gen --recipe walk --out data/walk
+have dart || gen --recipe dart --out data/dart
 merged data/expert data/fast data/walk data/dart
-$P train --config config/train/hgap_small.yaml --data data/expert --out runs/hgap_r0 --quiet
-gen --recipe dagger --learner runs/hgap_r0 --out data/dagger1
+# The learner is named by its checkpoint's hash in dagger1's recipe: a retrained runs/hgap_r0 is
+# another learner, so a finished dagger1 is kept rather than compared with it.
+if ! have dagger1; then
+  $P train --config config/train/hgap_small.yaml --data data/expert --out runs/hgap_r0 --quiet
+  gen --recipe dagger --learner runs/hgap_r0 --out data/dagger1
+fi
 merged data/train data/expert data/dagger1
 for d in fast walk dart dagger1 train; do $P data info data/$d; done
