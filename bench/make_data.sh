@@ -10,6 +10,7 @@
 #   runs/hgap_r0  H-GAP small on data/expert: the first DAgger learner
 #   data/dagger1  H-GAP drives, the expert recovers (DAgger, Ross et al. 2011)
 #   data/train    = expert + dagger1: what `make default-bundle` trains on
+#   data/dagger2  round 2: the shipped bundle's H-GAP (runs/hgap_default) drives; data/train2 = train + dagger2
 #
 # Episodes run as Ray tasks on a local Ray (--workers 2); RAY=ADDRESS uses a cluster instead.
 set -euo pipefail
@@ -32,4 +33,9 @@ if ! have dagger1; then
   gen --recipe dagger --learner runs/hgap_r0 --out data/dagger1
 fi
 merged data/train data/expert data/dagger1
-for d in fast walk dart dagger1 train; do $P data info data/$d; done
+# Round 2: the shipped bundle's H-GAP (runs/hgap_default, `make default-bundle`) drives, seed 3.
+if ! have dagger2 && [ -f runs/hgap_default/checkpoint.pt ]; then
+  gen --recipe dagger --learner runs/hgap_default --seed 3 --out data/dagger2
+fi
+have dagger2 && merged data/train2 data/train data/dagger2
+for d in fast walk dart dagger1 train dagger2 train2; do have $d && $P data info data/$d; done
