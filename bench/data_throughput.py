@@ -18,26 +18,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import mujoco
 import numpy as np
-from mujoco import rollout
+
+from sim_throughput import rollout_steps_per_s  # bench/: the one raw-rollout measurement
 
 from planner_node.sim.env import HumanoidEnv
 from planner_node.sim.generate import RECIPES, generate, generate_episode
 from planner_node.sim import mppi as mppi_mod
-
-
-def raw_rollout_rate(threads: int) -> float:
-    env = HumanoidEnv()
-    env.reset(0)
-    datas = [mujoco.MjData(env.model) for _ in range(threads)]
-    x0 = np.tile(env.get_state(), (64, 1))
-    ctrl = np.tile(env.data.ctrl, (64, 90, 1))
-    with rollout.Rollout(nthread=threads) as r:
-        r.rollout(env.model, datas, x0, ctrl)
-        t = time.perf_counter()
-        r.rollout(env.model, datas, x0, ctrl)
-        return 64 * 90 / (time.perf_counter() - t)
 
 
 class _Timed(mppi_mod.MPPIPlanner):
@@ -106,7 +93,7 @@ def main() -> int:
     ap.add_argument("--data", help="a dataset: print its float16 round-trip error")
     ap.add_argument("--json")
     a = ap.parse_args()
-    raw = raw_rollout_rate(a.threads)
+    raw = rollout_steps_per_s(HumanoidEnv(), a.threads, 64, 90)  # raw rollout, executed model
     print(f"raw mujoco.rollout, executed model, {a.threads} threads: {raw:,.0f} physics steps/s\n")
     head = (f"{'recipe':<10}{'ctrl steps/s':>13}{'expert phys/s':>15}{'share of raw':>14}"
             f"{'rollout phys/s':>16}{'transitions/CPU-h':>19}")

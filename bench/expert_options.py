@@ -20,12 +20,12 @@ import os
 import sys
 import time
 
-import mujoco
 import numpy as np
-from mujoco import rollout
 
 from planner_node.planning import PlanRequest
 from planner_node.robot.tasks import TASKS, get_task
+from sim_throughput import rollout_steps_per_s  # bench/: the one raw-rollout measurement
+
 from planner_node.sim.env import EnvConfig, HumanoidEnv
 from planner_node.sim.mppi import MPPIPlanner
 
@@ -51,19 +51,6 @@ VARIANTS: list[tuple[str, dict]] = [
     ("elite 8 (CEM-style)", {"elite": 8}),
     ("elite 4, 16 samples", {"elite": 4, "samples": 16}),
 ]
-
-
-def raw_rollout_rate(threads: int) -> float:
-    env = HumanoidEnv()
-    env.reset(0)
-    datas = [mujoco.MjData(env.model) for _ in range(threads)]
-    x0 = np.tile(env.get_state(), (64, 1))
-    ctrl = np.tile(env.data.ctrl, (64, 90, 1))
-    with rollout.Rollout(nthread=threads) as r:
-        r.rollout(env.model, datas, x0, ctrl)
-        t = time.perf_counter()
-        r.rollout(env.model, datas, x0, ctrl)
-        return 64 * 90 / (time.perf_counter() - t)
 
 
 def run(expert: dict, tasks, seeds, steps: int, push_every: int, push_speed: float, threads: int) -> dict:
@@ -133,7 +120,7 @@ def main() -> int:
     a = ap.parse_args()
     if a.walk:
         return main_walk(a)
-    raw = raw_rollout_rate(a.threads)
+    raw = rollout_steps_per_s(HumanoidEnv(), a.threads, 64, 90)  # raw rollout, executed model
     if a.quality:
         return main_quality(a, raw)
     variants = [v for v in VARIANTS if not a.only or v[0] in a.only]
