@@ -114,7 +114,7 @@ def transitions(ds: Dataset, tasks: list[str] | None = None) -> dict[str, np.nda
             rewards[:, k] = task.reward(s2, None)
     rewards[fell > 0] = 0.0  # a fall earns nothing (the reward is gated by `healthy` anyway)
     return {"s": obs[idx], "a": act[idx], "s2": s2, "fell": fell, "r": rewards,
-            "episode": a["episode_ids"][idx], "tasks": tasks}
+            "episode": a["episode_ids"][idx], "rows": idx, "tasks": tasks}
 
 
 def expectile_loss(diff: torch.Tensor, tau: float) -> torch.Tensor:
@@ -146,18 +146,12 @@ def _fall_auc(values: np.ndarray, near_fall: np.ndarray) -> float:
 
 
 def near_fall_mask(ds: Dataset, tr: dict, within: int = 10) -> np.ndarray:
-    """Rows of ``tr`` (in its order) within ``within`` steps before a fall."""
-    a = ds.arrays
-    flag = np.zeros(len(a["rewards"]), bool)
+    """Which transitions of ``tr`` start within ``within`` steps before a fall."""
+    flag = np.zeros(len(ds), bool)
     for ep in ds.episodes():
-        if a["terminals"][ep[-1]]:
+        if ds.arrays["terminals"][ep[-1]]:
             flag[ep[-within:]] = True
-    keep = []
-    for ep in ds.episodes():
-        keep.append(ep[:-1])
-        if a["terminals"][ep[-1]]:
-            keep.append(ep[-1:])
-    return flag[np.concatenate(keep)]
+    return flag[tr["rows"]]
 
 
 def train_critic(data: str | Path, out: str | Path, cfg: CriticConfig = CriticConfig(), progress: bool = True) -> dict:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -147,9 +148,13 @@ def write_shard(store: str | os.PathLike, arrays: dict[str, np.ndarray]) -> dict
             "episodes": int(len(np.unique(enc["episode_ids"])))}
 
 
+def is_sha256(name: str) -> bool:
+    return isinstance(name, str) and len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
 def read_shard(store: str | os.PathLike, sha256: str, verify: bool = True) -> dict[str, np.ndarray]:
     """The shard named ``sha256`` in ``store``, checked against its name, widened to float32."""
-    if not (isinstance(sha256, str) and len(sha256) == 64 and all(c in "0123456789abcdef" for c in sha256)):
+    if not is_sha256(sha256):
         raise DatasetError(f"{store}: shard name {sha256!r} is not a sha256 hex digest")
     path = Path(store) / f"{sha256}.npz"
     if not path.is_file():
@@ -293,7 +298,6 @@ def merge(sources: list[str | os.PathLike], out: str | os.PathLike) -> dict:
         src_store = shard_dir(ds.path)
         for e in ds.meta["shards"]:
             if src_store.resolve() != store.resolve():
-                import shutil
                 dst = store / f"{e['sha256']}.npz"
                 if not dst.exists():
                     tmp = store / f".{e['sha256']}.copy.tmp"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner_node.dataset import DatasetError, finalize, manifest_path, shard_dir, write_shard
+from planner_node.dataset import DatasetError, finalize, is_sha256, manifest_path, shard_dir, write_shard
 from planner_node.kinds import KINDS
 from planner_node.robot.tasks import TASKS, get_task
 
@@ -98,15 +98,21 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+def episode_start(recipe: Recipe, index: int) -> tuple[int, np.random.Generator, str]:
+    """Episode ``index``'s seed, its random stream (the task drawn from it) and its task: a
+    function of the recipe's seed and the index only, so any process makes the same episode."""
+    seed = recipe.seed * 100_003 + index
+    rng = np.random.default_rng(seed)
+    pool = recipe.draw or recipe.tasks
+    return seed, rng, pool[int(rng.integers(len(pool)))]
+
+
 def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.ndarray]:
     from planner_node.planning import PlanRequest
     from planner_node.sim.env import EnvConfig, HumanoidEnv
     from planner_node.sim.mppi import MPPIPlanner
 
-    seed = recipe.seed * 100_003 + index
-    rng = np.random.default_rng(seed)
-    pool = recipe.draw or recipe.tasks
-    task_name = pool[int(rng.integers(len(pool)))]
+    seed, rng, task_name = episode_start(recipe, index)
     task = get_task(task_name)
     command = np.zeros(3)
     if task_name == "track":
@@ -262,7 +268,9 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
                                f"({state.get('recipe', {}).get('name')!r}) is in progress; refusing to mix them; "
                                "choose another --out, or delete that file to start over")
         for k, e in state.get("done", {}).items():
-            if (store / f"{e['sha256']}.npz").is_file():  # verified when the dataset is finalized
+            sha = str(e.get("sha256", "")) if isinstance(e, dict) else ""
+            # a name, never a path; the shard itself is verified when the dataset is finalized
+            if is_sha256(sha) and (store / f"{sha}.npz").is_file():
                 done[int(k)] = e
     for stale in store.glob(".shard.*.tmp"):
         stale.unlink(missing_ok=True)  # half-written shards of killed workers are never taken as whole

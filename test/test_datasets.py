@@ -363,12 +363,9 @@ def test_walk_recipe_draws_only_locomotion_tasks_and_keeps_the_full_task_list():
     walk = RECIPES["walk"]
     assert walk.tasks == RECIPES["large"].tasks and set(walk.draw) == set(LOCOMOTION)
     assert walk.expert.get("walk_speed", 0) > 0
-    import planner_node.sim.generate as gen
-    drawn = set()
-    for i in range(12):
-        rng = np.random.default_rng(walk.seed * 100_003 + i)
-        drawn.add(walk.draw[int(rng.integers(len(walk.draw)))])
-    assert drawn <= set(LOCOMOTION) and len(drawn) > 1
+    from planner_node.sim.generate import episode_start
+    drawn = {episode_start(walk, i)[2] for i in range(40)}
+    assert drawn == set(LOCOMOTION)  # every locomotion task, and nothing else
+    assert {episode_start(RECIPES["large"], i)[2] for i in range(40)} - set(LOCOMOTION)  # the others draw all tasks
     with pytest.raises(ValueError, match="Recipe.draw names 'moonwalk'"):
         Recipe(episodes=1, steps=1, draw=("moonwalk",))
-    assert gen.Recipe is Recipe

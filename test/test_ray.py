@@ -148,7 +148,7 @@ def test_killed_ray_generation_resumes_and_leaves_no_processes(tmp_path, tiny_da
         # Workers, raylet and GCS (what could write data) go at once; Ray's dashboard and
         # runtime-env agents notice the raylet is gone about a minute later (measured: 60-70 s).
         writers = [p for p, c in ray_procs.items() if "Agent" not in c]
-        assert writers and len(writers) < len(ray_procs) + 1
+        assert any(c.startswith("ray::") for p, c in ray_procs.items() if p in writers), "no Ray worker was running"
         t0 = time.time()
         left = _wait_gone(writers, 30)
         assert not left, f"Ray processes outlived their killed driver: {[ray_procs[p][:60] for p in left]}"
