@@ -112,11 +112,12 @@ class PlannerFactory:
 
 
 _WORKER_PLANNERS: dict[str, Planner] = {}  # per process: Ray reuses its workers across episodes
+_WORKER_ENVS: dict[EnvConfig, HumanoidEnv] = {}  # likewise (reset() seeds every episode afresh)
 
 
 def _episode_task(factory: PlannerFactory, task: str, steps: int, seed: int, env_config: EnvConfig,
                   command) -> EpisodeResult:
-    env = HumanoidEnv(env_config)
+    env = _WORKER_ENVS.get(env_config) or _WORKER_ENVS.setdefault(env_config, HumanoidEnv(env_config))
     return run_episode(env, factory(), task, steps, seed, command)
 
 
