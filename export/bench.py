@@ -1,7 +1,9 @@
 """``planner bench``: per-tick planning latency of a bundle's planner, torch eager vs runtime backends.
 
 All backends run the same planner code on the same observations in one process, so ratios
-are comparable. Also reported: FLOPs per tick (counted from the ONNX graphs), achieved
+are comparable. A bundle with a whole-plan graph (``plan``) gets two rows per backend: the step
+graphs (``/steps``: an engine call per prior step, sampling on the host) and the whole plan in
+one engine call (``/plan``). Also reported: FLOPs per tick (counted from the ONNX graphs), achieved
 GFLOP/s and its share of this machine's fp32 GEMM peak (measured in the same run), and the
 resident memory of a separate process that runs ONNX Runtime only (no torch imported).
 """
@@ -53,6 +55,14 @@ def gemm_peak_gflops(n: int = 1024, reps: int = 5) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 def _rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -71,7 +81,7 @@ def _observations(n: int) -> list[np.ndarray]:
 
 
 def time_backend(bundle, backend: str, ticks: int, task: str, obs: list[np.ndarray],
-                 checkpoint: str | None = None, threads: int = 0) -> dict:
+                 checkpoint: str | None = None, threads: int = 0, graphs: str | None = None) -> dict:
     """``backend == "torch-eager"``: the PyTorch reference planner of ``checkpoint`` (growing KV
     cache, torch sampling), i.e. the planner before export, at the bundle's sample count."""
     if backend == "torch-eager":
@@ -83,7 +93,8 @@ def time_backend(bundle, backend: str, ticks: int, task: str, obs: list[np.ndarr
                                              **size)
     else:
         from planner_node.runtime.bundle_planner import runtime_planner
-        planner = runtime_planner(bundle, backend=backend, seed=0, **({"threads": threads} if threads else {}))
+        planner = runtime_planner(bundle, backend=backend, seed=0, **({"threads": threads} if threads else {}),
+                                  **({"graphs": graphs} if graphs else {}))
     for o in obs[:5]:  # warm-up (allocations, graph optimizations)
         planner.plan(PlanRequest(obs=o, task=task))
     lat = []
@@ -92,7 +103,8 @@ def time_backend(bundle, backend: str, ticks: int, task: str, obs: list[np.ndarr
         planner.plan(PlanRequest(obs=obs[i % len(obs)], task=task))
         lat.append((time.perf_counter() - t) * 1e3)
     lat = np.asarray(lat)
-    return {"backend": backend, "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+    return {"backend": f"{backend}/{graphs}" if graphs else backend,
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
             "max_ms": float(lat.max()), "mean_ms": float(lat.mean()),
             "engine": getattr(planner.prior, "backend", backend),
             "note": getattr(planner.prior, "fallback_reason", None) if backend != "torch-eager" else checkpoint}
@@ -136,14 +148,23 @@ def run_bench(bundle_path: str, ticks: int, json_path: str | None, backends: lis
             if machine_info() is None:
                 skipped.append("tensorrt: skipped (TensorRT / CUDA GPU not available on this machine)")
                 continue
-        rows.append(time_backend(bundle, be, ticks, task, obs, checkpoint, threads))
+        if be == "torch-cuda" and not _cuda_available():
+            skipped.append("torch-cuda: skipped (no CUDA device visible to torch on this machine)")
+            continue
+        if be == "torch-eager":
+            rows.append(time_backend(bundle, be, ticks, task, obs, checkpoint, threads))
+            continue
+        for graphs in ([None] if "plan" not in m["graphs"] else ["steps", "plan"]):
+            if be == "torch-cuda" and graphs == "steps":
+                continue  # a CUDA graph per step call would still sync on the host every step
+            rows.append(time_backend(bundle, be, ticks, task, obs, checkpoint, threads, graphs))
     # The ratio is against torch eager: the reference planner when --checkpoint is given, else
     # the exported fixed-shape graphs run by torch.
     base = next((r for r in rows if r["backend"] == "torch-eager"), None) or \
-        next((r for r in rows if r["backend"] == "torch"), None)
+        next((r for r in rows if r["backend"].split("/")[0] == "torch"), None)
     print(f"bundle {bundle_path}: {m['planner']}, {m['planner_defaults']}, {flops / 1e6:.1f} MFLOP/tick; "
           f"fp32 GEMM peak here {peak:.0f} GFLOP/s; {ticks} ticks per backend")
-    print(f"{'backend':<14}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'x ' + (base or {}).get('backend', '-') + ' p50':>18}"
+    print(f"{'backend':<20}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'x ' + (base or {}).get('backend', '-') + ' p50':>18}"
           f"{'GFLOP/s':>9}{'% peak':>8}")
     for r in rows:
         r["gflops"] = flops / (r["mean_ms"] / 1e3) / 1e9
@@ -151,7 +172,7 @@ def run_bench(bundle_path: str, ticks: int, json_path: str | None, backends: lis
         r["speedup_vs_torch_p50"] = base["p50_ms"] / r["p50_ms"] if base else None
         r["speedup_base"] = base["backend"] if base else None
         sp = f"{r['speedup_vs_torch_p50']:.2f}" if base else "-"
-        print(f"{r['backend']:<14}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['max_ms']:>9.2f}{sp:>18}"
+        print(f"{r['backend']:<20}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['max_ms']:>9.2f}{sp:>18}"
               f"{r['gflops']:>9.1f}{r['peak_share']:>8.1%}")
     for s in skipped:
         print(s)

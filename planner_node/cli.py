@@ -308,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bundle", required=True)
     b.add_argument("--ticks", type=int, default=1000)
     b.add_argument("--task", default="forward")
-    b.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "tensorrt"])
+    b.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "tensorrt", "torch-cuda"],
+                   help="engine backends (each bundle graph mode: /steps and /plan rows when the bundle has a "
+                        "whole-plan graph); tensorrt and torch-cuda rows are skipped, with the reason, without a GPU")
     b.add_argument("--threads", type=int, default=0, help="engine intra-op threads (default: the runtime planner's, 1)")
     b.add_argument("--checkpoint", help="the training run the bundle was exported from: adds the PyTorch "
                    "reference planner (torch-eager) as the baseline row")

@@ -90,10 +90,11 @@ print("TORCH" if "torch" in sys.modules else "NO_TORCH")
     assert r.stdout.strip().endswith("NO_TORCH")
 
 
-def test_deadline_returns_shifted_previous_plan(hgap_bundle, env):
+@pytest.mark.parametrize("graphs", ["plan", "steps"])
+def test_deadline_returns_shifted_previous_plan(hgap_bundle, env, graphs):
     import time
     from planner_node.runtime.bundle_planner import runtime_planner
-    p = runtime_planner(hgap_bundle, seed=0)
+    p = runtime_planner(hgap_bundle, seed=0, graphs=graphs)
     obs = env.reset(0)
     first = p.plan(PlanRequest(obs=obs, task="stand", deadline=time.perf_counter() - 1))
     assert "fallback" not in first.info  # nothing to fall back to: the first plan completes late
@@ -237,7 +238,9 @@ def test_bench_compares_backends_against_torch_eager(hgap_bundle, hgap_run, tmp_
     assert main(["bench", "--bundle", str(hgap_bundle), "--checkpoint", str(hgap_run), "--ticks", "3",
                  "--backends", "torch", "onnxruntime", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["backends"]
-    assert [r["backend"] for r in rows] == ["torch-eager", "torch", "onnxruntime"]
+    # A bundle with the whole-plan graph: a row for the step graphs and one for the whole plan.
+    assert [r["backend"] for r in rows] == ["torch-eager", "torch/steps", "torch/plan", "onnxruntime/steps",
+                                            "onnxruntime/plan"]
     for r in rows:
         assert r["speedup_base"] == "torch-eager" and r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
     assert json.loads(out.read_text())["runtime_torch_imported"] is False

@@ -5,7 +5,8 @@
 * ``tensorrt``: a serialized plan (see ``planner_node.runtime.tensorrt_build``), execute_async_v3 on
   preallocated device buffers, optionally captured into a CUDA graph (fixed shapes).
 * ``torch``: the PyTorch reference modules (bundle's ``reference.pt``), for parity and benchmarks;
-  it lives in ``planner_node.export.torch_engine`` (torch is allowed there, never here).
+  ``torch-cuda``: the same on a CUDA GPU, each call one replay of a captured CUDA graph. Both live
+  in ``planner_node.export.torch_engine`` (torch is allowed there, never here).
 
 ``make_engine`` never imports torch unless ``backend == "torch"``.
 """
@@ -82,6 +83,7 @@ BACKENDS = {
     "tensorrt": "planner_node.runtime.tensorrt_engine:make_tensorrt_engine",  # says which engine and why
     # The PyTorch reference lives where torch may be imported; named here, imported only if chosen.
     "torch": "planner_node.export.torch_engine:TorchEngine",
+    "torch-cuda": "planner_node.export.torch_engine:TorchCudaEngine",  # static buffers, one CUDA graph per call
 }
 
 
