@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import os
 from collections import defaultdict
 
 
@@ -16,9 +17,11 @@ def label(r: dict) -> str:
     if p == "mppi":
         return f"mppi@{r['budget_ms']:g}ms" if r.get("budget_ms") else "mppi offline"
     tags = []
-    if r.get("checkpoint"):
-        import os
-        tags.append(os.path.basename(os.path.normpath(r["checkpoint"])))
+    for key in ("checkpoint", "bundle"):
+        if r.get(key):
+            tags.append(os.path.basename(os.path.normpath(r[key])))
+    if r.get("score"):
+        tags.append(r["score"] + (f":{os.path.basename(os.path.normpath(r['critic']))}" if r.get("critic") else ""))
     if r.get("temperature") is not None:
         tags.append(f"T={r['temperature']:g}")
     return f"{p}[{','.join(tags)}]" if tags else p
@@ -36,8 +39,16 @@ def main() -> int:
         cols += [c] if c not in cols else []
         tasks += [r["task"]] if r["task"] not in tasks else []
         cells[r["task"]][c] = r
-    fmt = lambda r: (f"{r['mean_return']:.1f}±{r['std_return']:.1f} ({r['mean_length']:.0f} st, "  # noqa: E731
-                     f"{r['fall_rate']:.0%} fall, {r['ctrl_steps_per_s']:.1f}/s)") if r else "-"
+    def fmt(r):  # mean return ± standard error over episodes, mean length, fall rate, control steps/s
+        if not r:
+            return "-"
+        n = max(1, len(r.get("episodes", [])))
+        se = r["std_return"] * (n / max(1, n - 1)) ** 0.5 / n ** 0.5  # std_return is the population std
+        return (f"{r['mean_return']:.1f}±{se:.1f} ({r['mean_length']:.0f} st, "
+                f"{r['fall_rate']:.0%} fall, {r['ctrl_steps_per_s']:.1f}/s)")
+    counts = sorted({str(len(r.get("episodes", []))) for t in tasks for r in cells[t].values()})
+    print(f"cells: mean return ± standard error ({', '.join(counts)} episodes), mean length in steps, fall rate, "
+          "control steps per second")
     if a.markdown:
         print("| task | " + " | ".join(cols) + " |")
         print("|---|" + "---|" * len(cols))

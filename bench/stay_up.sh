@@ -5,7 +5,9 @@
 # the bundle's planner (model-scored; with the critic when CRITIC is set), MPPI at a 30 ms budget,
 # offline MPPI, zero action. Raw per-episode JSON in results/stay_up/<schedule>/; finished files
 # are kept, so the script resumes. Episodes run as Ray tasks (WORKERS, or RAY=ADDRESS).
-#   BUNDLE=bundles/default_hgap CRITIC=runs/critic bash bench/stay_up.sh [TASKS...]
+# BUNDLE may list several bundles (space-separated); each is labelled by its directory name.
+# OFFLINE=1 adds offline MPPI (64 samples, no budget: ~2 control steps/s, hours for all tasks).
+#   BUNDLE="bundles/default_hgap /tmp/other" CRITIC=runs/critic bash bench/stay_up.sh [TASKS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-39} RAY_USAGE_STATS_ENABLED=0
@@ -23,8 +25,11 @@ for sched in "A 100 0.25 0" "B 67 0.3 9000"; do
   common=(--episodes "$EPISODES" --steps "$STEPS" --seed "$seed" --push-every "$every" --push-speed "$speed" --quiet)
   for t in $TASKS; do
     run() { local f=$out/$1_$t.json; shift; [ -f "$f" ] || $P eval --task "$t" "${common[@]}" "${PAR[@]}" --json "$f" "$@" > /dev/null; }
-    run bundle --bundle "$BUNDLE"
-    [ -n "${CRITIC:-}" ] && run bundle_critic --bundle "$BUNDLE" --score critic --critic "$CRITIC"
+    for b in $BUNDLE; do
+      label=$(basename "$b")
+      run "$label" --bundle "$b"
+      [ -n "${CRITIC:-}" ] && run "${label}_critic" --bundle "$b" --score critic --critic "$CRITIC"
+    done
     run zero --planner zero
     run mppi30 --planner mppi --budget-ms 30
     [ -n "${OFFLINE:-}" ] && run mppi --planner mppi --samples 64

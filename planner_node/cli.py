@@ -94,7 +94,10 @@ def cmd_eval(a) -> int:
     if not a.bundle:
         planner_class(a.planner)  # fail fast, listing the valid planners
     kwargs = {}
-    if a.planner == "mppi":
+    if a.bundle:
+        if a.temperature is not None:
+            kwargs = {"temperature": a.temperature}  # a bundle setting (refused if its kind lacks it)
+    elif a.planner == "mppi":
         kwargs = {"budget_ms": a.budget_ms, "seed": a.seed}
         if a.samples:
             kwargs["samples"] = a.samples
@@ -102,6 +105,8 @@ def cmd_eval(a) -> int:
             kwargs["walk_speed"] = a.walk_speed
     elif a.budget_ms is not None:
         print(f"note: --budget-ms applies to mppi only; ignored for {a.planner}", file=sys.stderr)
+    if a.bundle and a.budget_ms is not None:
+        print("note: --budget-ms applies to mppi only; ignored for a bundle", file=sys.stderr)
     from planner_node.planning import LEARNED
     from planner_node.sim.evaluate import PlannerFactory, evaluate_parallel
     name = a.planner
@@ -125,7 +130,7 @@ def cmd_eval(a) -> int:
     command = tuple(a.command) if a.command else None
     env_config = EnvConfig(push_every=a.push_every, push_speed=a.push_speed)
     extra = dict(budget_ms=a.budget_ms, push_every=a.push_every, push_speed=a.push_speed,
-                 temperature=a.temperature, checkpoint=a.checkpoint)
+                 temperature=a.temperature, checkpoint=a.checkpoint, bundle=a.bundle)
     if a.score:
         return _eval_scored(a, factory, env_config, command, extra)
     if a.ray or a.workers > 1:

@@ -99,7 +99,8 @@ class PlannerFactory:
         if key not in _WORKER_PLANNERS:
             if self.bundle:
                 from planner_node.runtime.bundle_planner import runtime_planner
-                planner = runtime_planner(self.bundle, backend=self.backend, seed=self.seed)
+                # kwargs here: the bundle's planner settings (e.g. temperature), checked by the runtime
+                planner = runtime_planner(self.bundle, backend=self.backend, seed=self.seed, **dict(self.kwargs))
             else:
                 from planner_node.planning import planner_class
                 planner = planner_class(self.name)(**dict(self.kwargs))

@@ -159,6 +159,18 @@ def test_cli_eval_writes_json(tmp_path):
     assert "zero" in r.stdout and "stand" in r.stdout
 
 
+def test_cli_eval_bundle_takes_its_temperature_and_records_the_bundle(tmp_path, hgap_bundle):
+    out = {}
+    for temp in ("0.3", "4.0"):
+        out[temp] = tmp_path / f"r{temp}.json"
+        r = run_cli("eval", "--bundle", str(hgap_bundle), "--temperature", temp, "--task", "stand", "--episodes", "1",
+                    "--steps", "6", "--json", str(out[temp]), "--quiet")
+        assert r.returncode == 0, r.stderr
+    a, b = (json.loads(f.read_text()) for f in out.values())
+    assert (a["temperature"], b["temperature"]) == (0.3, 4.0) and a["bundle"] == str(hgap_bundle)
+    assert a["episodes"][0]["return"] != b["episodes"][0]["return"]  # the setting reached the planner
+
+
 @pytest.mark.parametrize("flag,bad,valid", [("--task", "moonwalk", "rotate_z"), ("--planner", "nope", "mppi")])
 def test_cli_unknown_names_list_valid(flag, bad, valid):
     r = run_cli("eval", flag, bad, "--episodes", "1", "--steps", "1", "--quiet")
