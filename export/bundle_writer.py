@@ -3,7 +3,8 @@
 The checkpoint names its kind; the kind's registry record (``planner_node.kinds``) names the
 export function that writes its graphs (fixed shapes, pinned opset, ``onnx.checker`` + shape
 inference, parity against torch). This module writes what every bundle has: hashes, the manifest
-(format 3: the kind's own fields under ``kind_config``), CARD.md, optional TensorRT plans. The
+(format 4: the kind's own fields under ``kind_config``; ``safety_filter``: the Lyapunov density
+model's graphs and threshold when ``--ldm RUN`` is given), CARD.md, optional TensorRT plans. The
 bundle is assembled in a temp directory, verified exactly as a robot will, and renamed into
 place: a failed export leaves nothing.
 """
@@ -63,9 +64,11 @@ def dataset_record(ck: dict) -> dict | None:
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = False,
-                  evaluations: list[dict] | None = None, batch: int | None = None, **overrides) -> dict:
+                  evaluations: list[dict] | None = None, batch: int | None = None, ldm: str | Path | None = None,
+                  **overrides) -> dict:
     """``batch``: the kind's batch-sizing setting (its record's ``batch_param``: samples, beam);
-    ``overrides``: any of the kind's settings."""
+    ``ldm``: a trained Lyapunov density model (``planner train-ldm``) whose E and G graphs go in,
+    at the candidate count, for the ``ldm`` safety filter; ``overrides``: any of the kind's settings."""
     ck = load_checkpoint(checkpoint)
     try:
         kind = get_kind(ck.get("kind"))
@@ -83,6 +86,15 @@ def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = Fals
     tmp.mkdir(parents=True)
     try:
         ex = resolve(kind.export)(ck, tmp, settings)
+        safety_filter = None
+        if ldm:
+            from planner_node.export.ldm import export_ldm
+            errs, safety_filter = export_ldm(ldm, tmp, settings[kind.batch_param])
+            ex.graphs.update(errs)
+            ex.card.append(f"- Safety filter: Lyapunov density model `{safety_filter['source']}` (graphs "
+                           f"{safety_filter['energy']}, {safety_filter['lyapunov']}), threshold G <= "
+                           f"{safety_filter['threshold']:.2f} (-log of the data's {safety_filter['percentile']:g}th "
+                           "percentile density).")
         graphs = {}
         for name, err in ex.graphs.items():
             ins, outs = graph_io(tmp / f"{name}.onnx")
@@ -97,6 +109,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = Fals
             "graphs": graphs,
             "reference": {"file": "reference.pt", "sha256": sha256_file(tmp / "reference.pt")} if ex.reference else None,
             "plans": [],
+            "safety_filter": safety_filter,
             "producer": {"planner_node": _version(), "torch": str(torch.__version__), "onnx": str(onnx.__version__),
                          "opset": OPSET, "python": platform.python_version(), "git_commit": _git_commit(),
                          "checkpoint": _repo_relative(checkpoint), "dataset": dataset_record(ck)},

@@ -4,9 +4,11 @@ The controller plans, then asks the filter which action to command now, then pas
 through the output guard. A filter sees the observation and the whole plan (its ``info`` may
 hold the planner's other candidates, e.g. sampled plans' first actions with their scores) and
 returns the action plus what it did. The pass-through default commands the plan's first
-action. The Lyapunov-density safety filter (keep the robot inside the data the model learned
-from) will be the first real one: it registers here by name, with a ``"module:Class"`` string,
-and the node's ``safety_filter`` parameter picks it (``safety_filter_config``: its YAML config).
+action. The Lyapunov-density safety filter (``ldm``: keep the robot inside the data the model
+learned from; ``planner_node/runtime/ldm_filter.py``) is the first real one. Filters register
+here by name, with a ``"module:Class"`` string, and the node's ``safety_filter`` parameter picks
+one (``safety_filter_config``: its YAML config). A filter class with ``needs_bundle = True`` is
+given the planner's bundle (its graphs live there).
 """
 from __future__ import annotations
 
@@ -58,11 +60,13 @@ class PassThrough(ActionFilter):
 #: name -> "module:Class" (lazy: choosing one filter never imports another's dependencies).
 FILTERS: dict[str, str] = {
     "none": "planner_node.action_filter:PassThrough",
+    "ldm": "planner_node.runtime.ldm_filter:LDMFilter",
 }
 
 
-def make_filter(name: str, config_yaml: str = "{}") -> ActionFilter:
-    """The filter registered as ``name``, built from its YAML config; errors name the parameter."""
+def make_filter(name: str, config_yaml: str = "{}", bundle=None) -> ActionFilter:
+    """The filter registered as ``name``, built from its YAML config (and the planner's bundle, for
+    a filter that needs one); errors name the parameter."""
     if name not in FILTERS:
         raise ValueError(f"safety_filter: unknown filter {name!r}; valid: {', '.join(FILTERS)}")
     try:
@@ -72,4 +76,9 @@ def make_filter(name: str, config_yaml: str = "{}") -> ActionFilter:
     if not isinstance(config, dict):
         raise ValueError(f"safety_filter_config: expected a mapping, got {type(config).__name__}")
     module, cls = FILTERS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**config)
+    klass = getattr(importlib.import_module(module), cls)
+    if getattr(klass, "needs_bundle", False):
+        if bundle is None:
+            raise ValueError(f"safety_filter: {name!r} needs the planner's bundle (planner: bundle)")
+        return klass(bundle, **config)
+    return klass(**config)

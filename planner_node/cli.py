@@ -5,15 +5,17 @@
     planner data import --format d4rl|mocapact SRC --out STORE/NAME
     planner data merge STORE/A STORE/B ... --out STORE/C
     planner data info STORE/NAME
-    planner export --checkpoint RUN --out BUNDLE [--tensorrt]
+    planner export --checkpoint RUN --out BUNDLE [--tensorrt] [--ldm LDM_RUN]
     planner verify BUNDLE
     planner bench --bundle BUNDLE --ticks N [--checkpoint RUN] [--json FILE]
     planner up humanoid [--bundle B] [--lockstep] [--duration S] [--quiet]
     planner train --config config/train/<name>.yaml --data STORE/NAME --out RUN
     planner train-critic --data STORE/NAME --out RUN
+    planner train-ldm --data STORE/NAME --out RUN
     planner eval --planner mppi|zero|<kind> [--checkpoint RUN] --task T --episodes N --seed S [--steps K]
                  [--budget-ms B] [--json FILE] [--video FILE] [--workers N | --ray [ADDRESS]]
                  [--score oracle|model|critic|critic_q|oracle+continuation] [--critic RUN]
+                 [--filter none|ldm] [--filter-threshold G]
 """
 from __future__ import annotations
 
@@ -125,12 +127,16 @@ def cmd_eval(a) -> int:
         print(f"note: --temperature applies to learned kinds only; ignored for {a.planner}", file=sys.stderr)
     if (a.ray or a.workers > 1) and not a.bundle:
         kwargs["threads"] = 1  # one Ray CPU per episode
+    if a.filter != "none" and not a.bundle:
+        raise ValueError(f"--filter {a.filter}: give --bundle B (its graphs hold the filter's model)")
+    filter_config = json.dumps({"threshold": a.filter_threshold} if a.filter_threshold is not None else {})
     factory = PlannerFactory(name or "bundle", tuple(sorted(kwargs.items())), bundle=a.bundle or None,
-                             backend=a.backend, seed=a.seed)
+                             backend=a.backend, seed=a.seed, filter=a.filter, filter_config=filter_config)
     command = tuple(a.command) if a.command else None
     env_config = EnvConfig(push_every=a.push_every, push_speed=a.push_speed)
     extra = dict(budget_ms=a.budget_ms, push_every=a.push_every, push_speed=a.push_speed,
-                 temperature=a.temperature, checkpoint=a.checkpoint, bundle=a.bundle)
+                 temperature=a.temperature, checkpoint=a.checkpoint, bundle=a.bundle,
+                 **({"filter": a.filter, "filter_threshold": a.filter_threshold} if a.filter != "none" else {}))
     if a.score:
         return _eval_scored(a, factory, env_config, command, extra)
     if a.ray or a.workers > 1:
@@ -194,6 +200,16 @@ def cmd_train_critic(a) -> int:
     return 0
 
 
+def cmd_train_ldm(a) -> int:
+    from planner_node.models.ldm import LDMConfig, train_ldm
+    m = train_ldm(a.data, a.out, LDMConfig(flow_steps=a.flow_steps, g_steps=a.g_steps, percentile=a.percentile),
+                  progress=not a.quiet)
+    print(f"{a.out}: held-out NLL {m['holdout_nll']:.1f} over {m['holdout_pairs']} pairs; threshold G <= "
+          f"{m['threshold']:.2f}; held-out pairs above it: E {m['e_above_threshold_fraction']:.0%}, "
+          f"G {m['g_above_threshold_fraction']:.0%}; G < E on {m['g_below_e_fraction']:.1%}")
+    return 0
+
+
 def cmd_train(a) -> int:
     from planner_node.models.train import train
     res = train(a.config, a.data, a.out, progress=not a.quiet)
@@ -214,7 +230,7 @@ def cmd_export(a) -> int:
                    if k not in evaluations[-1]]
         if missing:
             raise ValueError(f"--evaluation {f}: missing key {missing[0]!r} (expected `planner eval --json` output)")
-    m = export_bundle(a.checkpoint, a.out, tensorrt=a.tensorrt, evaluations=evaluations, batch=a.samples)
+    m = export_bundle(a.checkpoint, a.out, tensorrt=a.tensorrt, evaluations=evaluations, batch=a.samples, ldm=a.ldm)
     errs = ", ".join(f"{k} {v['parity_max_abs_err']:.1e}" for k, v in m["graphs"].items())
     print(f"{a.out}: {m['planner']} bundle, graphs {list(m['graphs'])} (ONNX Runtime vs torch max abs err: {errs}), "
           f"{len(m['plans'])} TensorRT plans")
@@ -305,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--samples", type=int, help="H-GAP samples baked into the fixed shapes (default 64)")
     x.add_argument("--evaluation", nargs="+", help="`planner eval --json` files: their table goes into CARD.md")
     x.add_argument("--tensorrt", action="store_true", help="also build TensorRT plans for this GPU")
+    x.add_argument("--ldm", help="a trained Lyapunov density model (planner train-ldm): its E and G graphs go in, "
+                                 "for the ldm safety filter")
     x.set_defaults(fn=cmd_export)
     v = sub.add_parser("verify", help="verify a bundle's hashes, spec, shapes and paths")
     v.add_argument("bundle")
@@ -378,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "rollouts, and by true rollouts with the previous plan as a candidate; prints the three side "
                    "by side (simulation only)")
     e.add_argument("--critic", help="a trained critic's run (planner train-critic): adds the critic-scored column")
+    e.add_argument("--filter", default="none", help="safety filter between plan and action: none | ldm (needs a "
+                                                    "bundle exported with --ldm)")
+    e.add_argument("--filter-threshold", type=float, help="ldm: admissible while G <= this (default: the bundle's)")
     e.add_argument("--workers", type=int, default=1,
                    help="episodes at once: > 1 runs them as tasks on a local Ray with this many CPUs")
     e.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -391,6 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--steps", type=int, default=20_000)
     tc.add_argument("--quiet", action="store_true")
     tc.set_defaults(fn=cmd_train_critic)
+    tl = sub.add_parser("train-ldm", help="train the Lyapunov density model: density E(s,a) (a flow), then G by the backup")
+    tl.add_argument("--data", required=True, help="dataset manifest, STORE/NAME[.json]")
+    tl.add_argument("--out", required=True, help="run directory (ldm.pt, curves.json)")
+    tl.add_argument("--flow-steps", type=int, default=4000)
+    tl.add_argument("--g-steps", type=int, default=4000)
+    tl.add_argument("--percentile", type=float, default=40.0,
+                    help="threshold: -log of this percentile of the data's densities (the prototype's 40)")
+    tl.add_argument("--quiet", action="store_true")
+    tl.set_defaults(fn=cmd_train_ldm)
     return p
 
 

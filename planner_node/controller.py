@@ -77,6 +77,8 @@ class Controller:
                  estimator: StateEstimator | None = None, action_filter: ActionFilter | None = None):
         self.planner, self.config = planner, config
         self.action_filter = action_filter or PassThrough()
+        self._filter_g: deque = deque(maxlen=1000)   # G of the filter's recent choices (ldm)
+        self.filter_threshold = None
         self.estimator = estimator or StateEstimator()
         lay = self.estimator.layout
         from planner_node.robot.humanoid import standing_qpos
@@ -179,9 +181,18 @@ class Controller:
             return self._fallback("filter_error", f"action filter error: {e.__class__.__name__}: {e}", t0)
         if chosen.intervened:
             self.counters["filter_interventions"] += 1
+        g = chosen.info.get("g")
+        if g is not None:  # a filter that measures each choice (ldm: G of the chosen action)
+            self._filter_g.append(float(g))
+            self.filter_threshold = chosen.info.get("threshold")
         return self._first_safe(iter([("plan", chosen.action)]), "plan", t0, plan)
 
     def stats(self) -> dict:
         lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)
-        return {"latency_p50_ms": float(np.percentile(lat, 50)), "latency_p99_ms": float(np.percentile(lat, 99)),
-                **{k: int(v) for k, v in self.counters.items()}}
+        out = {"latency_p50_ms": float(np.percentile(lat, 50)), "latency_p99_ms": float(np.percentile(lat, 99)),
+               **{k: int(v) for k, v in self.counters.items()}}
+        if self._filter_g:  # the chosen actions' G over the recent ticks, and the threshold it was held to
+            g = np.asarray(self._filter_g)
+            out.update(filter_g_mean=float(g.mean()), filter_g_max=float(g.max()),
+                       filter_threshold=float(self.filter_threshold))
+        return out

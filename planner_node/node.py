@@ -62,7 +62,7 @@ class PlannerNode(LifecycleNode):
         self._gate = StampGate()
         self._limits = StateLimits()
         self._cmd_twist = (0.0, 0.0, 0.0)
-        self._pending = None   # (planner, bundle_path) ready to swap in
+        self._pending = None   # (planner, bundle_path, action_filter) ready to swap in
         self.active_bundle = ""
         # Every counter exists from the start, so /diagnostics lists the zeros too.
         self._rejects: dict[str, int] = {f"rejected_{t}": 0 for t in REJECT_REASONS}
@@ -137,6 +137,15 @@ class PlannerNode(LifecycleNode):
                 from planner_node.robot.tasks import TASKS
                 if prm.value not in TASKS:
                     return SetParametersResult(successful=False, reason=f"task: unknown {prm.value!r}; valid: {', '.join(TASKS)}")
+            if prm.name == "safety_filter_threshold":
+                f = self.controller.action_filter if self.controller is not None else None
+                if not hasattr(f, "set_threshold"):
+                    return SetParametersResult(successful=False, reason=f"safety_filter_threshold: filter "
+                                               f"{self.p('safety_filter')!r} has no threshold")
+                try:
+                    f.set_threshold(str(prm.value).strip() or None)
+                except ValueError as e:
+                    return SetParametersResult(successful=False, reason=str(e))
             if prm.name == "deadline_ms":
                 try:
                     ControllerConfig(deadline_ms=float(prm.value), task=self.p("task"))
@@ -156,6 +165,17 @@ class PlannerNode(LifecycleNode):
                 threading.Thread(target=self._load_swap, args=(path,), daemon=True).start()
         return SetParametersResult(successful=True)
 
+    def _make_filter(self, planner):
+        """The safety filter over ``planner`` (a filter with graphs takes them from its bundle),
+        held to the safety_filter_threshold parameter when it is set."""
+        f = make_filter(self.p("safety_filter"), self.p("safety_filter_config"), bundle=getattr(planner, "bundle", None))
+        threshold = str(self.p("safety_filter_threshold")).strip()
+        if threshold:
+            if not hasattr(f, "set_threshold"):
+                raise ValueError(f"safety_filter_threshold: filter {self.p('safety_filter')!r} has no threshold")
+            f.set_threshold(threshold)
+        return f
+
     def _load_swap(self, path: str) -> None:
         # A background job: on a 2-core robot computer the load competes with the control tick
         # for CPU; a lower priority for this thread (Linux: per-thread nice) keeps the tick first.
@@ -165,12 +185,13 @@ class PlannerNode(LifecycleNode):
             pass
         try:
             planner = self._make_planner(path)
+            action_filter = self._make_filter(planner)  # the filter's graphs come with the new bundle
             self._warm_up(planner, pause_s=0.03)
         except Exception as e:  # noqa: BLE001 - keep the old bundle on any failure
             self._reject("bundle_path", "load_failed", f"load/warm-up failed, keeping {self.active_bundle}: {e}")
             return
         with self._lock:
-            self._pending = (planner, path)
+            self._pending = (planner, path, action_filter)
 
     def _reject(self, topic: str, reason: str, why: str) -> None:
         """Count it for /diagnostics (per topic and per reason); log it, throttled to 1/s per
@@ -185,11 +206,11 @@ class PlannerNode(LifecycleNode):
     # -- lifecycle -------------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
-            action_filter = make_filter(self.p("safety_filter"), self.p("safety_filter_config"))
             cfg = self._config()
             self._gate = StampGate(float(self.p("stamp_future_tolerance_s")), float(self.p("stamp_max_age_s")))
             bundle = self._bundle_path(self.p("bundle_path")) if self.p("planner") == "bundle" else ""
             planner = self._make_planner(bundle)
+            action_filter = self._make_filter(planner)
             self._warm_up(planner)
         except Exception as e:  # noqa: BLE001 - report any configure failure by parameter
             self.get_logger().error(f"configure failed: {e}")
@@ -328,8 +349,9 @@ class PlannerNode(LifecycleNode):
             self._new_state = False
             joint, odom = self._joint, self._odom
             if self._pending is not None:  # hot swap at a tick boundary
-                planner, path = self._pending
+                planner, path, action_filter = self._pending
                 self._pending = None
+                self.controller.action_filter = action_filter
                 self.controller.swap_planner(planner)
                 self.active_bundle = path
                 self.get_logger().info(f"swapped to bundle {path}")

@@ -38,6 +38,11 @@ class Candidates:
     tokens: np.ndarray
     horizon: int
 
+    def first_actions(self) -> dict:
+        """What a plan's ``info["candidates"]`` carries for an action filter: every candidate's
+        first action (N, 56) and its score (N,)."""
+        return {"first_actions": np.asarray(self.actions[:, 0]), "scores": np.asarray(self.scores)}
+
 
 @dataclass(frozen=True)
 class PlanRequest:

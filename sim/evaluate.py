@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from planner_node.planning import Planner, PlanRequest
+from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.sim.env import EnvConfig, HumanoidEnv
 from planner_node.robot.tasks import get_task
 
@@ -93,6 +93,8 @@ class PlannerFactory:
     seed: int = 0
     score: str = ""               # "": the planner as it is; else a ScoredPlanner mode (sim/oracle.py)
     critic: str | None = None     # a trained critic's run, for score="critic"
+    filter: str = "none"          # an ActionFilter between plan and action (as the node has), by name
+    filter_config: str = "{}"     # its YAML config
 
     def __call__(self) -> Planner:
         key = repr(self)
@@ -108,8 +110,32 @@ class PlannerFactory:
                 from planner_node.sim.oracle import ScoredPlanner
                 planner = ScoredPlanner(planner, self.score, threads=dict(self.kwargs).get("threads", 2),
                                         critic=self.critic)
+            if self.filter != "none":
+                from planner_node.action_filter import make_filter
+                planner = FilteredPlanner(planner, make_filter(self.filter, self.filter_config,
+                                                               bundle=getattr(planner, "bundle", None)))
             _WORKER_PLANNERS[key] = planner
         return _WORKER_PLANNERS[key]
+
+
+class FilteredPlanner(Planner):
+    """A planner behind an action filter, as the controller runs it: the filter picks the action
+    executed now (the plan's first), the rest of the plan is the planner's. Counts interventions."""
+
+    def __init__(self, inner: Planner, action_filter):
+        self.inner, self.filter = inner, action_filter
+        self.name = f"{inner.name}+{action_filter.name}"
+
+    def reset(self, seed: int | None = None) -> None:
+        self.inner.reset(seed)
+        self.filter.reset()
+
+    def plan(self, request: PlanRequest) -> Plan:
+        plan = self.inner.plan(request)
+        f = self.filter.filter(request.obs, plan)
+        actions = np.array(plan.actions, dtype=float)
+        actions[0] = f.action
+        return Plan(actions, plan.score, info={**plan.info, "filter": f.info, "intervened": f.intervened})
 
 
 _WORKER_PLANNERS: dict[str, Planner] = {}  # per process: Ray reuses its workers across episodes

@@ -272,12 +272,14 @@ def test_replay_recorded_mcap_reproduces_commands(probe, tmp_path, hgap_bundle):
     assert np.ptp(recorded, axis=0).max() > 1e-3  # the commands vary: the comparison has teeth
 
 
-def test_bad_safety_filter_fails_configure_naming_it(tmp_path):
-    cmd = node_commands({"planner": "zero"}, extra={"planner": {"safety_filter": "ldm"}})["planner"]
+@pytest.mark.parametrize("name,why", [("bogus", "safety_filter: unknown filter 'bogus'"),
+                                      ("ldm", "safety_filter: 'ldm' needs the planner's bundle")])
+def test_bad_safety_filter_fails_configure_naming_it(tmp_path, name, why):
+    cmd = node_commands({"planner": "zero"}, extra={"planner": {"safety_filter": name}})["planner"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                        env={**__import__("os").environ, "ROS_DOMAIN_ID": str(next(_domains))})
     assert r.returncode != 0
-    assert "configure failed" in r.stderr + r.stdout and "safety_filter: unknown filter 'ldm'" in r.stderr + r.stdout
+    assert "configure failed" in r.stderr + r.stdout and why in r.stderr + r.stdout
 
 
 def test_lifecycle_cleanup_then_configure_again(ros_domain):

@@ -1,8 +1,8 @@
 """Engine bundles: a directory a robot can receive and swap to (reading and verifying; no torch).
 
-``manifest.yaml`` (format version 3)::
+``manifest.yaml`` (format version 4; format 3, which lacks ``safety_filter``, loads as if it were null)::
 
-    format_version: 3
+    format_version: 4
     planner: <kind>                                           # a record of planner_node.kinds
     spec_hash, joint_names, obs_blocks, control_period_s      # checked against this build
     horizon, trained_tasks
@@ -13,6 +13,7 @@
       <name>: {file: <name>.onnx, sha256, inputs: [{name, dtype, shape}], outputs: [...], parity_max_abs_err}
     reference: {file, sha256} or null  # torch weights for the torch backend
     plans: [{graph, file, sha256, key, tensorrt_version, compute_capability, precision}]   # may be []
+    safety_filter: {name: ldm, energy: <graph>, lyapunov: <graph>, threshold, percentile, source} or null
     producer: {planner_node, torch, onnx, opset, python, git_commit, checkpoint,
                dataset: {sha256 (of the dataset's meta.json), path (relative to the repo)} or null}
 
@@ -34,7 +35,9 @@ from planner_node import spec
 from planner_node.atomic import sha256_file
 from planner_node.kinds import KINDS
 
-FORMAT_VERSION = 3  # 2: prior_step outputs only the new KV slot; 3: kind-specific fields under kind_config
+FORMAT_VERSION = 4  # 2: prior_step outputs only the new KV slot; 3: kind-specific fields under kind_config;
+#                    4: safety_filter (the Lyapunov density model's graphs and threshold, or null)
+READABLE_VERSIONS = (3, 4)
 DTYPES = {"float32": np.float32, "int64": np.int64, "float16": np.float16}
 
 
@@ -46,7 +49,10 @@ class BundleError(ValueError):
 #: not know is a bundle made for another build, or an attack, e.g. a nest of YAML aliases).
 TOP_KEYS = frozenset((
     "format_version", "planner", "spec_hash", "joint_names", "obs_blocks", "control_period_s", "horizon",
-    "trained_tasks", "normalizer", "planner_defaults", "kind_config", "graphs", "reference", "plans", "producer"))
+    "trained_tasks", "normalizer", "planner_defaults", "kind_config", "graphs", "reference", "plans", "producer",
+    "safety_filter"))
+TOP_KEYS_V3 = TOP_KEYS - {"safety_filter"}
+SAFETY_FILTER_KEYS = frozenset(("name", "energy", "lyapunov", "threshold", "percentile", "source"))
 GRAPH_KEYS = frozenset(("file", "sha256", "inputs", "outputs", "parity_max_abs_err"))
 TENSOR_KEYS = frozenset(("name", "dtype", "shape"))
 NORMALIZER_KEYS = frozenset(("obs_mean", "obs_std", "act_mean", "act_std", "ret_mean", "ret_std"))
@@ -67,7 +73,19 @@ def _exact_keys(d, allowed: frozenset, where: str, mpath: Path) -> None:
 
 
 def _check_schema(m: dict, mpath: Path) -> None:
-    _exact_keys(m, TOP_KEYS, "top level", mpath)
+    _exact_keys(m, TOP_KEYS if m["format_version"] >= 4 else TOP_KEYS_V3, "top level", mpath)
+    sf = m.get("safety_filter")
+    if sf is not None:
+        _exact_keys(sf, SAFETY_FILTER_KEYS, "safety_filter", mpath)
+        for role in ("energy", "lyapunov"):
+            if sf[role] not in (m.get("graphs") or {}):
+                raise BundleError(f"{mpath}: safety_filter.{role}: graph {sf[role]!r} is not in graphs")
+        try:
+            ok = np.isfinite(float(sf["threshold"]))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise BundleError(f"{mpath}: safety_filter.threshold must be a finite number, got {sf['threshold']!r}")
     _exact_keys(m["normalizer"], NORMALIZER_KEYS, "normalizer", mpath)
     if m["reference"] is not None:
         _exact_keys(m["reference"], REFERENCE_KEYS, "reference", mpath)
@@ -176,16 +194,15 @@ def load_bundle(path: str | Path, check_graphs: bool = True) -> Bundle:
         raise BundleError(f"{mpath}: invalid YAML ({e})") from e
     if not isinstance(m, dict):
         raise BundleError(f"{mpath}: expected a mapping")
-    if m.get("format_version") != FORMAT_VERSION:
+    if m.get("format_version") not in READABLE_VERSIONS:
         hint = " (kind-specific fields moved under kind_config: `planner upgrade-bundle OLD --out NEW`)" \
             if m.get("format_version") == 2 else ""
         raise BundleError(f"{mpath}: format_version {m.get('format_version')!r} unsupported "
-                          f"(expected {FORMAT_VERSION}){hint}")
+                          f"(this build reads {', '.join(map(str, READABLE_VERSIONS))}){hint}")
     if m.get("planner") not in KINDS:
         raise BundleError(f"{mpath}: unknown planner kind {m.get('planner')!r}; valid: {', '.join(KINDS)}")
     _check_schema(m, mpath)
-    if m["format_version"] != FORMAT_VERSION:
-        raise BundleError(f"{mpath}: format_version {m['format_version']!r} unsupported (expected {FORMAT_VERSION})")
+    m.setdefault("safety_filter", None)  # format 3: no filter
     if m["spec_hash"] != spec.SPEC_HASH:
         raise BundleError(f"{mpath}: spec_hash {m['spec_hash']!r} does not match this build's {spec.SPEC_HASH!r}")
     if list(m["joint_names"]) != list(spec.JOINT_NAMES):
