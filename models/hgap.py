@@ -35,4 +35,5 @@ class HGAPPlanner(LatentReferencePlanner):
     def plan(self, request: PlanRequest) -> Plan:
         c = self.candidates(request)
         best = int(np.argmax(c.scores))
-        return Plan(c.actions[best], float(c.scores[best]), info={"tokens": c.tokens[best].tolist()})
+        return Plan(c.actions[best], float(c.scores[best]),
+                    info={"tokens": c.tokens[best].tolist(), "candidates": c.first_actions()})
