@@ -2,7 +2,8 @@
 # The shipped bundle from the committed data (`make default-bundle`; ~25 min on 2 cores):
 # H-GAP small trained on data/train, evaluated on every task (20 episodes x 150 steps, seeds
 # 0-19, pushes of 0.25 m/s every 100 steps; episodes as Ray tasks), exported with the table in
-# its card. Resumes: training continues from its checkpoint, finished evaluations are kept.
+# its card, with the Lyapunov density safety filter (runs/ldm). Resumes: training continues from
+# its checkpoint, finished evaluations are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-39} RAY_USAGE_STATS_ENABLED=0
@@ -21,5 +22,8 @@ for t in $TASKS; do
 done
 .venv/bin/python bench/eval_table.py $RES/hgap_*.json
 rm -rf "$OUT.new"
-$P export --checkpoint "$RUN" --out "$OUT.new" --evaluation $RES/hgap_*.json
+# The Lyapunov density safety filter's model on the same data (kept if trained: ~5 min).
+LDM=${LDM:-runs/ldm}
+[ -f "$LDM/ldm.pt" ] || $P train-ldm --data "$DATA" --out "$LDM" --quiet
+$P export --checkpoint "$RUN" --out "$OUT.new" --evaluation $RES/hgap_*.json --ldm "$LDM"
 rm -rf "$OUT" && mv "$OUT.new" "$OUT"

@@ -156,10 +156,13 @@ def main() -> int:
         fig, ax = plt.subplots(1, 3, figsize=(12, 3.4))
         for axis, key, name in ((ax[0], "mean_return", "mean return"), (ax[1], "mean_length", "mean length [steps]"),
                                 (ax[2], "e_above_cutoff", "executed steps with E > cutoff")):
-            axis.plot(cs, [r[key] for r in sweep], "o-", label="filter on")
+            err = [se([e[key.replace("mean_", "")] for e in r["episodes"]]) for r in sweep]
+            axis.errorbar(cs, [r[key] for r in sweep], yerr=err, fmt="o-", capsize=3, label="filter on (± s.e.)")
             off = next((r for r in rows if r["label"] == "main_off"), None)
             if off:
+                e_off = se([e[key.replace("mean_", "")] for e in off["episodes"]])
                 axis.axhline(off[key], color="gray", ls="--", label="filter off")
+                axis.axhspan(off[key] - e_off, off[key] + e_off, color="gray", alpha=0.15)
             axis.set_xlabel("threshold: percentile c of data density (-log c)")
             axis.set_title(name)
         ax[0].legend()

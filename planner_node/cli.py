@@ -271,7 +271,8 @@ def cmd_upgrade_bundle(a) -> int:
 
 def cmd_demo(a) -> int:
     from planner_node.demo import main_demo
-    return main_demo(a.bundle, a.out, int(os.environ.get("ROS_DOMAIN_ID", "47")), planner=a.planner)
+    return main_demo(a.bundle, a.out, int(os.environ.get("ROS_DOMAIN_ID", "47")), planner=a.planner,
+                     safety_filter=a.filter)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -365,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--planner", default="bundle", choices=("bundle", "mppi"),
                     help="bundle: the learned planner (default); mppi: ground-truth MPC through the same node "
                          "(walks; ~10 min)")
+    dm.add_argument("--filter", default="auto", choices=("auto", "none", "ldm"),
+                    help="safety filter: auto (ldm when the bundle carries a Lyapunov density model), none, ldm")
     dm.set_defaults(fn=cmd_demo)
 
     e = sub.add_parser("eval", help="closed-loop evaluation in the MuJoCo sim")

@@ -45,9 +45,10 @@ class Sample:
 
 
 def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = "onnxruntime",
-             segments=SEGMENTS, video: bool = True, planner: str = "bundle") -> dict:
+             segments=SEGMENTS, video: bool = True, planner: str = "bundle", safety_filter: str = "auto") -> dict:
     """``planner``: bundle (the learned planner in ``bundle``) or mppi (ground-truth sampling MPC
-    on the simulator's own model, through the same node: what a capable planner does here)."""
+    on the simulator's own model, through the same node: what a capable planner does here).
+    ``safety_filter``: auto (the bundle's Lyapunov-density filter when it carries one), none, ldm."""
     import rclpy
     from geometry_msgs.msg import Twist
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -179,6 +180,14 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
                             "hold": True}}
     if planner == "mppi":
         extra["planner"] = {"mppi_samples": 32, "mppi_threads": 2}
+    if safety_filter == "auto":
+        safety_filter = "none"
+        if planner == "bundle":
+            from planner_node.default_bundle import default_bundle_path
+            from planner_node.runtime.bundle import load_bundle
+            sf = load_bundle(bundle or default_bundle_path(), check_graphs=False).manifest["safety_filter"]
+            safety_filter = sf["name"] if sf else "none"
+    extra.setdefault("planner", {})["safety_filter"] = safety_filter
     falls = [0] * len(segments)
     t0 = time.time()
     with Bringup(values, extra=extra, log_dir=out) as b:
@@ -263,7 +272,8 @@ def _report(out, segments, samples, falls, lat_ros, diags, qpos_log, wall, video
                "wall_overruns": int(last.get("wall_overruns", 0)),
                "state_to_command_p50_ms": float(np.percentile(lat, 50)),
                "state_to_command_p99_ms": float(np.percentile(lat, 99)), "wall_s": wall,
-               "active_bundle": last.get("active_bundle")}
+               "active_bundle": last.get("active_bundle"), "safety_filter": last.get("safety_filter", "none"),
+               "filter_interventions": int(last.get("filter_interventions", 0))}
     print(f"{'segment':<16}{'task':<7}{'steps':>6}{'return':>9}{'falls':>6}{'track rmse':>11}{'v_fwd':>7}{'yaw':>7}")
     for r in rows:
         print(f"{r['segment']:<16}{r['task']:<7}{r['steps']:>6}{r['return']:>9.1f}{r['falls']:>6}"
@@ -272,7 +282,7 @@ def _report(out, segments, samples, falls, lat_ros, diags, qpos_log, wall, video
           f"deadline misses {summary['deadline_misses']} (wall-clock overruns {summary['wall_overruns']}, "
           f"lockstep: the sim waits); state->command over ROS 2 p50 "
           f"{summary['state_to_command_p50_ms']:.1f} ms, p99 {summary['state_to_command_p99_ms']:.1f} ms; "
-          f"wall {wall:.0f} s")
+          f"wall {wall:.0f} s; safety filter {summary['safety_filter']} ({summary['filter_interventions']} interventions)")
     _plot(out / "demo.png", segments, samples, lat_ros)
     from planner_node.atomic import write_json
     write_json(out / "demo.json", summary)
@@ -339,7 +349,7 @@ def _render(path, qpos_log) -> None:
     rec.close()
 
 
-def main_demo(bundle: str, out: str, domain: int, planner: str = "bundle") -> int:
-    summary = run_demo(bundle, out, domain=domain, planner=planner)
+def main_demo(bundle: str, out: str, domain: int, planner: str = "bundle", safety_filter: str = "auto") -> int:
+    summary = run_demo(bundle, out, domain=domain, planner=planner, safety_filter=safety_filter)
     print(json.dumps({k: v for k, v in summary.items() if k != "segments"}))
     return 0

@@ -397,7 +397,8 @@ class PlannerNode(LifecycleNode):
         self._gap_window_s = 0.0
         st = DiagnosticStatus(name="planner_node", hardware_id="humanoid", message=f"bundle {self.active_bundle}")
         st.level = DiagnosticStatus.OK if s.get("deadline_misses", 0) == 0 else DiagnosticStatus.WARN
-        st.values = [KeyValue(key="active_bundle", value=self.active_bundle)] + [
+        st.values = [KeyValue(key="active_bundle", value=self.active_bundle),
+                     KeyValue(key="safety_filter", value=str(self.p("safety_filter")))] + [
             KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in sorted(s.items())]
         msg = DiagnosticArray(status=[st])
         msg.header.stamp = self.get_clock().now().to_msg()
