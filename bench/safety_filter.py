@@ -106,6 +106,36 @@ def filt_energy(filt, bundle, obs, action) -> float:
     return float(eng.run({"obs": o, "act": act})["energy"][0])
 
 
+def latency(bundle_path: str, n: int) -> int:
+    """The filter's added latency against the plan it filters, on the same observations."""
+    from planner_node.planning import PlanRequest
+    from planner_node.runtime.bundle_planner import runtime_planner
+    from planner_node.runtime.ldm_filter import LDMFilter
+    from planner_node.sim.env import HumanoidEnv
+    env = HumanoidEnv()
+    obs = [env.reset(0)]
+    for _ in range(49):
+        obs.append(env.step(env.zero_action)[0])
+    planner, filt = runtime_planner(bundle_path, seed=0), LDMFilter(bundle_path)
+    for o in obs[:5]:  # warm-up
+        filt.filter(o, planner.plan(PlanRequest(obs=o, task="stand")))
+    t_plan, t_filter = [], []
+    for i in range(n):
+        o = obs[i % len(obs)]
+        t0 = time.perf_counter()
+        plan = planner.plan(PlanRequest(obs=o, task="stand"))
+        t1 = time.perf_counter()
+        filt.filter(o, plan)
+        t2 = time.perf_counter()
+        t_plan.append((t1 - t0) * 1e3)
+        t_filter.append((t2 - t1) * 1e3)
+    print(f"{bundle_path}: {n} ticks; the filter scores {filt.batch} candidates with the bundle's G graph")
+    print(f"{'':<24}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    for name, x in (("plan (whole-plan graph)", t_plan), ("ldm filter", t_filter)):
+        print(f"{name:<24}{np.percentile(x, 50):>9.2f}{np.percentile(x, 99):>9.2f}{np.max(x):>9.2f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", required=True)
@@ -119,7 +149,11 @@ def main() -> int:
     ap.add_argument("--percentiles", type=float, nargs="+", default=[5, 20, 40, 60, 80])
     ap.add_argument("--data", default="data/train")
     ap.add_argument("--out", default="results/safety_filter")
+    ap.add_argument("--latency", type=int, metavar="N",
+                    help="only time N filter calls next to N plans of the same bundle (same process, run alone)")
     a = ap.parse_args()
+    if a.latency:
+        return latency(a.bundle, a.latency)
     from planner_node.atomic import write_json
     from planner_node.runtime.bundle import load_bundle
 

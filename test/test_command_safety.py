@@ -202,8 +202,8 @@ def test_action_filter_sits_between_plan_and_guard(env):
 def test_filter_registry_names_the_parameter():
     from planner_node.action_filter import PassThrough, make_filter
     assert isinstance(make_filter("none"), PassThrough)
-    with pytest.raises(ValueError, match="safety_filter: unknown filter 'ldm'"):
-        make_filter("ldm")
+    with pytest.raises(ValueError, match="safety_filter: unknown filter 'bogus'; valid: none, ldm"):
+        make_filter("bogus")
     with pytest.raises(ValueError, match="safety_filter_config"):
         make_filter("none", "threshold: 3")
     with pytest.raises(ValueError, match="safety_filter_config: expected a mapping"):
