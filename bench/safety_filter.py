@@ -131,7 +131,7 @@ def latency(bundle_path: str, n: int) -> int:
         t_filter.append((t2 - t1) * 1e3)
     print(f"{bundle_path}: {n} ticks; the filter scores {filt.batch} candidates with the bundle's G graph")
     print(f"{'':<24}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
-    for name, x in (("plan (whole-plan graph)", t_plan), ("ldm filter", t_filter)):
+    for name, x in ((f"plan ({planner.graph_mode} graphs)", t_plan), ("ldm filter", t_filter)):
         print(f"{name:<24}{np.percentile(x, 50):>9.2f}{np.percentile(x, 99):>9.2f}{np.max(x):>9.2f}")
     return 0
 
