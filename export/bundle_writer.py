@@ -65,10 +65,12 @@ def dataset_record(ck: dict) -> dict | None:
 
 def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = False,
                   evaluations: list[dict] | None = None, batch: int | None = None, ldm: str | Path | None = None,
-                  **overrides) -> dict:
+                  critic: str | Path | None = None, critic_weight: float = 1.0, **overrides) -> dict:
     """``batch``: the kind's batch-sizing setting (its record's ``batch_param``: samples, beam);
     ``ldm``: a trained Lyapunov density model (``planner train-ldm``) whose E and G graphs go in,
-    at the candidate count, for the ``ldm`` safety filter; ``overrides``: any of the kind's settings."""
+    at the candidate count, for the ``ldm`` safety filter; ``critic``: a trained task critic (``planner
+    train-critic``) whose V graph goes in: candidates then score predicted reward + ``critic_weight``
+    x gamma^H V(predicted last state); ``overrides``: any of the kind's settings."""
     ck = load_checkpoint(checkpoint)
     try:
         kind = get_kind(ck.get("kind"))
@@ -95,6 +97,13 @@ def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = Fals
                            f"{safety_filter['energy']}, {safety_filter['lyapunov']}), threshold G <= "
                            f"{safety_filter['threshold']:.2f} (-log of the data's {safety_filter['percentile']:g}th "
                            "percentile density).")
+        critic_block = None
+        if critic:
+            from planner_node.export.critic import export_critic
+            errs, critic_block = export_critic(critic, tmp, settings[kind.batch_param], critic_weight)
+            ex.graphs.update(errs)
+            ex.card.append(f"- Critic: `{critic_block['source']}` (graph {critic_block['graph']}): a candidate scores its "
+                           f"predicted reward + {critic_weight:g} x {critic_block['discount']:g}^H V(predicted last state).")
         graphs = {}
         for name, err in ex.graphs.items():
             ins, outs = graph_io(tmp / f"{name}.onnx")
@@ -110,6 +119,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = Fals
             "reference": {"file": "reference.pt", "sha256": sha256_file(tmp / "reference.pt")} if ex.reference else None,
             "plans": [],
             "safety_filter": safety_filter,
+            "critic": critic_block,
             "producer": {"planner_node": _version(), "torch": str(torch.__version__), "onnx": str(onnx.__version__),
                          "opset": OPSET, "python": platform.python_version(), "git_commit": _git_commit(),
                          "checkpoint": _repo_relative(checkpoint), "dataset": dataset_record(ck)},

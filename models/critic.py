@@ -264,9 +264,10 @@ def cfg_act_dim(q_state: dict) -> int:
     return int(q_state["net.0.weight"].shape[1] - q_state["obs_mean"].shape[0])
 
 
-def score_with_critic(model_scores: np.ndarray, final_obs: np.ndarray, horizon: int, critic: Critic, task: str) -> np.ndarray:
-    """Predicted reward over the plan plus the discounted value of where it ends."""
-    return model_scores + critic.discount ** horizon * critic.values(final_obs, task)
+def score_with_critic(model_scores: np.ndarray, final_obs: np.ndarray, horizon: int, critic: Critic, task: str,
+                      weight: float = 1.0) -> np.ndarray:
+    """Predicted reward over the plan plus (weight x) the discounted value of where it ends."""
+    return model_scores + weight * critic.discount ** horizon * critic.values(final_obs, task)
 
 
 def load_curves(run: str | Path) -> dict:

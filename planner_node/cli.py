@@ -99,6 +99,8 @@ def cmd_eval(a) -> int:
     if a.bundle:
         if a.temperature is not None:
             kwargs = {"temperature": a.temperature}  # a bundle setting (refused if its kind lacks it)
+        if a.critic_weight is not None:
+            kwargs["critic_weight"] = a.critic_weight  # the bundle's critic term, reweighted
     elif a.planner == "mppi":
         kwargs = {"budget_ms": a.budget_ms, "seed": a.seed}
         if a.samples:
@@ -135,7 +137,7 @@ def cmd_eval(a) -> int:
     command = tuple(a.command) if a.command else None
     env_config = EnvConfig(push_every=a.push_every, push_speed=a.push_speed)
     extra = dict(budget_ms=a.budget_ms, push_every=a.push_every, push_speed=a.push_speed,
-                 temperature=a.temperature, checkpoint=a.checkpoint, bundle=a.bundle,
+                 temperature=a.temperature, checkpoint=a.checkpoint, bundle=a.bundle, critic_weight=a.critic_weight,
                  **({"filter": a.filter, "filter_threshold": a.filter_threshold} if a.filter != "none" else {}))
     if a.score:
         return _eval_scored(a, factory, env_config, command, extra)
@@ -230,7 +232,8 @@ def cmd_export(a) -> int:
                    if k not in evaluations[-1]]
         if missing:
             raise ValueError(f"--evaluation {f}: missing key {missing[0]!r} (expected `planner eval --json` output)")
-    m = export_bundle(a.checkpoint, a.out, tensorrt=a.tensorrt, evaluations=evaluations, batch=a.samples, ldm=a.ldm)
+    m = export_bundle(a.checkpoint, a.out, tensorrt=a.tensorrt, evaluations=evaluations, batch=a.samples, ldm=a.ldm,
+                      critic=a.critic, critic_weight=a.critic_weight)
     errs = ", ".join(f"{k} {v['parity_max_abs_err']:.1e}" for k, v in m["graphs"].items())
     print(f"{a.out}: {m['planner']} bundle, graphs {list(m['graphs'])} (ONNX Runtime vs torch max abs err: {errs}), "
           f"{len(m['plans'])} TensorRT plans")
@@ -322,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--samples", type=int, help="H-GAP samples baked into the fixed shapes (default 64)")
     x.add_argument("--evaluation", nargs="+", help="`planner eval --json` files: their table goes into CARD.md")
     x.add_argument("--tensorrt", action="store_true", help="also build TensorRT plans for this GPU")
+    x.add_argument("--critic", help="a trained task critic (planner train-critic): its V graph goes in and the "
+                                    "candidates score predicted reward + weight x gamma^H V(predicted last state)")
+    x.add_argument("--critic-weight", type=float, default=1.0, help="the critic term's weight in the bundle (default 1)")
     x.add_argument("--ldm", help="a trained Lyapunov density model (planner train-ldm): its E and G graphs go in, "
                                  "for the ldm safety filter")
     x.set_defaults(fn=cmd_export)
@@ -399,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "rollouts, and by true rollouts with the previous plan as a candidate; prints the three side "
                    "by side (simulation only)")
     e.add_argument("--critic", help="a trained critic's run (planner train-critic): adds the critic-scored column")
+    e.add_argument("--critic-weight", type=float, help="--bundle with a critic: its term's weight (0: off)")
     e.add_argument("--filter", default="none", help="safety filter between plan and action: none | ldm (needs a "
                                                     "bundle exported with --ldm)")
     e.add_argument("--filter-threshold", type=float, help="ldm: admissible while G <= this (default: the bundle's)")

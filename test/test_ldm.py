@@ -136,8 +136,8 @@ def test_bundle_safety_filter_block_is_checked(ldm_bundle, hgap_bundle, tmp_path
     with pytest.raises(BundleError, match=r"safety_filter: unknown keys \['loader'\]"):
         load_bundle(edited(ldm_bundle, lambda m: m["safety_filter"].update(loader="x.so"), "c"))
     # Format 3 (before the filter existed) still loads, without a filter.
-    old = edited(hgap_bundle, lambda m: (m.pop("safety_filter"), m.update(format_version=3)), "d")
-    assert load_bundle(old).manifest["safety_filter"] is None
+    old = edited(hgap_bundle, lambda m: (m.pop("safety_filter"), m.pop("critic"), m.update(format_version=3)), "d")
+    assert load_bundle(old).manifest["safety_filter"] is None and load_bundle(old).manifest["critic"] is None
     from planner_node.action_filter import make_filter
     with pytest.raises(ValueError, match="needs a bundle exported with a Lyapunov density model"):
         make_filter("ldm", "{}", bundle=load_bundle(hgap_bundle))

@@ -110,3 +110,57 @@ def test_train_critic_cli(tmp_path, tiny_data):
     bad = subprocess.run([sys.executable, "-m", "planner_node.cli", "train-critic", "--data", str(tmp_path / "nope"),
                           "--out", str(tmp_path / "d")], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "nope.json" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def critic_run(tiny_data, tmp_path_factory):
+    from planner_node.models.critic import CriticConfig, train_critic
+    out = tmp_path_factory.mktemp("runs") / "critic"
+    train_critic(tiny_data, out, CriticConfig(steps=60, batch_size=32, width=32), progress=False)
+    return out
+
+
+def test_critic_in_the_bundle_scores_as_the_reference_does(hgap_run, critic_run, tmp_path, env):
+    """The exported critic graph: the runtime's candidates score predicted reward + weight x
+    gamma^H V(predicted last state), as the reference planner + critic do, on the same draws;
+    weight 0 is the model's scoring; the bundle's block is checked."""
+    import shutil
+
+    import yaml
+
+    from planner_node.export.bundle_writer import export_bundle
+    from planner_node.models.critic import Critic, score_with_critic
+    from planner_node.models.hgap import HGAPPlanner
+    from planner_node.runtime.bundle import BundleError, load_bundle
+    from planner_node.runtime.bundle_planner import runtime_planner
+    b = tmp_path / "b"
+    export_bundle(hgap_run, b, samples=16, critic=critic_run, critic_weight=0.5)
+    m = load_bundle(b).manifest
+    assert m["critic"]["weight"] == 0.5 and m["critic"]["graph"] in m["graphs"]
+    critic, ref = Critic(critic_run), HGAPPlanner(str(hgap_run), samples=16, seed=4, threads=1)
+    rt, plain = runtime_planner(b, seed=4), runtime_planner(b, seed=4, critic_weight=0.0)
+    obs = env.reset(3)
+    for _ in range(3):
+        req = PlanRequest(obs=obs, task="stand")
+        c, r, p = ref.candidates(req), rt.candidates(req), plain.candidates(req)
+        want = score_with_critic(c.scores, c.final_obs, c.horizon, critic, "stand", weight=0.5)
+        np.testing.assert_allclose(r.scores, want, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(p.scores, c.scores, rtol=1e-4, atol=1e-4)
+        assert not np.allclose(r.scores, p.scores)  # the critic term is there
+        obs = env.step(r.actions[int(np.argmax(r.scores)), 0])[0]
+    bad = tmp_path / "bad"
+    shutil.copytree(b, bad)
+    mm = yaml.safe_load((bad / "manifest.yaml").read_text())
+    mm["critic"]["discount"] = 1.5
+    (bad / "manifest.yaml").write_text(yaml.safe_dump(mm, sort_keys=False))
+    with pytest.raises(BundleError, match=r"critic.discount must be a finite number in \[0.0, 1.0\]"):
+        load_bundle(bad)
+    with pytest.raises(ValueError, match="has no critic"):
+        runtime_planner(_no_critic_bundle(hgap_run, tmp_path), critic_weight=1.0)
+
+
+def _no_critic_bundle(hgap_run, tmp_path):
+    from planner_node.export.bundle_writer import export_bundle
+    out = tmp_path / "plain"
+    export_bundle(hgap_run, out, samples=16)
+    return out

@@ -14,6 +14,7 @@
     reference: {file, sha256} or null  # torch weights for the torch backend
     plans: [{graph, file, sha256, key, tensorrt_version, compute_capability, precision}]   # may be []
     safety_filter: {name: ldm, energy: <graph>, lyapunov: <graph>, threshold, percentile, source} or null
+    critic: {graph, tasks, discount, weight, source} or null   # V(s) per task, for candidate scoring
     producer: {planner_node, torch, onnx, opset, python, git_commit, checkpoint,
                dataset: {sha256 (of the dataset's meta.json), path (relative to the repo)} or null}
 
@@ -36,7 +37,8 @@ from planner_node.atomic import sha256_file
 from planner_node.kinds import KINDS
 
 FORMAT_VERSION = 4  # 2: prior_step outputs only the new KV slot; 3: kind-specific fields under kind_config;
-#                    4: safety_filter (the Lyapunov density model's graphs and threshold, or null)
+#                    4: safety_filter (the Lyapunov density model's graphs and threshold, or null),
+#                       critic (the task critic's graph, task order, discount, weight, or null)
 READABLE_VERSIONS = (3, 4)
 DTYPES = {"float32": np.float32, "int64": np.int64, "float16": np.float16}
 
@@ -50,8 +52,9 @@ class BundleError(ValueError):
 TOP_KEYS = frozenset((
     "format_version", "planner", "spec_hash", "joint_names", "obs_blocks", "control_period_s", "horizon",
     "trained_tasks", "normalizer", "planner_defaults", "kind_config", "graphs", "reference", "plans", "producer",
-    "safety_filter"))
-TOP_KEYS_V3 = TOP_KEYS - {"safety_filter"}
+    "safety_filter", "critic"))
+TOP_KEYS_V3 = TOP_KEYS - {"safety_filter", "critic"}
+CRITIC_KEYS = frozenset(("graph", "tasks", "discount", "weight", "source"))
 SAFETY_FILTER_KEYS = frozenset(("name", "energy", "lyapunov", "threshold", "percentile", "source"))
 GRAPH_KEYS = frozenset(("file", "sha256", "inputs", "outputs", "parity_max_abs_err"))
 TENSOR_KEYS = frozenset(("name", "dtype", "shape"))
@@ -86,6 +89,20 @@ def _check_schema(m: dict, mpath: Path) -> None:
             ok = False
         if not ok:
             raise BundleError(f"{mpath}: safety_filter.threshold must be a finite number, got {sf['threshold']!r}")
+    cr = m.get("critic")
+    if cr is not None:
+        _exact_keys(cr, CRITIC_KEYS, "critic", mpath)
+        if cr["graph"] not in (m.get("graphs") or {}):
+            raise BundleError(f"{mpath}: critic.graph: graph {cr['graph']!r} is not in graphs")
+        if not (isinstance(cr["tasks"], list) and cr["tasks"] and all(isinstance(t, str) for t in cr["tasks"])):
+            raise BundleError(f"{mpath}: critic.tasks must be a non-empty list of task names")
+        for key, lo, hi in (("discount", 0.0, 1.0), ("weight", -np.inf, np.inf)):
+            try:
+                v = float(cr[key])
+            except (TypeError, ValueError):
+                v = float("nan")
+            if not (np.isfinite(v) and lo <= v <= hi):
+                raise BundleError(f"{mpath}: critic.{key} must be a finite number in [{lo}, {hi}], got {cr[key]!r}")
     _exact_keys(m["normalizer"], NORMALIZER_KEYS, "normalizer", mpath)
     if m["reference"] is not None:
         _exact_keys(m["reference"], REFERENCE_KEYS, "reference", mpath)
@@ -202,7 +219,8 @@ def load_bundle(path: str | Path, check_graphs: bool = True) -> Bundle:
     if m.get("planner") not in KINDS:
         raise BundleError(f"{mpath}: unknown planner kind {m.get('planner')!r}; valid: {', '.join(KINDS)}")
     _check_schema(m, mpath)
-    m.setdefault("safety_filter", None)  # format 3: no filter
+    m.setdefault("safety_filter", None)  # format 3: no filter, no critic
+    m.setdefault("critic", None)
     if m["spec_hash"] != spec.SPEC_HASH:
         raise BundleError(f"{mpath}: spec_hash {m['spec_hash']!r} does not match this build's {spec.SPEC_HASH!r}")
     if list(m["joint_names"]) != list(spec.JOINT_NAMES):

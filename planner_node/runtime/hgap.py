@@ -18,6 +18,7 @@ import numpy as np
 
 from planner_node.planning import Candidates, Plan, PlanRequest
 from planner_node.robot.tasks import get_task
+from planner_node.runtime.engine import make_engine
 from planner_node.runtime.latent import LatentBundlePlanner
 from planner_node.runtime.sampling import filtered_probs, inverse_cdf
 
@@ -30,9 +31,11 @@ class RuntimeHGAPPlanner(LatentBundlePlanner):
     name = kind = "hgap"
 
     def __init__(self, bundle, backend: str = "onnxruntime", seed: int | None = 0, threads: int = 1,
-                 graphs: str = "auto", **overrides):
+                 graphs: str = "auto", critic_weight: float | None = None, **overrides):
         """``graphs``: "plan" (the whole-plan graph; an error if the bundle lacks it), "steps"
-        (prior-step + decoder graphs), "auto" (the whole-plan graph when the bundle has it)."""
+        (prior-step + decoder graphs), "auto" (the whole-plan graph when the bundle has it).
+        ``critic_weight``: the weight of the bundle's critic term (None: the bundle's; 0: the
+        candidates score their predicted reward alone)."""
         if graphs not in GRAPH_MODES:
             raise ValueError(f"graphs={graphs!r}: expected one of {GRAPH_MODES}")
         super().__init__(bundle, backend=backend, seed=seed, threads=threads, **overrides)
@@ -47,6 +50,17 @@ class RuntimeHGAPPlanner(LatentBundlePlanner):
                              "top_p": np.array([self.params["top_p"]], np.float32)}
         self.graph_mode = "plan" if self.whole is not None else "steps"
         self.nucleus_overflows = 0  # ticks the whole-plan graph handed to the step graphs
+        # The task critic (optional): predicted reward + weight x gamma^H V(predicted last state).
+        cr = self.bundle.manifest.get("critic")
+        self.critic = None
+        if cr is not None:
+            self.critic = make_engine(self.bundle, cr["graph"], backend, **self._engine_kw)
+            self.critic_tasks, self.critic_discount = list(cr["tasks"]), float(cr["discount"])
+        if critic_weight is None:
+            critic_weight = float(cr["weight"]) if cr is not None else 0.0
+        elif cr is None and critic_weight:
+            raise ValueError(f"critic_weight={critic_weight}: {self.bundle.root} has no critic (planner export --critic RUN)")
+        self.critic_weight = float(critic_weight)
 
     def plan(self, request: PlanRequest) -> Plan:
         c = self.candidates(request)
@@ -69,6 +83,10 @@ class RuntimeHGAPPlanner(LatentBundlePlanner):
         tokens, traj = sampled
         obs, act = self._unpack(traj)
         score = get_task(request.task).reward(obs[:, 1:], request.command).sum(axis=1)
+        if self.critic is not None and self.critic_weight and request.task in self.critic_tasks:
+            v = self.critic.run({"obs": np.ascontiguousarray(obs[:, -1], np.float32)})["values"]
+            v = v[:, self.critic_tasks.index(request.task)]
+            score = score + self.critic_weight * self.critic_discount ** (obs.shape[1] - 1) * v
         self._last_obs = obs
         return Candidates(act, score, obs[:, -1], tokens, obs.shape[1] - 1)
 
