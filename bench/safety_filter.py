@@ -48,6 +48,7 @@ def run_row(bundle_path: str, threshold: float | None, a, label: str) -> dict:
     from planner_node.robot.tasks import get_task
     from planner_node.runtime.bundle import load_bundle
     from planner_node.runtime.bundle_planner import runtime_planner
+    from planner_node.runtime.engine import make_engine
     from planner_node.runtime.ldm_filter import LDMFilter
     from planner_node.sim.env import EnvConfig, HumanoidEnv
 
@@ -55,6 +56,7 @@ def run_row(bundle_path: str, threshold: float | None, a, label: str) -> dict:
     cutoff = float(bundle.manifest["safety_filter"]["threshold"])
     planner = runtime_planner(bundle, seed=a.seed)
     filt = LDMFilter(bundle, threshold=threshold if threshold is not None else cutoff)
+    energy = make_engine(bundle, bundle.manifest["safety_filter"]["energy"], "onnxruntime", threads=1)
     env = HumanoidEnv(EnvConfig(push_every=a.push_every, push_speed=a.push_speed))
     task = get_task(a.task)
     episodes, filter_ms = [], []
@@ -71,7 +73,7 @@ def run_row(bundle_path: str, threshold: float | None, a, label: str) -> dict:
             action = f.action if threshold is not None else plan.actions[0]
             interventions += int(f.intervened and threshold is not None)
             # E of what is executed: outside the dense data when above the bundle's cutoff
-            e = filt_energy(filt, bundle, obs, action)
+            e = executed_energy(energy, obs, action)
             above += int(e > cutoff)
             obs, fell = env.step(action)
             ret += float(task.reward(obs, None))
@@ -90,20 +92,13 @@ def run_row(bundle_path: str, threshold: float | None, a, label: str) -> dict:
             "episodes": episodes}
 
 
-_ENERGY = {}
-
-
-def filt_energy(filt, bundle, obs, action) -> float:
-    from planner_node.runtime.engine import make_engine
-    key = str(bundle.root)
-    if key not in _ENERGY:
-        _ENERGY[key] = make_engine(bundle, bundle.manifest["safety_filter"]["energy"], "onnxruntime", threads=1)
-    eng = _ENERGY[key]
-    B = eng.inputs[0].shape[0]
+def executed_energy(engine, obs, action) -> float:
+    """E(s, a) of the one executed action (the graph's fixed batch: row 0, the rest zeros)."""
+    B = engine.inputs[0].shape[0]
     act = np.zeros((B, len(action)), np.float32)
     act[0] = action
     o = np.ascontiguousarray(np.broadcast_to(np.asarray(obs, np.float32), (B, len(obs))))
-    return float(eng.run({"obs": o, "act": act})["energy"][0])
+    return float(engine.run({"obs": o, "act": act})["energy"][0])
 
 
 def latency(bundle_path: str, n: int) -> int:

@@ -204,8 +204,9 @@ def cmd_train_critic(a) -> int:
 
 def cmd_train_ldm(a) -> int:
     from planner_node.models.ldm import LDMConfig, train_ldm
-    m = train_ldm(a.data, a.out, LDMConfig(flow_steps=a.flow_steps, g_steps=a.g_steps, percentile=a.percentile),
-                  progress=not a.quiet)
+    given = {k: v for k, v in (("flow_steps", a.flow_steps), ("g_steps", a.g_steps), ("percentile", a.percentile))
+             if v is not None}  # the rest, and anything not given, are LDMConfig's defaults
+    m = train_ldm(a.data, a.out, LDMConfig(**given), progress=not a.quiet)
     print(f"{a.out}: held-out NLL {m['holdout_nll']:.1f} over {m['holdout_pairs']} pairs; threshold G <= "
           f"{m['threshold']:.2f}; held-out pairs above it: E {m['e_above_threshold_fraction']:.0%}, "
           f"G {m['g_above_threshold_fraction']:.0%}; G < E on {m['g_below_e_fraction']:.1%}")
@@ -425,10 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     tl = sub.add_parser("train-ldm", help="train the Lyapunov density model: density E(s,a) (a flow), then G by the backup")
     tl.add_argument("--data", required=True, help="dataset manifest, STORE/NAME[.json]")
     tl.add_argument("--out", required=True, help="run directory (ldm.pt, curves.json)")
-    tl.add_argument("--flow-steps", type=int, default=4000)
-    tl.add_argument("--g-steps", type=int, default=4000)
-    tl.add_argument("--percentile", type=float, default=40.0,
-                    help="threshold: -log of this percentile of the data's densities (the prototype's 40)")
+    tl.add_argument("--flow-steps", type=int, help="density (E) training steps (default 4000)")
+    tl.add_argument("--g-steps", type=int, help="Lyapunov density (G) training steps (default 4000)")
+    tl.add_argument("--percentile", type=float,
+                    help="threshold: -log of this percentile of the data's densities (default 40, the prototype's)")
     tl.add_argument("--quiet", action="store_true")
     tl.set_defaults(fn=cmd_train_ldm)
     return p
