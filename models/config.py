@@ -162,11 +162,16 @@ def _build(cls, data: dict, where: str):
         raise ConfigError(msg if not where or msg.startswith(where) else f"{where}: {msg}") from None
 
 
-def config_from_dict(data: dict, where: str = "") -> ModelConfig:
-    return _build(ModelConfig, data, where)
+def config_from_dict(data: dict, where: str = ""):
+    """The config of the kind ``data["kind"]`` names (its registry record's ``config`` class;
+    ``ModelConfig`` refuses a missing or unknown kind, naming the valid ones)."""
+    from planner_node.kinds import KINDS, resolve
+    kind = data.get("kind") if isinstance(data, dict) else None
+    cls = resolve(KINDS[kind].config) if isinstance(kind, str) and kind in KINDS else ModelConfig
+    return _build(cls, data, where)
 
 
-def load_config(path: str | Path) -> ModelConfig:
+def load_config(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")

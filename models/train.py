@@ -276,9 +276,10 @@ def plot_metrics(run: Path) -> None:
 
 
 def train(config_path: str | Path, data_dir: str | Path, out: str | Path, progress: bool = True) -> dict:
+    from planner_node.kinds import get_kind, resolve
     from planner_node.models.config import load_config
     cfg = load_config(config_path)
-    return Trainer(cfg, data_dir, out, progress).run()
+    return resolve(get_kind(cfg.kind).trainer)(cfg, data_dir, out, progress).run()
 
 
 def build_models(ck: dict, best: bool = True) -> tuple[ModelConfig, TrajectoryVQVAE, LatentPrior, Normalizer]:

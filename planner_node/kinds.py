@@ -6,6 +6,8 @@ runtime planner only, never torch):
 
 * ``config``: the model config class ``planner train`` builds from YAML (``kind: <name>``);
   ``check_config`` (optional): kind-specific checks on it, raising ConfigError;
+* ``trainer``: the class that trains it (``Trainer(config, data_dir, out, progress).run()``,
+  resumable); ``tiny``: a training config (without ``kind``) small enough for tests;
 * ``reference``: the PyTorch reference planner (a ``Planner``, built from a training run);
 * ``export``: ``export_graphs(checkpoint: dict, out_dir, settings) -> Exported`` writes the
   kind's ONNX graphs (and reference weights) for ``planner export``;
@@ -23,6 +25,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+
+#: A tiny training config of the VQ-VAE + prior kinds (tests: seconds on 2 cores).
+LATENT_TINY = {"vq": {"horizon": 8, "width": 32, "heads": 2, "conv_blocks": 1, "latent_stride": 4, "codes_per_latent": 2,
+                      "code_dim": 16, "codebook_size": 32, "predict_return": True},
+               "prior": {"layers": 1, "heads": 2, "width": 32},
+               "train": {"vq_steps": 60, "prior_steps": 60, "batch_size": 32, "lr": 0.002, "checkpoint_every": 60,
+                         "eval_every": 60, "holdout_fraction": 0.25, "threads": 1}}
 
 #: kind_config of the VQ-VAE + prior ("latent") kinds: their networks' shape, from the run's config.
 LATENT_KIND_CONFIG = ("num_tokens", "codebook_size", "latent_stride", "codes_per_latent", "obs_dim", "act_dim",
@@ -42,6 +51,8 @@ class Kind:
     kind_config_keys: tuple[str, ...] = ()
     check_config: str | None = None
     smoke: dict = field(default_factory=dict)   # settings for a seconds-long plan (tests, smoke runs)
+    trainer: str = "planner_node.models.train:Trainer"
+    tiny: dict = field(default_factory=lambda: LATENT_TINY)   # a seconds-long training config (tests)
 
 
 KINDS: dict[str, Kind] = {
@@ -57,6 +68,23 @@ KINDS: dict[str, Kind] = {
         runtime="planner_node.runtime.tap:RuntimeTAPPlanner", flops="planner_node.export.tap:tick_flops",
         defaults={"beam": 64, "expansion": 4, "prob_threshold": 0.05, "prob_weight": 500.0, "temperature": 1.0},
         batch_param="beam", kind_config_keys=LATENT_KIND_CONFIG, smoke={"beam": 4, "expansion": 2}),
+    "diffuser": Kind(
+        name="diffuser", config="planner_node.models.diffuser:DiffuserConfig",
+        trainer="planner_node.models.diffuser:DiffuserTrainer",
+        reference="planner_node.models.diffuser:DiffuserPlanner", export="planner_node.export.diffuser:export_graphs",
+        runtime="planner_node.runtime.diffuser:RuntimeDiffuserPlanner", flops="planner_node.export.diffuser:tick_flops",
+        # The bundle's default is the real-time sampler: the previous plan, re-noised to level 4
+        # of 20 and denoised in 2 DDIM steps, ranked by value (bench/diffuser_tradeoff.py).
+        defaults={"samples": 64, "sampler": "warm", "steps": 2, "warm_start": 4, "cold_steps": 10, "guide": "rank",
+                  "guide_scale": 0.1, "guide_steps": 2, "guide_stop": 2},
+        batch_param="samples",
+        kind_config_keys=("diffusion_steps", "obs_dim", "act_dim", "tasks", "value_mean", "value_std",
+                          "model_config"),
+        smoke={"samples": 4, "steps": 2, "cold_steps": 2},
+        tiny={"unet": {"horizon": 8, "dim": 16, "levels": 2}, "diffusion": {"steps": 5},
+              "value": {"width": 32, "layers": 2},
+              "train": {"diffusion_steps": 40, "value_steps": 20, "batch_size": 16, "lr": 0.001, "ema_decay": 0.9,
+                        "checkpoint_every": 20, "eval_every": 20, "holdout_fraction": 0.25, "threads": 1}}),
 }
 
 

@@ -14,15 +14,6 @@ from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.runtime.bundle import load_bundle
 from planner_node.runtime.bundle_planner import BundlePlanner, runtime_planner
 
-# One tiny config that every VQ-VAE + prior kind accepts (the registry's config class builds it).
-TINY_ANY = {"vq": {"horizon": 8, "width": 32, "heads": 2, "conv_blocks": 1, "latent_stride": 4, "codes_per_latent": 2,
-                   "code_dim": 16, "codebook_size": 32, "predict_return": True},
-            "prior": {"layers": 1, "heads": 2, "width": 32},
-            "train": {"vq_steps": 60, "prior_steps": 60, "batch_size": 32, "lr": 0.002, "checkpoint_every": 60,
-                      "eval_every": 60, "holdout_fraction": 0.25, "threads": 1}}
-
-
-
 def _valid(plan: Plan) -> bool:
     a = np.asarray(plan.actions)
     return a.ndim == 2 and a.shape[1] == spec.ACTION_DIM and np.all(np.isfinite(a)) and np.all(np.abs(a) <= 1)
@@ -36,9 +27,8 @@ def test_every_record_trains_exports_and_runs(name, tiny_data, tmp_path, env):
     assert k.batch_param in k.defaults and set(k.smoke) <= set(k.defaults)
     from planner_node.export.bundle_writer import export_bundle
     from planner_node.models.config import config_from_dict
-    from planner_node.models.train import Trainer
     run = tmp_path / "run"
-    Trainer(config_from_dict({"kind": name, **TINY_ANY}), tiny_data, run, progress=False).run()
+    resolve(k.trainer)(config_from_dict({"kind": name, **k.tiny}), tiny_data, run, progress=False).run()
     obs = env.reset(0)
     ref = resolve(k.reference)(checkpoint=str(run), seed=0, threads=1, **k.smoke)
     assert _valid(ref.plan(PlanRequest(obs=obs, task="stand")))
