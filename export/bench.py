@@ -103,11 +103,12 @@ def time_backend(bundle, backend: str, ticks: int, task: str, obs: list[np.ndarr
         planner.plan(PlanRequest(obs=obs[i % len(obs)], task=task))
         lat.append((time.perf_counter() - t) * 1e3)
     lat = np.asarray(lat)
+    first = (getattr(planner, "engines_made", None) or [None])[0]
     return {"backend": f"{backend}/{graphs}" if graphs else backend,
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
             "max_ms": float(lat.max()), "mean_ms": float(lat.mean()),
-            "engine": getattr(planner.prior, "backend", backend),
-            "note": getattr(planner.prior, "fallback_reason", None) if backend != "torch-eager" else checkpoint}
+            "engine": getattr(first, "backend", backend),
+            "note": getattr(first, "fallback_reason", None) if backend != "torch-eager" else checkpoint}
 
 
 def _ort_only_rss(bundle_path: str, task: str) -> dict:

@@ -86,6 +86,21 @@ def cmd_data_info(a) -> int:
     return 0
 
 
+def _settings(pairs: list[str] | None) -> dict:
+    """``--set KEY=VALUE`` pairs -> a kind's settings; values read as YAML scalars (2, 0.1, warm)."""
+    import yaml
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE (e.g. --set sampler=warm)")
+        v = yaml.safe_load(value)
+        if not isinstance(v, (str, int, float, bool)):
+            raise ValueError(f"--set {pair!r}: the value must be a number, a word or true/false")
+        out[key] = v
+    return out
+
+
 def cmd_eval(a) -> int:
     from planner_node.planning import planner_class
     from planner_node.sim.env import EnvConfig
@@ -101,6 +116,7 @@ def cmd_eval(a) -> int:
             kwargs = {"temperature": a.temperature}  # a bundle setting (refused if its kind lacks it)
         if a.critic_weight is not None:
             kwargs["critic_weight"] = a.critic_weight  # the bundle's critic term, reweighted
+        kwargs.update(_settings(a.set))
     elif a.planner == "mppi":
         kwargs = {"budget_ms": a.budget_ms, "seed": a.seed}
         if a.samples:
@@ -125,6 +141,7 @@ def cmd_eval(a) -> int:
             kwargs[get_kind(a.planner).batch_param] = a.samples  # the setting that sizes the batch
         if a.temperature is not None:
             kwargs["temperature"] = a.temperature
+        kwargs.update(_settings(a.set))
     elif a.temperature is not None:
         print(f"note: --temperature applies to learned kinds only; ignored for {a.planner}", file=sys.stderr)
     if (a.ray or a.workers > 1) and not a.bundle:
@@ -234,7 +251,7 @@ def cmd_export(a) -> int:
         if missing:
             raise ValueError(f"--evaluation {f}: missing key {missing[0]!r} (expected `planner eval --json` output)")
     m = export_bundle(a.checkpoint, a.out, tensorrt=a.tensorrt, evaluations=evaluations, batch=a.samples, ldm=a.ldm,
-                      critic=a.critic, critic_weight=a.critic_weight)
+                      critic=a.critic, critic_weight=a.critic_weight, **_settings(a.set))
     errs = ", ".join(f"{k} {v['parity_max_abs_err']:.1e}" for k, v in m["graphs"].items())
     print(f"{a.out}: {m['planner']} bundle, graphs {list(m['graphs'])} (ONNX Runtime vs torch max abs err: {errs}), "
           f"{len(m['plans'])} TensorRT plans")
@@ -323,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="export a trained run to an engine bundle (ONNX [+ TensorRT])")
     x.add_argument("--checkpoint", required=True, help="training run directory or checkpoint.pt")
     x.add_argument("--out", required=True, help="bundle directory (must not exist)")
-    x.add_argument("--samples", type=int, help="H-GAP samples baked into the fixed shapes (default 64)")
+    x.add_argument("--samples", type=int, help="the batch baked into the fixed shapes: samples (H-GAP, Diffuser) or "
+                   "beam (TAP); default the kind's")
+    x.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a planner setting written into the bundle, e.g. --set sampler=warm --set steps=2 (repeatable)")
     x.add_argument("--evaluation", nargs="+", help="`planner eval --json` files: their table goes into CARD.md")
     x.add_argument("--tensorrt", action="store_true", help="also build TensorRT plans for this GPU")
     x.add_argument("--critic", help="a trained task critic (planner train-critic): its V graph goes in and the "
@@ -396,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", help="training run (or checkpoint.pt) for a learned kind")
     e.add_argument("--bundle", help="run an exported bundle's runtime planner instead (no torch)")
     e.add_argument("--backend", default="onnxruntime", help="engine backend for --bundle")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a learned planner's setting (--bundle: overrides the bundle's), e.g. --set steps=4")
     e.add_argument("--command", type=float, nargs=3, metavar=("VX", "VY", "WZ"),
                    help="twist for the 'track' task")
     e.add_argument("--push-every", type=int, default=100, help="control steps between pushes (0: none)")

@@ -185,3 +185,21 @@ def test_node_hot_swaps_between_hgap_diffuser_and_tap(tmp_path, diffuser_bundles
         probe.close()
     assert int(d.get("swaps", 0)) == 2 and int(d.get("fallbacks", 0)) == 0, d
     assert int(sim["lockstep_timeouts"]) == 0, f"a gap in the command stream during a swap: {sim}"
+
+
+def test_cli_sets_a_kinds_settings_in_export_and_eval(diffuser_run, tmp_path, capsys):
+    import yaml
+
+    from planner_node.cli import main
+    out = tmp_path / "b"
+    assert main(["export", "--checkpoint", str(diffuser_run), "--out", str(out), "--samples", "4",
+                 "--set", "sampler=ddim", "--set", "steps=3", "--set", "guide_scale=0.05"]) == 0
+    d = yaml.safe_load((out / "manifest.yaml").read_text())["planner_defaults"]
+    assert (d["samples"], d["sampler"], d["steps"], d["guide_scale"]) == (4, "ddim", 3, 0.05)
+    assert main(["eval", "--bundle", str(out), "--task", "stand", "--episodes", "1", "--steps", "3", "--quiet",
+                 "--set", "steps=2", "--json", str(tmp_path / "e.json")]) == 0
+    assert main(["eval", "--bundle", str(out), "--task", "stand", "--episodes", "1", "--steps", "3", "--quiet",
+                 "--set", "sampler=dpm"]) == 2
+    assert "sampler='dpm'" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(diffuser_run), "--out", str(tmp_path / "c"), "--set", "steps"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err

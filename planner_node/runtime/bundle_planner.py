@@ -56,6 +56,7 @@ class BundlePlanner(Planner):
         (batch = the leading dimension of the graph's first input)."""
         engines = [make_engine(self.bundle, name, self.backend, **self._engine_kw)
                    for name in self.bundle.manifest["graphs"] if name == base or name.startswith(base + "_b")]
+        self.engines_made = [*getattr(self, "engines_made", []), *engines]  # what runs (planner bench reports it)
         return dict(sorted((e.inputs[0].shape[0], e) for e in engines))
 
     @staticmethod
