@@ -34,7 +34,7 @@ SETTINGS = {
     "warm2_t4_rank_s64": {"samples": 64, "sampler": "warm", "steps": 2, "warm_start": 4, "guide": "rank"},
     "warm2_t4_guided_s64": {"samples": 64, "sampler": "warm", "steps": 2, "warm_start": 4, "guide": "gradient"},
     "warm2_t9_rank_s64": {"samples": 64, "sampler": "warm", "steps": 2, "warm_start": 9, "guide": "rank"},
-    "warm4_t9_rank_s64": {"samples": 64, "sampler": "warm", "steps": 4, "warm_start": 9, "guide": "rank"},
+    "warm2_t4_rank_s32": {"samples": 32, "sampler": "warm", "steps": 2, "warm_start": 4, "guide": "rank"},
     "warm2_t4_rank_s16": {"samples": 16, "sampler": "warm", "steps": 2, "warm_start": 4, "guide": "rank"},
     "warm1_t4_rank_s16": {"samples": 16, "sampler": "warm", "steps": 1, "warm_start": 4, "guide": "rank"},
 }
@@ -108,7 +108,7 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
-    ap.add_argument("--episodes", type=int, default=2)
+    ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--seed", type=int, default=5000)
     ap.add_argument("--push-every", type=int, default=100)

@@ -341,7 +341,10 @@ class DiffuserTrainer:
             if ck["dataset"].get("dataset_sha256") != self.data_id["dataset_sha256"]:
                 raise CheckpointError(f"{ck_path}: was trained on different data ({ck['dataset']['path']})")
             for name in ("model", "ema", "value", "opt", "opt_value"):
-                getattr(self, name).load_state_dict(ck[name])
+                if name in ck:
+                    getattr(self, name).load_state_dict(ck[name])
+                elif ck["stage"] != "done":  # a finished run may be committed without optimizer state
+                    raise CheckpointError(f"{ck_path}: has no {name!r} state, so it cannot resume training")
             self.stage, self.step = ck["stage"], ck["step"]
             torch.set_rng_state(ck["torch_rng"])
             return
