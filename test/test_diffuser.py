@@ -203,3 +203,18 @@ def test_cli_sets_a_kinds_settings_in_export_and_eval(diffuser_run, tmp_path, ca
     assert "sampler='dpm'" in capsys.readouterr().err
     assert main(["export", "--checkpoint", str(diffuser_run), "--out", str(tmp_path / "c"), "--set", "steps"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_deadline_returns_the_shifted_plan_and_the_warm_start_ages_with_it(diffuser_bundles, env):
+    import time
+    from planner_node.runtime.bundle_planner import runtime_planner
+    p = runtime_planner(diffuser_bundles["warm_rank"], seed=0)
+    obs = env.reset(0)
+    past = time.perf_counter() - 1
+    first = p.plan(PlanRequest(obs=obs, task="stand", deadline=past))
+    assert "fallback" not in first.info   # nothing to fall back to: the first plan completes late
+    warm = p._last.copy()
+    late = p.plan(PlanRequest(obs=obs, task="stand", deadline=past))
+    assert "fallback" in late.info
+    np.testing.assert_array_equal(late.actions[:-1], first.actions[1:])
+    np.testing.assert_array_equal(p._last[:-1], warm[1:])

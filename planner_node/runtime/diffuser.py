@@ -224,6 +224,12 @@ class RuntimeDiffuserPlanner(BundlePlanner, DiffuserPlanMixin):
         super().reset(seed)
         self._last = None
 
+    def _fallback(self, request: PlanRequest, why: str) -> Plan:
+        # The warm start ages with the plan it came from: shift it as the executed plan shifts.
+        if self._last is not None:
+            self._last = np.concatenate([self._last[1:], self._last[-1:]])
+        return super()._fallback(request, why)
+
     @staticmethod
     def _t(n: int, t: int) -> np.ndarray:
         return np.full((n,), float(t), np.float32)
