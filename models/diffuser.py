@@ -37,6 +37,7 @@ from planner_node.models.checkpoint import CheckpointError, load_checkpoint, sav
 from planner_node.models.config import ConfigError
 from planner_node.models.data import Normalizer, make_windows, returns_to_go, split_episodes
 from planner_node.models.layers import mish
+from planner_node.models.train import plot_metrics
 from planner_node.planning import Candidates, Plan, Planner, PlanRequest
 from planner_node.runtime.diffuser import DiffusionSampler, DiffuserPlanMixin, Schedule
 
@@ -432,37 +433,8 @@ class DiffuserTrainer:
             bar.close()
             self.stage, self.step = ("value", 0) if stage == "diffusion" else ("done", 0)
             self.save()
-        plot_metrics(self.out)
+        plot_metrics(self.out, (("diffusion", "weighted x0 MSE"), ("value", "value MSE (z-scored)")))
         return {"stage": self.stage, "wall_s": time.time() - t0, **self.split}
-
-
-def plot_metrics(run: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from planner_node.atomic import atomic_path
-    path = run / "metrics.csv"
-    if not path.exists():
-        return
-    rows = list(csv.DictReader(open(path)))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, stage, ylabel in ((axes[0], "diffusion", "weighted x0 MSE"), (axes[1], "value", "value MSE (z-scored)")):
-        r = [x for x in rows if x["stage"] == stage]
-        if not r:
-            continue
-        steps = [int(x["step"]) for x in r]
-        ax.plot(steps, [float(x["train_loss"]) for x in r], label="train (batch)")
-        ax.plot(steps, [float(x["holdout_loss"]) for x in r], label="held-out")
-        ax.set_title(f"{run.name}: {stage}")
-        ax.set_xlabel("step")
-        ax.set_ylabel(ylabel)
-        ax.set_yscale("log")
-        ax.legend()
-    fig.tight_layout()
-    with atomic_path(run / "loss.png", suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
 
 
 def build_models(ck: dict) -> tuple[DiffuserConfig, TemporalUnet, TrajectoryValue, Normalizer]:

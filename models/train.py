@@ -246,7 +246,13 @@ def vq_loss(cfg: ModelConfig, x, recon, commit) -> torch.Tensor:
     return loss + c.commitment * commit
 
 
-def plot_metrics(run: Path) -> None:
+#: The VQ-VAE + prior trainer's curves: (stage in metrics.csv, y label) per panel.
+LATENT_PANELS = (("vq", "reconstruction + commitment (MSE)"), ("prior", "NLL (nats/code)"))
+
+
+def plot_metrics(run: Path, panels=LATENT_PANELS) -> None:
+    """``run/loss.png``: train (batch) and held-out loss per stage of ``run/metrics.csv``, one panel
+    per (stage, y label), log scale; any kind's trainer writes its metrics in this layout."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -255,8 +261,8 @@ def plot_metrics(run: Path) -> None:
     if not path.exists():
         return
     rows = list(csv.DictReader(open(path)))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, stage, ylabel in ((axes[0], "vq", "reconstruction + commitment (MSE)"), (axes[1], "prior", "NLL (nats/code)")):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for ax, (stage, ylabel) in zip(axes[0], panels):
         r = [x for x in rows if x["stage"] == stage]
         if not r:
             continue
