@@ -16,8 +16,9 @@ Samplers (the ``sampler`` setting):
   after a reset has no previous plan and runs ``cold_steps`` DDIM steps from pure noise.
 
 Guidance (``guide``): ``gradient`` adds ``guide_scale`` x the step's posterior variance x the
-gradient of the task's normalised value, ``guide_steps`` times per step, down to step
-``guide_stop`` (the paper's 0.1, 2, 2); ``rank`` only ranks. Either way the samples are ranked
+gradient of the task's value in return units (as the paper's value regresses raw returns),
+``guide_steps`` times per step, down to step ``guide_stop`` (the paper's 0.1, 2, 2); ``rank``
+only ranks. Either way the samples are ranked
 by the task's value of the final (clean) trajectory, and the best one's actions are the plan.
 """
 from __future__ import annotations
@@ -173,8 +174,10 @@ class DiffuserPlanMixin:
     def _task_weight(self, task: str, n: int) -> np.ndarray:
         if task not in self.tasks:
             raise KeyError(f"Diffuser's value was not trained for task {task!r} (it knows {', '.join(self.tasks)})")
+        # d V_task / dx in return units: the network's output is z-scored per task.
+        k = self.tasks.index(task)
         w = np.zeros((n, len(self.tasks)), np.float32)
-        w[:, self.tasks.index(task)] = 1.0
+        w[:, k] = self.val_std[k]
         return w
 
     def _sample_and_rank(self, request: PlanRequest, state: np.ndarray):
