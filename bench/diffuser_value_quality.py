@@ -11,7 +11,6 @@ AUC of the true returns is the ceiling.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
