@@ -22,6 +22,7 @@ def label(r: dict) -> str:
             tags.append(os.path.basename(os.path.normpath(r[key])))
     if r.get("score"):
         tags.append(r["score"] + (f":{os.path.basename(os.path.normpath(r['critic']))}" if r.get("critic") else ""))
+    tags += [f"{k}={v}" for k, v in (r.get("settings") or {}).items()]
     if r.get("temperature") is not None:
         tags.append(f"T={r['temperature']:g}")
     return f"{p}[{','.join(tags)}]" if tags else p

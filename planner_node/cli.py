@@ -155,6 +155,7 @@ def cmd_eval(a) -> int:
     env_config = EnvConfig(push_every=a.push_every, push_speed=a.push_speed)
     extra = dict(budget_ms=a.budget_ms, push_every=a.push_every, push_speed=a.push_speed,
                  temperature=a.temperature, checkpoint=a.checkpoint, bundle=a.bundle, critic_weight=a.critic_weight,
+                 **({"settings": _settings(a.set)} if a.set else {}),
                  **({"filter": a.filter, "filter_threshold": a.filter_threshold} if a.filter != "none" else {}))
     if a.score:
         return _eval_scored(a, factory, env_config, command, extra)
