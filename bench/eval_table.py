@@ -32,6 +32,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("files", nargs="+")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--against", nargs="+", default=[], metavar="COLUMN",
+                    help="also count, for every other column, the tasks it wins / ties / loses against these "
+                         "columns (a win: the return margin exceeds the two standard errors combined)")
     a = ap.parse_args()
     cells, cols, tasks = defaultdict(dict), [], []
     for f in a.files:
@@ -40,11 +43,14 @@ def main() -> int:
         cols += [c] if c not in cols else []
         tasks += [r["task"]] if r["task"] not in tasks else []
         cells[r["task"]][c] = r
+    def se_of(r):
+        n = max(1, len(r.get("episodes", [])))
+        return r["std_return"] * (n / max(1, n - 1)) ** 0.5 / n ** 0.5  # std_return is the population std
+
     def fmt(r):  # mean return ± standard error over episodes, mean length, fall rate, control steps/s
         if not r:
             return "-"
-        n = max(1, len(r.get("episodes", [])))
-        se = r["std_return"] * (n / max(1, n - 1)) ** 0.5 / n ** 0.5  # std_return is the population std
+        se = se_of(r)
         return (f"{r['mean_return']:.1f}±{se:.1f} ({r['mean_length']:.0f} st, "
                 f"{r['fall_rate']:.0%} fall, {r['ctrl_steps_per_s']:.1f}/s)")
     counts = sorted({str(len(r.get("episodes", []))) for t in tasks for r in cells[t].values()})
@@ -60,6 +66,20 @@ def main() -> int:
         print(f"{'task':<12}" + "".join(f"{c:<{w}}" for c in cols))
         for t in tasks:
             print(f"{t:<12}" + "".join(f"{fmt(cells[t].get(c)):<{w}}" for c in cols))
+    for base in a.against:
+        if base not in cols:
+            raise SystemExit(f"--against {base!r}: no such column; columns: {', '.join(cols)}")
+        for c in cols:
+            if c == base:
+                continue
+            w = t_ = lo = 0
+            for t in tasks:
+                x, y = cells[t].get(c), cells[t].get(base)
+                if not x or not y:
+                    continue
+                d, s = x["mean_return"] - y["mean_return"], (se_of(x) ** 2 + se_of(y) ** 2) ** 0.5
+                w, t_, lo = w + (d > s), t_ + (abs(d) <= s), lo + (d < -s)
+            print(f"{c} against {base}: wins {w}, ties {t_}, losses {lo} (of {w + t_ + lo} tasks)")
     return 0
 
 
