@@ -35,6 +35,7 @@ SETTINGS = {
     "warm2_t4_guided_s64": {"samples": 64, "sampler": "warm", "steps": 2, "warm_start": 4, "guide": "gradient"},
     "warm2_t9_rank_s64": {"samples": 64, "sampler": "warm", "steps": 2, "warm_start": 9, "guide": "rank"},
     "warm2_t4_rank_s32": {"samples": 32, "sampler": "warm", "steps": 2, "warm_start": 4, "guide": "rank"},
+    "warm2_t4_guided_s32": {"samples": 32, "sampler": "warm", "steps": 2, "warm_start": 4, "guide": "gradient"},
     "warm2_t4_rank_s16": {"samples": 16, "sampler": "warm", "steps": 2, "warm_start": 4, "guide": "rank"},
     "warm1_t4_rank_s16": {"samples": 16, "sampler": "warm", "steps": 1, "warm_start": 4, "guide": "rank"},
 }
