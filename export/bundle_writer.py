@@ -79,6 +79,10 @@ def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = Fals
     unknown = sorted(set(overrides) - set(kind.defaults))
     if unknown:
         raise ExportError(f"unknown settings {unknown} for kind {kind.name!r}; valid: {sorted(kind.defaults)}")
+    if critic and not kind.scores_with_critic:
+        from planner_node.kinds import KINDS
+        raise ExportError(f"--critic: a {kind.name!r} bundle would carry a critic its runtime planner ignores; kinds "
+                          f"that score with one: {', '.join(k for k, v in KINDS.items() if v.scores_with_critic)}")
     settings = {**kind.defaults, **overrides, **({kind.batch_param: batch} if batch else {})}
     out = Path(out)
     if out.exists():

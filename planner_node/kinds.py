@@ -16,6 +16,8 @@ runtime planner only, never torch):
   ``batch_param``: the setting that sizes the exported batch (``--samples N`` sets it);
 * ``kind_config_keys``: the keys of the manifest's ``kind_config`` (checked at load);
 * ``flops``: ``tick_flops(bundle) -> int``, the FLOPs one tick runs (``planner bench``);
+* ``scores_with_critic``: its runtime planner adds the bundle's task critic to its candidates'
+  scores (``planner export --critic`` is refused for a kind that would ignore it);
   ``smoke``: settings small enough for a plan in milliseconds (the registry smoke test).
 
 To add a kind: its own files (model + config, reference planner, export, runtime planner, train
@@ -51,6 +53,7 @@ class Kind:
     kind_config_keys: tuple[str, ...] = ()
     check_config: str | None = None
     smoke: dict = field(default_factory=dict)   # settings for a seconds-long plan (tests, smoke runs)
+    scores_with_critic: bool = False
     trainer: str = "planner_node.models.train:Trainer"
     tiny: dict = field(default_factory=lambda: LATENT_TINY)   # a seconds-long training config (tests)
 
@@ -61,7 +64,7 @@ KINDS: dict[str, Kind] = {
         reference="planner_node.models.hgap:HGAPPlanner", export="planner_node.export.hgap:export_graphs",
         runtime="planner_node.runtime.hgap:RuntimeHGAPPlanner", flops="planner_node.export.hgap:tick_flops",
         defaults={"samples": 64, "temperature": 2.0, "top_p": 0.99}, batch_param="samples",
-        kind_config_keys=LATENT_KIND_CONFIG),
+        kind_config_keys=LATENT_KIND_CONFIG, scores_with_critic=True),
     "tap": Kind(
         name="tap", config="planner_node.models.config:ModelConfig", check_config="planner_node.models.tap:check_config",
         reference="planner_node.models.tap:TAPPlanner", export="planner_node.export.tap:export_graphs",

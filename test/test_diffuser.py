@@ -218,3 +218,10 @@ def test_deadline_returns_the_shifted_plan_and_the_warm_start_ages_with_it(diffu
     assert "fallback" in late.info
     np.testing.assert_array_equal(late.actions[:-1], first.actions[1:])
     np.testing.assert_array_equal(p._last[:-1], warm[1:])
+
+
+def test_a_critic_the_runtime_would_ignore_is_refused_at_export(diffuser_run, tmp_path):
+    from planner_node.export.bundle_writer import ExportError, export_bundle
+    with pytest.raises(ExportError, match="'diffuser' bundle would carry a critic its runtime planner ignores"):
+        export_bundle(diffuser_run, tmp_path / "b", samples=4, critic=str(tmp_path / "critic"))
+    assert not (tmp_path / "b").exists()
