@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from planner_node import spec
 from planner_node.export.kind_export import Exported, ExportError, check_parity, export_onnx
 from planner_node.models.diffuser import ValueGradGraph, build_models
 from planner_node.runtime.diffuser import check_settings, ddim_timesteps
@@ -47,8 +48,8 @@ def export_graphs(ck: dict, out_dir: Path, settings: dict) -> Exported:
                                       [v.detach().numpy(), g.numpy()], ATOL["value_grad"] * scale)
     if not np.all(np.isfinite([*errs.values()])):
         raise ExportError("Diffuser export: a parity error is not finite")
-    kind_config = {"diffusion_steps": cfg.diffusion.steps, "obs_dim": cfg.transition_dim - int(norm.stats["act_mean"].size),
-                   "act_dim": int(norm.stats["act_mean"].size), "tasks": list(ck["value_tasks"]),
+    kind_config = {"diffusion_steps": cfg.diffusion.steps, "obs_dim": spec.OBS_DIM, "act_dim": spec.ACTION_DIM,
+                   "tasks": list(ck["value_tasks"]),
                    "value_mean": np.asarray(ck["value_mean"], float).tolist(),
                    "value_std": np.asarray(ck["value_std"], float).tolist(), "model_config": ck["config"]}
     params = sum(p.numel() for p in unet.parameters())

@@ -220,7 +220,7 @@ class TrajectoryValue(nn.Module):
         return self.inp(x.flatten(1)) + self.time(time_embedding(t, self.t_dim))
 
     def forward(self, x, t):
-        h = F.mish(self._pre(x, t)) if not torch.onnx.is_in_onnx_export() else mish(self._pre(x, t))
+        h = mish(self._pre(x, t))   # layers.mish: F.mish, or its one-exp form in ONNX export
         for layer in self.hidden:
             h = mish(layer(h))
         return self.out(h)

@@ -196,10 +196,11 @@ class DiffuserPlanMixin:
         scores = np.where(finite, scores, -np.inf)
         best = int(np.argmax(scores))
         self._last = x[best].copy()
-        obs, act = unnorm_obs(x[:, :, : self.obs_dim]), unnorm_act(x[:, :, self.obs_dim:])
-        return Plan(act[best], float(scores[best]),
-                    info={"candidates": {"first_actions": act[finite, 0], "scores": scores[finite]},
-                          "predicted_obs": obs[best]})
+        # Unnormalise only what is used: the best plan, and every candidate's first action.
+        return Plan(unnorm_act(x[best, :, self.obs_dim:]), float(scores[best]),
+                    info={"candidates": {"first_actions": unnorm_act(x[finite, 0, self.obs_dim:]),
+                                         "scores": scores[finite]},
+                          "predicted_obs": unnorm_obs(x[best, :, : self.obs_dim])})
 
 
 class RuntimeDiffuserPlanner(BundlePlanner, DiffuserPlanMixin):
