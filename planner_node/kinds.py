@@ -89,6 +89,16 @@ KINDS: dict[str, Kind] = {
               "value": {"width": 32, "layers": 2},
               "train": {"diffusion_steps": 40, "value_steps": 20, "batch_size": 16, "lr": 0.001, "ema_decay": 0.9,
                         "checkpoint_every": 20, "eval_every": 20, "holdout_fraction": 0.25, "threads": 1}}),
+    "chunk": Kind(
+        name="chunk", config="planner_node.models.chunk:ChunkConfig", trainer="planner_node.models.chunk:ChunkTrainer",
+        reference="planner_node.models.chunk:ChunkPlanner", export="planner_node.export.chunk:export_graphs",
+        runtime="planner_node.runtime.chunk:RuntimeChunkPlanner", flops="planner_node.export.chunk:tick_flops",
+        # One state per call: the policy's graph maps the current observation to its chunk.
+        defaults={"batch": 1}, batch_param="batch",
+        kind_config_keys=("obs_dim", "act_dim", "tasks", "model_config"),
+        tiny={"policy": {"horizon": 4, "width": 32, "layers": 1, "ensemble": 2},
+              "train": {"steps": 40, "batch_size": 16, "checkpoint_every": 20, "eval_every": 20,
+                        "holdout_fraction": 0.25, "threads": 1}}),
 }
 
 

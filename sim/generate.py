@@ -92,6 +92,10 @@ RECIPES: dict[str, Recipe] = {
     # falls at ~60-70 on its own; 8-20 steps before a fall is measured past saving), then the
     # expert recovers for up to 100.
     "dagger": Recipe(episodes=80, steps=100, expert=EXPERT, seed=2, handover=(10, 45), backoff=(20, 40)),
+    # DAgger for a learner that lasts longer (a chunk policy falls after ~150 steps under these
+    # pushes, not 60-70): it drives 20-200 steps, so the expert takes over late, from where the
+    # learner drifted to, or 10-30 steps before the fall it was heading for.
+    "dagger_late": Recipe(episodes=80, steps=100, expert=EXPERT, seed=20, handover=(20, 200), backoff=(10, 30)),
     "tiny_dagger": Recipe(episodes=2, steps=6, tasks=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           handover=(3, 8), backoff=(1, 3)),

@@ -1,0 +1,295 @@
+"""Action-chunk policy: an ensemble of MLPs that maps (observation, task, command) to the next
+``horizon`` actions, trained by behaviour cloning on the expert's data and improved by DAgger
+rounds (``planner data generate --recipe dagger --learner RUN``); its training (``planner
+train`` with ``kind: chunk``) and its PyTorch reference planner.
+
+Why a policy among the planners: H-GAP's, TAP's and Diffuser's sampled plans all lead to a
+fall, and even an oracle choosing among them does not keep the robot up (README "Results").
+Regressing the expert's action directly, as a chunk of the next actions (the action chunking of
+ACT, Zhao et al. 2023: predicting the next H actions, not one, regularises the policy toward
+the expert's temporally consistent plans), keeps the robot up several times longer on the same
+data (README "Chunk policy"). The chunk is the plan: its first action is commanded, the rest is
+what the node's anytime fallback would replay.
+
+* Inputs: the z-scored observation, a one-hot of the task over the dataset's task list, and the
+  task's command (vx, vy, wz; zeros for tasks without one).
+* Targets: the next ``horizon`` recorded actions of the episode, z-scored; steps past the
+  episode's end are masked out of the loss.
+* ``ensemble`` members, each trained on its own batches from its own initialisation; the plan
+  is their mean (one exported graph). Single runs differ a lot in closed loop; the mean of a few
+  differs less.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from planner_node import spec
+from planner_node.atomic import write_text
+from planner_node.dataset import Dataset
+from planner_node.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from planner_node.models.config import ConfigError
+from planner_node.models.data import Normalizer, returns_to_go, split_episodes
+from planner_node.models.train import plot_metrics
+from planner_node.planning import Plan, Planner, PlanRequest
+from planner_node.runtime.chunk import COMMAND_DIM, policy_inputs
+
+KIND = "chunk"
+
+
+def _check(section: str, checks: dict, obj) -> None:
+    for name, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"{section}.{name}: invalid value {getattr(obj, name)!r}")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    horizon: int = 8          # actions per chunk (x 30 ms)
+    width: int = 512
+    layers: int = 3           # hidden layers
+    ensemble: int = 3         # members averaged
+
+    def __post_init__(self):
+        _check("policy", {"horizon": self.horizon >= 1, "width": self.width > 0, "layers": self.layers >= 1,
+                          "ensemble": self.ensemble >= 1}, self)
+
+
+@dataclass(frozen=True)
+class ChunkTrainConfig:
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3          # cosine-annealed to 0 over ``steps``
+    weight_decay: float = 1e-4
+    seed: int = 0
+    holdout_fraction: float = 0.1
+    checkpoint_every: int = 500
+    eval_every: int = 250
+    threads: int = 2
+
+    def __post_init__(self):
+        _check("train", {"steps": self.steps >= 0, "batch_size": self.batch_size > 0, "lr": self.lr > 0,
+                         "weight_decay": self.weight_decay >= 0, "holdout_fraction": 0 <= self.holdout_fraction < 1,
+                         "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
+                         "threads": self.threads > 0}, self)
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    kind: str = KIND
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    train: ChunkTrainConfig = field(default_factory=ChunkTrainConfig)
+
+    def __post_init__(self):
+        if self.kind != KIND:
+            raise ConfigError(f"kind: {self.kind!r} is not {KIND!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# -- network ------------------------------------------------------------------------------------
+class ChunkPolicy(nn.Module):
+    """(obs (N, 224) z-scored, task (N, n_tasks) one-hot, command (N, 3)) -> the members' mean
+    chunk of z-scored actions (N, H, 56); ``members`` gives each member's (K, N, H, 56)."""
+
+    def __init__(self, cfg: PolicyConfig, n_tasks: int):
+        super().__init__()
+        self.H = cfg.horizon
+        d_in = spec.OBS_DIM + n_tasks + COMMAND_DIM
+
+        def mlp():
+            layers, d = [], d_in
+            for _ in range(cfg.layers):
+                layers += [nn.Linear(d, cfg.width), nn.GELU()]
+                d = cfg.width
+            return nn.Sequential(*layers, nn.Linear(d, cfg.horizon * spec.ACTION_DIM))
+        self.nets = nn.ModuleList([mlp() for _ in range(cfg.ensemble)])
+
+    def members(self, obs, task, command):
+        x = torch.cat([obs, task, command], dim=-1)
+        return torch.stack([n(x).view(len(x), self.H, spec.ACTION_DIM) for n in self.nets])
+
+    def forward(self, obs, task, command):
+        return self.members(obs, task, command).mean(0)
+
+
+# -- data ---------------------------------------------------------------------------------------
+def chunk_targets(ds: Dataset, rows: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each dataset row: the episode's next ``horizon`` actions (R, H, 56) and a mask (R, H)
+    that is 0 past the episode's last step (the action there is the last one, repeated)."""
+    acts, ids = ds.arrays["actions"], ds.arrays["episode_ids"]
+    n = len(acts)
+    j = rows[:, None] + np.arange(horizon)[None]
+    inside = (j < n) & (ids[np.minimum(j, n - 1)] == ids[rows][:, None])
+    last = np.maximum.accumulate(np.where(inside, j, -1), axis=1)   # the last row still in the episode
+    return acts[last], inside.astype(np.float32)
+
+
+class ChunkTrainer:
+    """Behaviour cloning of action chunks; resumable, with deterministic batches keyed by
+    (seed, step), the same run-directory layout as the other kinds' trainers."""
+
+    def __init__(self, cfg: ChunkConfig, data_dir: str | Path, out: str | Path, progress: bool = True):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        t, H = cfg.train, cfg.policy.horizon
+        torch.set_num_threads(t.threads)
+        torch.manual_seed(t.seed)
+        self.ds = Dataset(data_dir)
+        self.data_id = {"path": str(self.ds.path.resolve()), "dataset_sha256": self.ds.sha256}
+        self.norm = Normalizer.from_dataset(self.ds, returns_to_go(self.ds, 0.99))
+        self.policy_tasks = list(self.ds.tasks)
+        train_eps, hold_eps = split_episodes(self.ds, t.holdout_fraction, t.seed)
+        self.train, self.hold = self._arrays(train_eps, H), self._arrays(hold_eps, H)
+        if not len(self.train[0]):
+            raise ValueError(f"{data_dir}: no training episode")
+        self.tasks = [self.ds.tasks[i] for i in np.unique(self.ds.arrays["task_ids"])]
+        self.split = {"train_episodes": len(train_eps), "holdout_episodes": len(hold_eps),
+                      "train_windows": len(self.train[0]), "holdout_windows": len(self.hold[0])}
+        self.act_var = torch.from_numpy(self.norm.stats["act_std"] ** 2)
+        self.model = ChunkPolicy(cfg.policy, len(self.policy_tasks))
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.step = 0
+        self._resume_or_start()
+
+    def _arrays(self, episodes: list, H: int) -> tuple[torch.Tensor, ...]:
+        rows = np.concatenate(episodes) if episodes else np.zeros(0, np.int64)
+        a = self.ds.arrays
+        obs = self.norm.norm_obs(a["observations"][rows]).astype(np.float32)
+        task = np.eye(len(self.policy_tasks), dtype=np.float32)[a["task_ids"][rows]]
+        acts, mask = chunk_targets(self.ds, rows, H)
+        return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in
+                     (obs, task, a["commands"][rows].astype(np.float32),
+                      self.norm.norm_act(acts).astype(np.float32), mask))
+
+    def _payload(self) -> dict:
+        return {"kind": KIND, "config": self.cfg.to_dict(), "stage": "done" if self.step >= self.cfg.train.steps
+                else "policy", "step": self.step, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "normalizer": self.norm.to_tensors(), "dataset": self.data_id, "tasks": self.tasks,
+                "policy_tasks": self.policy_tasks, "split": self.split, "torch_rng": torch.get_rng_state()}
+
+    def save(self) -> None:
+        save_checkpoint(self.out / "checkpoint.pt", self._payload())
+
+    def _resume_or_start(self) -> None:
+        ck_path = self.out / "checkpoint.pt"
+        if ck_path.exists():
+            ck = load_checkpoint(ck_path, expect_kind=KIND)
+            if ck["config"] != self.cfg.to_dict():
+                raise CheckpointError(f"{ck_path}: was trained with a different config; use a new --out")
+            if ck["dataset"].get("dataset_sha256") != self.data_id["dataset_sha256"]:
+                raise CheckpointError(f"{ck_path}: was trained on different data ({ck['dataset']['path']})")
+            self.model.load_state_dict(ck["model"])
+            if "opt" in ck:
+                self.opt.load_state_dict(ck["opt"])
+            elif ck["stage"] != "done":  # a finished run may be committed without optimizer state
+                raise CheckpointError(f"{ck_path}: has no optimizer state, so it cannot resume training")
+            self.step = ck["step"]
+            torch.set_rng_state(ck["torch_rng"])
+            return
+        if self.out.exists() and any(p.name != "config.yaml" for p in self.out.iterdir()):
+            raise CheckpointError(f"{self.out}: exists without a checkpoint; refusing to overwrite it")
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+
+    def _log(self, row: dict) -> None:
+        path = self.out / "metrics.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["stage", "step", "wall_s", "train_loss", "holdout_loss"])
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Masked MSE in action units (targets, [-1, 1]) over (members, rows, H, 56) predictions of
+        z-scored actions: each member's loss, summed. In action units every joint counts by how far
+        it moves; z-scored, joints the expert barely moves (mostly its 0.05 exploration noise) would
+        dominate: that policy fell twice as fast on stand (README "Chunk policy")."""
+        err = ((pred - target) ** 2 * self.act_var).mean(-1) * mask
+        return (err.sum((-1, -2)) / mask.sum().clamp(min=1)).sum()
+
+    @torch.no_grad()
+    def _holdout(self) -> float:
+        if not len(self.hold[0]):
+            return float("nan")
+        obs, task, cmd, act, mask = (x[:4096] for x in self.hold)
+        return self.loss(self.model(obs, task, cmd)[None], act, mask).item()   # the mean's error
+
+    def _lr(self) -> float:
+        t = self.cfg.train
+        return float(t.lr * 0.5 * (1 + np.cos(np.pi * min(self.step, t.steps) / max(t.steps, 1))))
+
+    def run(self, stop_after: int | None = None) -> dict:
+        """Train to the end (or return after ``stop_after`` optimizer steps without saving, as a
+        kill would leave it: the next run resumes from the last checkpoint)."""
+        from tqdm import tqdm
+
+        t, K = self.cfg.train, self.cfg.policy.ensemble
+        t0, done_steps = time.time(), 0
+        bar = tqdm(total=t.steps, initial=self.step, desc="chunk policy", disable=not self.progress)
+        n = len(self.train[0])
+        while self.step < t.steps:
+            if stop_after is not None and done_steps >= stop_after:
+                return {"stage": "killed", "step": self.step}
+            rng = np.random.default_rng([t.seed, self.step])
+            idx = torch.from_numpy(rng.integers(0, n, (K, t.batch_size)))   # each member its own batch
+            obs, task, cmd, act, mask = (x[idx] for x in self.train)
+            x = torch.cat([obs, task, cmd], dim=-1)
+            pred = torch.stack([net(x[k]).view(t.batch_size, -1, spec.ACTION_DIM)
+                                for k, net in enumerate(self.model.nets)])
+            loss = self.loss(pred, act, mask) / K
+            for g in self.opt.param_groups:
+                g["lr"] = self._lr()
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+            done_steps += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if self.step % t.eval_every == 0 or self.step == t.steps:
+                self._log({"stage": "policy", "step": self.step, "wall_s": round(time.time() - t0, 2),
+                           "train_loss": loss.item(), "holdout_loss": self._holdout()})
+            if self.step % t.checkpoint_every == 0:
+                self.save()
+        bar.close()
+        self.save()
+        plot_metrics(self.out, (("policy", "chunk MSE (action units)"),))
+        return {"stage": "done", "wall_s": time.time() - t0, **self.split}
+
+
+def build_policy(ck: dict) -> tuple[ChunkConfig, ChunkPolicy, Normalizer]:
+    """The trained policy, in eval mode, from a loaded checkpoint."""
+    from planner_node.models.config import config_from_dict
+    cfg = config_from_dict(ck["config"])
+    policy = ChunkPolicy(cfg.policy, len(ck["policy_tasks"]))
+    policy.load_state_dict(ck["model"])
+    return cfg, policy.eval(), Normalizer.from_tensors(ck["normalizer"])
+
+
+class ChunkPlanner(Planner):
+    """The chunk policy's PyTorch reference planner: the ensemble's mean chunk is the plan."""
+
+    name = kind = KIND
+
+    def __init__(self, checkpoint: str, seed: int | None = 0, threads: int = 2, batch: int = 1):
+        ck = load_checkpoint(checkpoint, expect_kind=KIND)
+        self.cfg, self.policy, self.norm = build_policy(ck)
+        self.tasks = list(ck["policy_tasks"])
+        torch.set_num_threads(threads)
+
+    @torch.no_grad()
+    def plan(self, request: PlanRequest) -> Plan:
+        obs = self.norm.norm_obs(np.asarray(request.obs, np.float32)).astype(np.float32)[None]
+        task, cmd = policy_inputs(obs, self.tasks, request.task, request.command)
+        z = self.policy(torch.from_numpy(obs), torch.from_numpy(task), torch.from_numpy(cmd))[0].numpy()
+        return Plan(np.clip(self.norm.unnorm_act(z), -1.0, 1.0), 0.0)

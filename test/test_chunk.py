@@ -1,0 +1,139 @@
+"""The action-chunk policy kind: targets, training in action units, resume, export parity, refusals."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from planner_node import spec
+from planner_node.kinds import KINDS
+from planner_node.planning import PlanRequest
+
+TINY = {"kind": "chunk", **KINDS["chunk"].tiny}
+TINY_TRAIN = {**TINY, "train": {**TINY["train"], "steps": 200, "checkpoint_every": 50, "eval_every": 50}}
+
+
+@pytest.fixture(scope="module")
+def chunk_run(tiny_data, tmp_path_factory):
+    from planner_node.models.chunk import ChunkTrainer
+    from planner_node.models.config import config_from_dict
+    out = tmp_path_factory.mktemp("runs") / "chunk"
+    ChunkTrainer(config_from_dict(TINY_TRAIN), tiny_data, out, progress=False).run()
+    return out
+
+
+@pytest.fixture(scope="module")
+def chunk_bundle(chunk_run, tmp_path_factory):
+    from planner_node.export.bundle_writer import export_bundle
+    out = tmp_path_factory.mktemp("bundles") / "chunk"
+    export_bundle(chunk_run, out)
+    return out
+
+
+def test_chunk_targets_stay_inside_the_episode(tiny_data):
+    from planner_node.dataset import Dataset
+    from planner_node.models.chunk import chunk_targets
+    ds = Dataset(tiny_data)
+    eps = ds.episodes()
+    first, second = eps[0], eps[1]
+    rows = np.array([first[0], first[-2], first[-1], second[0]])
+    acts, mask = chunk_targets(ds, rows, 4)
+    a = ds.arrays["actions"]
+    np.testing.assert_array_equal(acts[0], a[first[0]:first[0] + 4])
+    np.testing.assert_array_equal(mask[0], 1)
+    # Two rows before the end: 2 real steps, then the last action repeated and masked out.
+    np.testing.assert_array_equal(mask[1], [1, 1, 0, 0])
+    np.testing.assert_array_equal(acts[1][2:], a[[first[-1], first[-1]]])
+    np.testing.assert_array_equal(mask[2], [1, 0, 0, 0])
+    np.testing.assert_array_equal(acts[3][0], a[second[0]])   # never the previous episode's actions
+
+
+def test_config_errors_name_the_field():
+    from planner_node.models.config import ConfigError, config_from_dict, load_config
+    with pytest.raises(ConfigError, match=r"policy\.horizon"):
+        config_from_dict({"kind": "chunk", "policy": {"horizon": 0}})
+    with pytest.raises(ConfigError, match=r"policy\.depth: unknown key"):
+        config_from_dict({"kind": "chunk", "policy": {"depth": 3}})
+    with pytest.raises(ConfigError, match=r"train\.lr: expected float"):
+        config_from_dict({"kind": "chunk", "train": {"lr": "fast"}})
+    assert load_config("config/train/chunk_small.yaml").kind == "chunk"
+
+
+def test_the_loss_is_in_action_units(tiny_data, tmp_path):
+    """A z-scored error of 1 on a joint costs that joint's variance: joints count by how far they move."""
+    from planner_node.models.chunk import ChunkTrainer
+    from planner_node.models.config import config_from_dict
+    tr = ChunkTrainer(config_from_dict(TINY), tiny_data, tmp_path / "run", progress=False)
+    H = TINY["policy"]["horizon"]
+    target = torch.zeros(1, 2, H, spec.ACTION_DIM)
+    mask = torch.ones(2, H)
+    for j in (0, 17):
+        pred = target.clone()
+        pred[..., j] = 1.0
+        want = float(tr.norm.stats["act_std"][j] ** 2) / spec.ACTION_DIM
+        assert tr.loss(pred, target, mask).item() == pytest.approx(want, rel=1e-5)
+    mask[1] = 0   # masked steps cost nothing
+    pred = target.clone()
+    pred[:, 1] = 5.0
+    assert tr.loss(pred, target, mask).item() == 0.0
+
+
+def test_training_lowers_the_loss_and_resumes_exactly(tiny_data, chunk_run, tmp_path):
+    from planner_node.models.checkpoint import load_checkpoint
+    from planner_node.models.chunk import ChunkTrainer
+    from planner_node.models.config import config_from_dict
+    rows = list(csv.DictReader(open(chunk_run / "metrics.csv")))
+    assert [r["stage"] for r in rows] == ["policy"] * 4 and (chunk_run / "loss.png").exists()
+    tr = ChunkTrainer(config_from_dict(TINY_TRAIN), tiny_data, tmp_path / "short", progress=False)
+    obs, task, cmd, act, mask = (x[:256] for x in tr.train)
+
+    def loss():
+        with torch.no_grad():
+            return tr.loss(tr.model(obs, task, cmd)[None], act, mask).item()
+    before = loss()
+    tr.run()
+    assert loss() < 0.5 * before
+    # A kill mid-run, then a resume, ends with the same weights as an uninterrupted run.
+    cfg = config_from_dict(TINY)
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    ChunkTrainer(cfg, tiny_data, full, progress=False).run()
+    assert ChunkTrainer(cfg, tiny_data, killed, progress=False).run(stop_after=25)["stage"] == "killed"
+    assert ChunkTrainer(cfg, tiny_data, killed, progress=False).run()["stage"] == "done"
+    a, b = load_checkpoint(full), load_checkpoint(killed)
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("task,command", [("stand", None), ("track", (0.6, -0.2, 0.3))])
+def test_runtime_plan_matches_the_reference(chunk_run, chunk_bundle, env, task, command):
+    from planner_node.models.chunk import ChunkPlanner
+    from planner_node.runtime.bundle_planner import runtime_planner
+    ref, rt = ChunkPlanner(str(chunk_run), threads=1), runtime_planner(chunk_bundle)
+    obs = env.reset(3)
+    plans = []
+    for _ in range(3):
+        a, b = ref.plan(PlanRequest(obs=obs, task=task, command=command)), rt.plan(
+            PlanRequest(obs=obs, task=task, command=command))
+        np.testing.assert_allclose(b.actions, a.actions, atol=2e-4)
+        assert a.actions.shape == (TINY["policy"]["horizon"], spec.ACTION_DIM) and np.all(np.abs(b.actions) <= 1)
+        plans.append(b.actions)
+        obs, _ = env.step(b.actions[0])
+    assert not np.allclose(plans[0], plans[2])   # the plan follows the state
+    # the command is an input: another command, another plan
+    other = rt.plan(PlanRequest(obs=obs, task="track", command=(-0.3, 0.3, -0.5)))
+    assert not np.allclose(other.actions, rt.plan(PlanRequest(obs=obs, task="track", command=(1.0, 0.0, 0.5))).actions)
+
+
+def test_bad_requests_are_refused_by_name(chunk_bundle, chunk_run):
+    from planner_node.models.chunk import ChunkPlanner
+    from planner_node.runtime.bundle_planner import runtime_planner
+    rt = runtime_planner(chunk_bundle)
+    obs = np.zeros(spec.OBS_DIM)
+    with pytest.raises(KeyError, match="fly"):
+        rt.plan(PlanRequest(obs=obs, task="fly"))
+    with pytest.raises(ValueError, match="command"):
+        rt.plan(PlanRequest(obs=obs, task="track", command=(0.1, float("nan"), 0.0)))
+    with pytest.raises(ValueError, match="command"):
+        ChunkPlanner(str(chunk_run)).plan(PlanRequest(obs=obs, task="track", command=(0.1, 0.2)))
+    with pytest.raises(ValueError, match="batch"):
+        runtime_planner(chunk_bundle, samples=4)
