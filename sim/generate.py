@@ -44,6 +44,9 @@ class Recipe:
     learner_planner: str = ""  # the learner's planner kind; "" = the kind its checkpoint records
     handover: tuple[int, int] = (0, 0)
     backoff: tuple[int, int] = (8, 20)
+    # MPPI updates at the takeover state before the expert acts (its cold-start plans are poor:
+    # without a warm start it fell in 6 of 6 episodes, README "Data engine"); 0 = none.
+    expert_warmup: int = 0
 
     def __post_init__(self):
         if self.episodes < 1 or self.steps < 1:
@@ -52,6 +55,8 @@ class Recipe:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"Recipe.{name} must be a range 0 <= lo <= hi, got {getattr(self, name)!r}")
+        if self.expert_warmup < 0:
+            raise ValueError(f"Recipe.expert_warmup must be >= 0, got {self.expert_warmup}")
         if self.learner_planner and self.learner_planner not in KINDS:
             raise ValueError(f"Recipe.learner_planner must be one of {', '.join(KINDS)}, got {self.learner_planner!r}")
         for t in self.tasks:
@@ -95,7 +100,10 @@ RECIPES: dict[str, Recipe] = {
     # DAgger for a learner that lasts longer (a chunk policy falls after ~150 steps under these
     # pushes, not 60-70): it drives 20-200 steps, so the expert takes over late, from where the
     # learner drifted to, or 10-30 steps before the fall it was heading for.
-    "dagger_late": Recipe(episodes=80, steps=100, expert=EXPERT, seed=20, handover=(20, 200), backoff=(10, 30)),
+    # The expert warms up for 10 updates at the takeover state: round 1 without it recorded
+    # 50-step episodes (the cold expert fell) and its policy was worse (results/chunk_dagger/).
+    "dagger_late": Recipe(episodes=80, steps=100, expert=EXPERT, seed=20, handover=(20, 200), backoff=(10, 30),
+                          expert_warmup=10),
     "tiny_dagger": Recipe(episodes=2, steps=6, tasks=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           handover=(3, 8), backoff=(1, 3)),
@@ -126,6 +134,9 @@ def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.n
     if recipe.learner:
         obs = _learner_prefix(recipe, env, obs, task_name, command, rng, seed, threads)
     expert = MPPIPlanner(seed=seed, **{"threads": threads, **recipe.expert})
+    if recipe.expert_warmup:
+        expert.warm_up(PlanRequest(obs=obs, task=task_name, command=tuple(command), sim_state=env.get_state()),
+                       recipe.expert_warmup)
     rows = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts")}
     try:
         for t in range(recipe.steps):
@@ -186,6 +197,8 @@ def _recipe_dict(name: str, recipe: Recipe) -> dict:
     """What recipe.json records (JSON types). Expert-only recipes leave the DAgger fields out,
     so datasets made before DAgger existed still resume and are reused."""
     d = {"name": name, **asdict(recipe), "tasks": list(recipe.tasks), "draw": list(recipe.draw)}
+    if not recipe.expert_warmup:
+        d.pop("expert_warmup")   # recipes made before it existed still resume
     if recipe.handover[1] == 0 and not recipe.learner:
         for k in _DAGGER_FIELDS:
             d.pop(k)

@@ -163,6 +163,7 @@ class MPPIPlanner(Planner):
         self.nominal = np.tile(self.hold, (self.config.knots, 1))
         self._last: Plan | None = None
         self._age = 0  # control steps since the last replan
+        self._warmed = False  # the nominal was optimised at the current state (warm_up)
 
     def _calibrate(self, budget_ms: float) -> int:
         """Largest sample count whose plan() fits the budget on this machine (measured)."""
@@ -236,11 +237,29 @@ class MPPIPlanner(Planner):
             shifted = np.concatenate([a[self._age:], np.repeat(a[-1:], self._age, axis=0)])
             return Plan(shifted, score=self._last.score, info={**self._last.info, "replanned": False})
         nominal = self.nominal
-        for _ in range(self._age + 1 if cfg.warm_start else 0):
+        # The warm start: the previous nominal, shifted by the control periods since it was made
+        # (not at all right after ``warm_up``, which optimised it at this very state).
+        for _ in range(0 if self._warmed else self._age + 1 if cfg.warm_start else 0):
             nominal = self._shift @ nominal
         if not cfg.warm_start:
             nominal = np.tile(self.hold, (cfg.knots, 1))
-        self._age = 0
+        self._age, self._warmed = 0, False
+        return self._improve(request, nominal, task, t0)
+
+    def warm_up(self, request: PlanRequest, iterations: int) -> None:
+        """Optimise the plan ``iterations`` times at this state without acting. A cold start
+        (the nominal at the standing pose) makes poor first plans; an expert that takes over
+        from a learner (DAgger) warms up first, so its recorded actions are its converged ones."""
+        if request.sim_state is None:
+            raise ValueError("mppi is a ground-truth planner: PlanRequest.sim_state is required")
+        task = get_task(request.task)
+        for _ in range(iterations):
+            self._improve(request, self.nominal, task, time.perf_counter())
+        self._age, self._warmed, self._last = 0, iterations > 0, None
+
+    def _improve(self, request: PlanRequest, nominal: np.ndarray, task, t0: float) -> Plan:
+        """One MPPI update around ``nominal`` at the request's state; the new nominal and plan."""
+        cfg = self.config
         eps = self.rng.normal(0.0, 1.0, (self.samples, cfg.knots, spec.ACTION_DIM)) * self._noise_scale
         eps[0] = 0.0
         knots = nominal[None] + eps

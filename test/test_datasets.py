@@ -369,3 +369,12 @@ def test_walk_recipe_draws_only_locomotion_tasks_and_keeps_the_full_task_list():
     assert {episode_start(RECIPES["large"], i)[2] for i in range(40)} - set(LOCOMOTION)  # the others draw all tasks
     with pytest.raises(ValueError, match="Recipe.draw names 'moonwalk'"):
         Recipe(episodes=1, steps=1, draw=("moonwalk",))
+
+
+def test_expert_warmup_is_checked_and_recorded_only_when_used():
+    from planner_node.sim.generate import _recipe_dict
+    with pytest.raises(ValueError, match="expert_warmup"):
+        Recipe(episodes=1, steps=1, expert_warmup=-1)
+    # 0 leaves it out, so the manifests of datasets made before it existed still match
+    assert "expert_warmup" not in _recipe_dict("default", RECIPES["default"])
+    assert RECIPES["dagger_late"].expert_warmup > 0
