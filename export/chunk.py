@@ -13,7 +13,7 @@ import torch
 from planner_node import spec
 from planner_node.export.kind_export import Exported, check_parity, export_onnx
 from planner_node.models.chunk import build_policy
-from planner_node.runtime.chunk import COMMAND_DIM
+from planner_node.runtime.chunk import COMMAND_DIM, check_settings
 
 ATOL = 1e-4
 
@@ -23,6 +23,7 @@ def export_graphs(ck: dict, out_dir: Path, settings: dict) -> Exported:
     b = int(settings["batch"])
     if b < 1:
         raise ValueError(f"batch: must be >= 1, got {b}")
+    check_settings(settings, cfg.policy.horizon)
     tasks = list(ck["policy_tasks"])
     gen = torch.Generator().manual_seed(0)
     obs = torch.randn(b, spec.OBS_DIM, generator=gen)

@@ -40,7 +40,7 @@ from planner_node.models.config import ConfigError
 from planner_node.models.data import Normalizer, returns_to_go, split_episodes
 from planner_node.models.train import plot_metrics
 from planner_node.planning import Plan, Planner, PlanRequest
-from planner_node.runtime.chunk import COMMAND_DIM, policy_inputs
+from planner_node.runtime.chunk import COMMAND_DIM, TemporalEnsemble, check_settings, policy_inputs
 
 KIND = "chunk"
 
@@ -69,6 +69,9 @@ class ChunkTrainConfig:
     batch_size: int = 256
     lr: float = 1e-3          # cosine-annealed to 0 over ``steps``
     weight_decay: float = 1e-4
+    # Rows this many steps or fewer before a fall are not trained on: there the expert is
+    # past saving the robot, and what it does is no demonstration of balance.
+    drop_before_fall: int = 0
     seed: int = 0
     holdout_fraction: float = 0.1
     checkpoint_every: int = 500
@@ -77,7 +80,8 @@ class ChunkTrainConfig:
 
     def __post_init__(self):
         _check("train", {"steps": self.steps >= 0, "batch_size": self.batch_size > 0, "lr": self.lr > 0,
-                         "weight_decay": self.weight_decay >= 0, "holdout_fraction": 0 <= self.holdout_fraction < 1,
+                         "weight_decay": self.weight_decay >= 0, "drop_before_fall": self.drop_before_fall >= 0,
+                         "holdout_fraction": 0 <= self.holdout_fraction < 1,
                          "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
                          "threads": self.threads > 0}, self)
 
@@ -161,6 +165,9 @@ class ChunkTrainer:
         self._resume_or_start()
 
     def _arrays(self, episodes: list, H: int) -> tuple[torch.Tensor, ...]:
+        k = self.cfg.train.drop_before_fall
+        term = self.ds.arrays["terminals"]
+        episodes = [ep[:-k] if k and term[ep[-1]] else ep for ep in episodes]
         rows = np.concatenate(episodes) if episodes else np.zeros(0, np.int64)
         a = self.ds.arrays
         obs = self.norm.norm_obs(a["observations"][rows]).astype(np.float32)
@@ -281,15 +288,25 @@ class ChunkPlanner(Planner):
 
     name = kind = KIND
 
-    def __init__(self, checkpoint: str, seed: int | None = 0, threads: int = 2, batch: int = 1):
+    def __init__(self, checkpoint: str, seed: int | None = 0, threads: int = 2, batch: int = 1, **settings):
+        from planner_node.kinds import get_kind
+        unknown = sorted(set(settings) - set(get_kind(KIND).defaults))
+        if unknown:
+            raise ValueError(f"unknown chunk policy settings {unknown}; valid: {sorted(get_kind(KIND).defaults)}")
         ck = load_checkpoint(checkpoint, expect_kind=KIND)
         self.cfg, self.policy, self.norm = build_policy(ck)
         self.tasks = list(ck["policy_tasks"])
         torch.set_num_threads(threads)
+        self.settings = {**get_kind(KIND).defaults, **settings}
+        check_settings(self.settings, self.cfg.policy.horizon)
+        self.blend = TemporalEnsemble(self.settings["overlap"], self.settings["decay"])
+
+    def reset(self, seed: int | None = None) -> None:
+        self.blend.reset()
 
     @torch.no_grad()
     def plan(self, request: PlanRequest) -> Plan:
         obs = self.norm.norm_obs(np.asarray(request.obs, np.float32)).astype(np.float32)[None]
         task, cmd = policy_inputs(obs, self.tasks, request.task, request.command)
         z = self.policy(torch.from_numpy(obs), torch.from_numpy(task), torch.from_numpy(cmd))[0].numpy()
-        return Plan(np.clip(self.norm.unnorm_act(z), -1.0, 1.0), 0.0)
+        return Plan(self.blend(np.clip(self.norm.unnorm_act(z), -1.0, 1.0)), 0.0)

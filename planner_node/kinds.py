@@ -93,8 +93,9 @@ KINDS: dict[str, Kind] = {
         name="chunk", config="planner_node.models.chunk:ChunkConfig", trainer="planner_node.models.chunk:ChunkTrainer",
         reference="planner_node.models.chunk:ChunkPlanner", export="planner_node.export.chunk:export_graphs",
         runtime="planner_node.runtime.chunk:RuntimeChunkPlanner", flops="planner_node.export.chunk:tick_flops",
-        # One state per call: the policy's graph maps the current observation to its chunk.
-        defaults={"batch": 1}, batch_param="batch",
+        # One state per call: the policy's graph maps the current observation to its chunk; the
+        # plan blends the last 8 chunks, weighted exp(-0.5 x age) (temporal ensembling).
+        defaults={"batch": 1, "overlap": 8, "decay": 0.5}, batch_param="batch",
         kind_config_keys=("obs_dim", "act_dim", "tasks", "model_config"),
         tiny={"policy": {"horizon": 4, "width": 32, "layers": 1, "ensemble": 2},
               "train": {"steps": 40, "batch_size": 16, "checkpoint_every": 20, "eval_every": 20,

@@ -137,3 +137,39 @@ def test_bad_requests_are_refused_by_name(chunk_bundle, chunk_run):
         ChunkPlanner(str(chunk_run)).plan(PlanRequest(obs=obs, task="track", command=(0.1, 0.2)))
     with pytest.raises(ValueError, match="batch"):
         runtime_planner(chunk_bundle, samples=4)
+
+
+def test_temporal_ensemble_blends_the_chunks_that_reach_each_step():
+    from planner_node.runtime.chunk import TemporalEnsemble
+    rng = np.random.default_rng(0)
+    H, decay = 4, 0.5
+    chunks = [rng.uniform(-1, 1, (H, 3)) for _ in range(6)]
+    te = TemporalEnsemble(overlap=8, decay=decay)   # more than H: counts as H
+    for t, c in enumerate(chunks):
+        got = te(c)
+        for j in range(H):   # step t + j was predicted by chunk s (at s's index t + j - s) for s in (t+j-H, t]
+            num = den = 0.0
+            for s in range(max(0, t + j - H + 1), t + 1):
+                w = np.exp(-decay * (t - s))
+                num, den = num + w * chunks[s][t + j - s], den + w
+            np.testing.assert_allclose(got[j], num / den, atol=1e-12)
+    one = TemporalEnsemble(overlap=1, decay=decay)
+    for c in chunks:
+        np.testing.assert_array_equal(one(c), c)   # overlap 1: the newest chunk alone
+    te.reset()
+    np.testing.assert_array_equal(te(chunks[0]), chunks[0])   # a reset forgets the earlier chunks
+
+
+def test_blending_settings_are_checked_by_name(chunk_run, chunk_bundle, tmp_path):
+    from planner_node.export.bundle_writer import export_bundle
+    from planner_node.models.chunk import ChunkPlanner
+    from planner_node.runtime.bundle_planner import runtime_planner
+    with pytest.raises(ValueError, match="overlap=0"):
+        runtime_planner(chunk_bundle, overlap=0)
+    with pytest.raises(ValueError, match="decay=-1"):
+        ChunkPlanner(str(chunk_run), decay=-1.0)
+    with pytest.raises(ValueError, match="decay=nan"):
+        export_bundle(chunk_run, tmp_path / "b", decay=float("nan"))
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(ValueError, match="unknown chunk policy settings"):
+        ChunkPlanner(str(chunk_run), temperature=2.0)
