@@ -31,10 +31,10 @@ test: setup
 demo: setup
 	$(PLANNER) demo --bundle $(BUNDLE) --out demo_out
 
-BUNDLE ?= bundles/default_hgap
+BUNDLE ?= bundles/default
 
-# The shipped bundle from the committed data (data/train.json: expert, walking, DART and DAgger
-# episodes): train H-GAP, evaluate every task, export with the table in its card (~25 min).
+# The shipped bundle from the committed data (data/train2.json: expert, walking, DART and DAgger
+# episodes): train the chunk policy, evaluate every task, export with the table in its card (~10 min).
 default-bundle: setup
 	bash bench/default_bundle.sh
 

@@ -37,7 +37,7 @@ def pinned(names):
     return [reqs[n] for n in names]
 
 
-SHIPPED_BUNDLE = "bundles/default_hgap"
+SHIPPED_BUNDLE = "bundles/default"
 
 setup(
     name=PACKAGE,

@@ -28,7 +28,7 @@ deactivate
 INST="$W/install/planner_node"
 PY="$PWD/.venv/bin/python"
 SP=$(ls -d "$INST"/lib/python3*/site-packages)
-test -f "$INST/share/planner_node/bundles/default_hgap/manifest.yaml"
+test -f "$INST/share/planner_node/bundles/default/manifest.yaml"
 test -f "$INST/share/planner_node/launch/humanoid.launch.py"
 cd "$W"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${COLCON_CHECK_DOMAIN:-43} PYTHONPATH="$SP"
@@ -40,7 +40,7 @@ import planner_node
 from planner_node.launch_description import argument_defaults
 from planner_node.runtime.bundle import load_bundle
 assert inst in Path(planner_node.__file__).resolve().parents, f"imported {planner_node.__file__}, not the install tree"
-share = inst / "share" / "planner_node" / "bundles" / "default_hgap"
+share = inst / "share" / "planner_node" / "bundles" / "default"
 assert argument_defaults()["bundle"] == str(share), argument_defaults()["bundle"]
 load_bundle(share)
 print(f"colcon check: launch default bundle -> {share} (verified)")
@@ -50,7 +50,7 @@ NODE=$!
 for _ in $(seq 120); do grep -q "activated: commanding" "$W/node.log" && break; kill -0 $NODE 2>/dev/null || break; sleep 0.5; done
 kill -INT $NODE 2>/dev/null || true
 wait $NODE || true
-grep -q "configured: planner $INST/share/planner_node/bundles/default_hgap" "$W/node.log" \
+grep -q "configured: planner $INST/share/planner_node/bundles/default" "$W/node.log" \
   || { echo "colcon check: the installed node did not configure on the installed bundle" >&2; cat "$W/node.log"; exit 1; }
 grep -q "activated: commanding" "$W/node.log" || { echo "colcon check: not activated" >&2; cat "$W/node.log"; exit 1; }
 ! grep -E "Traceback|terminate called" "$W/node.log"

@@ -27,15 +27,15 @@ from planner_node.default_bundle import default_bundle_path
 from planner_node.launch_description import argument_defaults
 from planner_node.runtime.bundle_planner import runtime_planner  # noqa: F401 (the runtime is installed)
 assert venv in Path(planner_node.__file__).resolve().parents, f"imported from {planner_node.__file__}, not the venv"
-share = venv / "share" / "planner_node" / "bundles" / "default_hgap"
+share = venv / "share" / "planner_node" / "bundles" / "default"
 assert default_bundle_path() == share, (default_bundle_path(), share)
 assert argument_defaults()["bundle"] == str(share)
 assert importlib.util.find_spec("torch") is None, "torch got installed: it is a training extra only"
 print(f"install check: planner_node from {Path(planner_node.__file__).parent}, default bundle {share}")
 PYEOF
-"$W/venv/bin/planner" verify "$W/venv/share/planner_node/bundles/default_hgap"
+"$W/venv/bin/planner" verify "$W/venv/share/planner_node/bundles/default"
 "$W/venv/bin/planner" up humanoid --duration 8 --log-dir "$W/logs" > "$W/up.out" 2>&1 || { cat "$W/up.out" "$W"/logs/*.log; exit 1; }
-grep -q "configured: planner $W/venv/share/planner_node/bundles/default_hgap" "$W/logs/planner.log" \
+grep -q "configured: planner $W/venv/share/planner_node/bundles/default" "$W/logs/planner.log" \
   || { echo "install check: the node did not configure on the installed bundle" >&2; cat "$W"/logs/*.log; exit 1; }
 grep -q "activated: commanding" "$W/logs/planner.log" || { echo "install check: not activated" >&2; exit 1; }
 grep -E "planner: ticks [1-9][0-9]*" "$W/up.out" | tail -1

@@ -24,7 +24,7 @@ from stack import ROOT, counters, stack
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default=str(ROOT / "bundles" / "default_hgap"))
+    ap.add_argument("--bundle", default=str(ROOT / "bundles" / "default"))
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--domain", type=int, default=56)

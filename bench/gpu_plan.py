@@ -6,7 +6,7 @@ Needs torch (with CUDA), numpy and PyYAML only: the graphs are the bundle's refe
 (``reference.pt``, hash-checked), so it runs on a lent device machine whose image lacks ONNX
 Runtime, MuJoCo and ROS. ``--device cpu`` is a dry run of the same code (no CUDA-graph row).
 
-    python bench/gpu_plan.py [--bundle bundles/default_hgap] [--ticks 500] [--json OUT.json]
+    python bench/gpu_plan.py [--bundle bundles/hgap] [--ticks 500] [--json OUT.json]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default="bundles/default_hgap")
+    ap.add_argument("--bundle", default="bundles/hgap")
     ap.add_argument("--ticks", type=int, default=500)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--json")

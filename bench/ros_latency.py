@@ -7,7 +7,7 @@ the time until the first command after it arrives. The same bundle's runtime pla
 timed in-process on the same observations. Prints p50/p99/max of both and their difference
 (ROS 2 transport + node overhead).
 
-    python bench/ros_latency.py [--bundle bundles/default_hgap] [--seconds 20]
+    python bench/ros_latency.py [--bundle bundles/default] [--seconds 20]
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default="bundles/default_hgap")
+    ap.add_argument("--bundle", default="bundles/default")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--domain", type=int, default=57)
     a = ap.parse_args()

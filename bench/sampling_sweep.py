@@ -7,7 +7,7 @@ proposals; one that raises only the model's column made scoring easier (issue "s
 Runs ``planner eval --score oracle`` per setting (finished JSON files are kept: it resumes) and
 prints mean episode length and return ± standard error per row. Same seeds for every setting.
 
-    python bench/sampling_sweep.py [--bundle bundles/default_hgap] [--task stand] [--temperatures 1 2 3]
+    python bench/sampling_sweep.py [--bundle bundles/hgap] [--task stand] [--temperatures 1 2 3]
                                    [--episodes 10] [--steps 150] [--seed 9001] [--out results/stay_up/sweep]
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def se(x) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default="bundles/default_hgap")
+    ap.add_argument("--bundle", default="bundles/hgap")
     ap.add_argument("--task", default="stand")
     ap.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     ap.add_argument("--episodes", type=int, default=10)

@@ -6,7 +6,7 @@ the end reports RSS at start and end, its growth, ticks, deadline misses and fal
 rejections, the largest command gap, and whether any node crashed. The bridge resets the robot on
 each fall (so the planner keeps planning on live states) and pushes it every 100 steps.
 
-    python bench/soak.py [--seconds 3600] [--bundle bundles/default_hgap] [--out results/soak]
+    python bench/soak.py [--seconds 3600] [--bundle bundles/default] [--out results/soak]
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from stack import ROOT, counters, rss_mib, stack
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default=str(ROOT / "bundles" / "default_hgap"))
+    ap.add_argument("--bundle", default=str(ROOT / "bundles" / "default"))
     ap.add_argument("--seconds", type=float, default=3600.0)
     ap.add_argument("--warmup", type=float, default=60.0, help="RSS 'start' is taken after this [s]")
     ap.add_argument("--sample", type=float, default=60.0)

@@ -7,18 +7,23 @@
 # are kept, so the script resumes. Episodes run as Ray tasks (WORKERS, or RAY=ADDRESS).
 # BUNDLE may list several bundles (space-separated); each is labelled by its directory name.
 # OFFLINE=1 adds offline MPPI (64 samples, no budget: ~2 control steps/s, hours for all tasks).
-#   BUNDLE="bundles/default_hgap /tmp/other" CRITIC=runs/critic bash bench/stay_up.sh [TASKS...]
+#   BUNDLE="bundles/default /tmp/other" CRITIC=runs/critic bash bench/stay_up.sh [TASKS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-39} RAY_USAGE_STATS_ENABLED=0
 P=.venv/bin/planner
-BUNDLE=${BUNDLE:-bundles/default_hgap}
+BUNDLE=${BUNDLE:-bundles/default}
 EPISODES=${EPISODES:-20}
 STEPS=${STEPS:-300}
 PAR=(--workers "${WORKERS:-2}")
 [ -n "${RAY:-}" ] && PAR+=(--ray "$RAY")
 TASKS=${*:-stand speed forward backward shift_left jump rotate_x rotate_y rotate_z track}
-for sched in "A 100 0.25 0" "B 67 0.3 9000"; do
+# SCHEDULES="A B C" adds C (0.35 m/s every 80 steps, seeds 7000+): a third schedule, first run to check the
+# chunk policy's result on one that nothing was chosen on.
+SCHEDULES=${SCHEDULES:-A B}
+declare -A SCHED=([A]="A 100 0.25 0" [B]="B 67 0.3 9000" [C]="C 80 0.35 7000")
+for s in $SCHEDULES; do
+  sched=${SCHED[$s]}
   read -r name every speed seed <<< "$sched"
   out=results/stay_up/$name
   mkdir -p "$out"

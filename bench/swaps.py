@@ -7,7 +7,7 @@ and on the node's own steady clock), the ticks without a fresh plan (fallbacks),
 misses. Each swap is verified synchronously, loaded and warmed up on a worker thread, and applied
 at a tick boundary; this script waits until /diagnostics shows the new bundle before the next.
 
-    python bench/swaps.py [--swaps 100] [--a bundles/default_hgap] [--b DIR]   # --b: a copy of --a by default
+    python bench/swaps.py [--swaps 100] [--a bundles/default] [--b DIR]   # --b: a copy of --a by default
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _gap_ms(times: list[float]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--a", default=str(ROOT / "bundles" / "default_hgap"))
+    ap.add_argument("--a", default=str(ROOT / "bundles" / "default"))
     ap.add_argument("--b", help="second bundle (default: a copy of --a at another path: a full load each swap)")
     ap.add_argument("--swaps", type=int, default=100)
     ap.add_argument("--domain", type=int, default=59)

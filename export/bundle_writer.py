@@ -10,6 +10,7 @@ place: a failed export leaves nothing.
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shutil
@@ -176,10 +177,13 @@ def evaluation_table(evaluations: list[dict]) -> str:
     """Markdown rows from ``planner eval --json`` results (closed loop, in simulation)."""
     if not evaluations:
         return ""
-    rows = ["| task | planner | episodes x steps | mean return | mean length | fall rate |", "|---|---|---|---|---|---|"]
+    rows = ["| task | planner | episodes x steps | mean return ± s.e. | mean length | fall rate |",
+            "|---|---|---|---|---|---|"]
     for r in evaluations:
-        rows.append(f"| {r['task']} | {r.get('planner', '?')} | {len(r['episodes'])} x {r['steps']} | "
-                    f"{r['mean_return']:.1f} ± {r['std_return']:.1f} | {r['mean_length']:.0f} | {r['fall_rate']:.0%} |")
+        n = len(r["episodes"])
+        se = r["std_return"] / math.sqrt(max(n - 1, 1))   # std_return is numpy's (ddof 0)
+        rows.append(f"| {r['task']} | {r.get('planner', '?')} | {n} x {r['steps']} | "
+                    f"{r['mean_return']:.1f} ± {se:.1f} | {r['mean_length']:.0f} | {r['fall_rate']:.0%} |")
     return "\n## Evaluation (closed loop in simulation, `planner eval`; pushes included)\n\n" + "\n".join(rows) + "\n"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-DEFAULT_BUNDLE = "default_hgap"
+DEFAULT_BUNDLE = "default"
 SHARE = Path("share") / "planner_node" / "bundles"
 
 

@@ -110,7 +110,7 @@ class PlannerNode(LifecycleNode):
         found = default_bundle_path()
         if found is None:
             raise ValueError("bundle_path: empty, and the shipped default bundle is not installed "
-                             "(share/planner_node/bundles/default_hgap); set bundle_path")
+                             "(share/planner_node/bundles/default); set bundle_path")
         return str(found)
 
     def _warm_up(self, planner, pause_s: float = 0.005) -> None:

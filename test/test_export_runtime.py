@@ -250,12 +250,13 @@ def test_export_card_holds_the_evaluation_table_and_refuses_bad_files(hgap_run, 
     import json
 
     from planner_node.cli import main
-    ev = {"task": "stand", "planner": "hgap", "steps": 20, "episodes": [{}, {}], "mean_return": 12.5,
+    ev = {"task": "stand", "planner": "hgap", "steps": 20, "episodes": [{}, {}, {}, {}], "mean_return": 12.5,
           "std_return": 1.0, "mean_length": 18.0, "fall_rate": 0.5}
     (tmp_path / "ev.json").write_text(json.dumps(ev))
     assert main(["export", "--checkpoint", str(hgap_run), "--out", str(tmp_path / "b"), "--samples", "4",
                  "--evaluation", str(tmp_path / "ev.json")]) == 0
-    assert "| stand | hgap | 2 x 20 | 12.5 ± 1.0 | 18 | 50% |" in (tmp_path / "b" / "CARD.md").read_text()
+    # std_return is over episodes with ddof 0: the standard error is 1.0 / sqrt(4 - 1)
+    assert "| stand | hgap | 4 x 20 | 12.5 ± 0.6 | 18 | 50% |" in (tmp_path / "b" / "CARD.md").read_text()
     del ev["fall_rate"]
     (tmp_path / "bad.json").write_text(json.dumps(ev))
     assert main(["export", "--checkpoint", str(hgap_run), "--out", str(tmp_path / "c"), "--evaluation",

@@ -19,7 +19,7 @@ from planner_node.bringup import Bringup
 from planner_node.ros_fuzz import CLASSES, malformed
 
 _domains = itertools.count(200)
-SHIPPED = Path(__file__).resolve().parents[1] / "bundles" / "default_hgap"
+SHIPPED = Path(__file__).resolve().parents[1] / "bundles" / "default"
 MESSAGES = 2400
 PERIOD_S = spec.CONTROL_PERIOD_S
 

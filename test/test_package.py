@@ -103,7 +103,7 @@ def test_runtime_dependencies_declared_with_requirements_pins():
 
 def test_shipped_bundle_is_installed_to_share():
     files = dict(_setup_kwargs()["data_files"])
-    shipped = files.get("share/planner_node/bundles/default_hgap", [])
-    assert "bundles/default_hgap/manifest.yaml" in shipped
-    on_disk = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "bundles" / "default_hgap").iterdir())
+    shipped = files.get("share/planner_node/bundles/default", [])
+    assert "bundles/default/manifest.yaml" in shipped
+    on_disk = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "bundles" / "default").iterdir())
     assert sorted(shipped) == on_disk
