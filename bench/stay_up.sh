@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The "stay up" evaluation (issue: learned planners that stay up): fall rate, mean length and
-# return over EPISODES x STEPS with pushes, on two push schedules (A: 0.25 m/s every 100 steps,
-# the tuned one; B: 0.3 m/s every 67 steps, not tuned on), for every planner side by side:
+# return over EPISODES x STEPS with pushes, on push schedules A (0.25 m/s every 100 steps, seeds
+# 0+) and B (0.3 m/s every 67 steps, seeds 9000+), and C with SCHEDULES="A B C" (0.35 m/s every
+# 80 steps, seeds 7000+), for every planner side by side:
 # the bundle's planner (model-scored; with the critic when CRITIC is set), MPPI at a 30 ms budget,
 # offline MPPI, zero action. Raw per-episode JSON in results/stay_up/<schedule>/; finished files
 # are kept, so the script resumes. Episodes run as Ray tasks (WORKERS, or RAY=ADDRESS).
@@ -18,8 +19,7 @@ STEPS=${STEPS:-300}
 PAR=(--workers "${WORKERS:-2}")
 [ -n "${RAY:-}" ] && PAR+=(--ray "$RAY")
 TASKS=${*:-stand speed forward backward shift_left jump rotate_x rotate_y rotate_z track}
-# SCHEDULES="A B C" adds C (0.35 m/s every 80 steps, seeds 7000+): a third schedule, first run to check the
-# chunk policy's result on one that nothing was chosen on.
+# C was first run to check the chunk policy on a schedule that nothing had been chosen on.
 SCHEDULES=${SCHEDULES:-A B}
 declare -A SCHED=([A]="A 100 0.25 0" [B]="B 67 0.3 9000" [C]="C 80 0.35 7000")
 for s in $SCHEDULES; do

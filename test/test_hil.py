@@ -196,8 +196,11 @@ def test_bad_inputs_rejected_node_keeps_commanding(probe, tmp_path):
     log = (tmp_path / "planner.log").read_text()
     for needle in ("NaN or Inf", "56 names but 55 positions", "missing joints", "behind the clock"):
         assert needle in log or needle.replace("56", "58") in log, needle
-    times = [t for t, _ in probe.msgs["/humanoid/joint_commands"]]
-    assert max(np.diff(times)) < 0.25, "a gap in the command stream"
+    # Commands never stopped: the largest gap between the node's publishes, on its own steady
+    # clock (the probe's receive times add this 2-core machine's scheduling of the probe: one
+    # CI run saw a 0.31 s receive gap while the node had published on time).
+    assert float(d["command_gap_max_ms"]) < 250, ("a gap in the command stream", d["command_gap_max_ms"])
+    assert len(probe.msgs["/humanoid/joint_commands"]) >= 40   # 26 states + 1.8 s stale, at 33 Hz
     assert all(np.all(np.isfinite(m.data)) and len(m.data) == 56 for _, m in probe.msgs["/humanoid/joint_commands"])
 
 
