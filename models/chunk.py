@@ -21,7 +21,6 @@ what the node's anytime fallback would replay.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -29,26 +28,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from planner_node import spec
-from planner_node.atomic import write_text
 from planner_node.dataset import Dataset
-from planner_node.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from planner_node.models.config import ConfigError
+from planner_node.models.checkpoint import load_checkpoint, save_checkpoint
+from planner_node.models.config import ConfigError, check_fields
 from planner_node.models.data import Normalizer, returns_to_go, split_episodes
-from planner_node.models.train import plot_metrics
+from planner_node.models.train import append_metrics, open_run, plot_metrics
 from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.runtime.chunk import COMMAND_DIM, TemporalEnsemble, check_settings, policy_inputs
 
 KIND = "chunk"
-
-
-def _check(section: str, checks: dict, obj) -> None:
-    for name, ok in checks.items():
-        if not ok:
-            raise ConfigError(f"{section}.{name}: invalid value {getattr(obj, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -59,7 +50,7 @@ class PolicyConfig:
     ensemble: int = 3         # members averaged
 
     def __post_init__(self):
-        _check("policy", {"horizon": self.horizon >= 1, "width": self.width > 0, "layers": self.layers >= 1,
+        check_fields("policy", {"horizon": self.horizon >= 1, "width": self.width > 0, "layers": self.layers >= 1,
                           "ensemble": self.ensemble >= 1}, self)
 
 
@@ -79,7 +70,7 @@ class ChunkTrainConfig:
     threads: int = 2
 
     def __post_init__(self):
-        _check("train", {"steps": self.steps >= 0, "batch_size": self.batch_size > 0, "lr": self.lr > 0,
+        check_fields("train", {"steps": self.steps >= 0, "batch_size": self.batch_size > 0, "lr": self.lr > 0,
                          "weight_decay": self.weight_decay >= 0, "drop_before_fall": self.drop_before_fall >= 0,
                          "holdout_fraction": 0 <= self.holdout_fraction < 1,
                          "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
@@ -187,34 +178,13 @@ class ChunkTrainer:
         save_checkpoint(self.out / "checkpoint.pt", self._payload())
 
     def _resume_or_start(self) -> None:
-        ck_path = self.out / "checkpoint.pt"
-        if ck_path.exists():
-            ck = load_checkpoint(ck_path, expect_kind=KIND)
-            if ck["config"] != self.cfg.to_dict():
-                raise CheckpointError(f"{ck_path}: was trained with a different config; use a new --out")
-            if ck["dataset"].get("dataset_sha256") != self.data_id["dataset_sha256"]:
-                raise CheckpointError(f"{ck_path}: was trained on different data ({ck['dataset']['path']})")
+        ck = open_run(self.out, self.cfg.to_dict(), self.data_id, KIND, ("model", "opt"))
+        if ck is not None:
             self.model.load_state_dict(ck["model"])
             if "opt" in ck:
                 self.opt.load_state_dict(ck["opt"])
-            elif ck["stage"] != "done":  # a finished run may be committed without optimizer state
-                raise CheckpointError(f"{ck_path}: has no optimizer state, so it cannot resume training")
             self.step = ck["step"]
             torch.set_rng_state(ck["torch_rng"])
-            return
-        if self.out.exists() and any(p.name != "config.yaml" for p in self.out.iterdir()):
-            raise CheckpointError(f"{self.out}: exists without a checkpoint; refusing to overwrite it")
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-
-    def _log(self, row: dict) -> None:
-        path = self.out / "metrics.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["stage", "step", "wall_s", "train_loss", "holdout_loss"])
-            if new:
-                w.writeheader()
-            w.writerow(row)
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Masked MSE in action units (targets, [-1, 1]) over (members, rows, H, 56) predictions of
@@ -264,7 +234,7 @@ class ChunkTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if self.step % t.eval_every == 0 or self.step == t.steps:
-                self._log({"stage": "policy", "step": self.step, "wall_s": round(time.time() - t0, 2),
+                append_metrics(self.out, {"stage": "policy", "step": self.step, "wall_s": round(time.time() - t0, 2),
                            "train_loss": loss.item(), "holdout_loss": self._holdout()})
             if self.step % t.checkpoint_every == 0:
                 self.save()

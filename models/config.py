@@ -127,6 +127,13 @@ class ModelConfig:
 _SECTION = {"VQConfig": "vq.", "PriorConfig": "prior.", "TrainConfig": "train."}
 
 
+def check_fields(section: str, checks: dict, obj) -> None:
+    """Raise ConfigError naming ``section.field`` for the first check that is False."""
+    for name, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"{section}.{name}: invalid value {getattr(obj, name)!r}")
+
+
 def _positive(obj, *names):
     for n in names:
         v = getattr(obj, n)

@@ -17,7 +17,6 @@ its training (``planner train`` with ``kind: diffuser``) and its PyTorch referen
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import time
@@ -26,28 +25,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.nn import functional as F
 
 from planner_node import spec
-from planner_node.atomic import write_text
 from planner_node.dataset import Dataset
-from planner_node.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from planner_node.models.config import ConfigError
+from planner_node.models.checkpoint import load_checkpoint, save_checkpoint
+from planner_node.models.config import ConfigError, check_fields
 from planner_node.models.data import Normalizer, make_windows, returns_to_go, split_episodes
 from planner_node.models.layers import mish
-from planner_node.models.train import plot_metrics
+from planner_node.models.train import append_metrics, open_run, plot_metrics
 from planner_node.planning import Candidates, Plan, Planner, PlanRequest
 from planner_node.runtime.diffuser import DiffusionSampler, DiffuserPlanMixin, Schedule
 
 KIND = "diffuser"
-
-
-def _check(section: str, checks: dict, obj) -> None:
-    for name, ok in checks.items():
-        if not ok:
-            raise ConfigError(f"{section}.{name}: invalid value {getattr(obj, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -60,7 +51,7 @@ class UNetConfig:
     kernel: int = 5
 
     def __post_init__(self):
-        _check("unet", {"horizon": self.horizon > 0 and self.horizon % 2 ** (self.levels - 1) == 0,
+        check_fields("unet", {"horizon": self.horizon > 0 and self.horizon % 2 ** (self.levels - 1) == 0,
                         "dim": self.dim > 0 and self.dim % 8 == 0, "levels": self.levels >= 1,
                         "kernel": self.kernel % 2 == 1}, self)
 
@@ -75,7 +66,7 @@ class DiffusionConfig:
     action_weight: float = 10.0   # loss weight of the first row's action (what is executed)
 
     def __post_init__(self):
-        _check("diffusion", {"steps": self.steps >= 2, "action_weight": self.action_weight > 0}, self)
+        check_fields("diffusion", {"steps": self.steps >= 2, "action_weight": self.action_weight > 0}, self)
 
 
 @dataclass(frozen=True)
@@ -85,7 +76,7 @@ class ValueConfig:
     discount: float = 0.99        # per 30 ms control step, as the critic's
 
     def __post_init__(self):
-        _check("value", {"width": self.width > 0, "layers": self.layers >= 1, "discount": 0 < self.discount < 1}, self)
+        check_fields("value", {"width": self.width > 0, "layers": self.layers >= 1, "discount": 0 < self.discount < 1}, self)
 
 
 @dataclass(frozen=True)
@@ -102,7 +93,7 @@ class DiffuserTrainConfig:
     threads: int = 2
 
     def __post_init__(self):
-        _check("train", {"diffusion_steps": self.diffusion_steps >= 0, "value_steps": self.value_steps >= 0,
+        check_fields("train", {"diffusion_steps": self.diffusion_steps >= 0, "value_steps": self.value_steps >= 0,
                          "batch_size": self.batch_size > 0, "lr": self.lr > 0, "ema_decay": 0 <= self.ema_decay < 1,
                          "holdout_fraction": 0 <= self.holdout_fraction < 1,
                          "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
@@ -334,35 +325,14 @@ class DiffuserTrainer:
         save_checkpoint(self.out / "checkpoint.pt", self._payload())
 
     def _resume_or_start(self) -> None:
-        ck_path = self.out / "checkpoint.pt"
-        if ck_path.exists():
-            ck = load_checkpoint(ck_path, expect_kind=KIND)
-            if ck["config"] != self.cfg.to_dict():
-                raise CheckpointError(f"{ck_path}: was trained with a different config; use a new --out")
-            if ck["dataset"].get("dataset_sha256") != self.data_id["dataset_sha256"]:
-                raise CheckpointError(f"{ck_path}: was trained on different data ({ck['dataset']['path']})")
-            for name in ("model", "ema", "value", "opt", "opt_value"):
+        states = ("model", "ema", "value", "opt", "opt_value")
+        ck = open_run(self.out, self.cfg.to_dict(), self.data_id, KIND, states)
+        if ck is not None:
+            for name in states:
                 if name in ck:
                     getattr(self, name).load_state_dict(ck[name])
-                elif ck["stage"] != "done":  # a finished run may be committed without optimizer state
-                    raise CheckpointError(f"{ck_path}: has no {name!r} state, so it cannot resume training")
             self.stage, self.step = ck["stage"], ck["step"]
             torch.set_rng_state(ck["torch_rng"])
-            return
-        if self.out.exists() and any(p.name != "config.yaml" for p in self.out.iterdir()):
-            raise CheckpointError(f"{self.out}: exists without a checkpoint; refusing to overwrite it")
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-
-    def _log(self, row: dict) -> None:
-        path = self.out / "metrics.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["stage", "step", "wall_s", "train_loss", "holdout_loss"],
-                               extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
 
     def _noisy(self, x0: torch.Tensor, rng: np.random.Generator):
         """(x_t conditioned on row 0's observation, t) for x0 at random steps, noise from ``rng``."""
@@ -426,7 +396,7 @@ class DiffuserTrainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 if self.step % t.eval_every == 0 or self.step == total:
-                    self._log({"stage": stage, "step": self.step, "wall_s": round(time.time() - t0, 2),
+                    append_metrics(self.out, {"stage": stage, "step": self.step, "wall_s": round(time.time() - t0, 2),
                                "train_loss": loss.item(), "holdout_loss": self._holdout(stage)})
                 if self.step % t.checkpoint_every == 0:
                     self.save()

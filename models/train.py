@@ -247,6 +247,43 @@ def vq_loss(cfg: ModelConfig, x, recon, commit) -> torch.Tensor:
 
 
 #: The VQ-VAE + prior trainer's curves: (stage in metrics.csv, y label) per panel.
+METRIC_FIELDS = ("stage", "step", "wall_s", "train_loss", "holdout_loss")
+
+
+def append_metrics(run: Path, row: dict, fields=METRIC_FIELDS) -> None:
+    """One row of ``run/metrics.csv`` (the header when the file is new); what ``plot_metrics`` reads."""
+    path = run / "metrics.csv"
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def open_run(out: Path, config: dict, data_id: dict, kind: str, states: tuple[str, ...]) -> dict | None:
+    """A trainer's run directory: the checkpoint to resume from (trained with this ``config`` on
+    this data; each of ``states`` present, except that a finished run may be committed without
+    its optimizer state), or None after starting a new run (``config.yaml`` written; a directory
+    that holds anything else but no checkpoint is refused, never overwritten)."""
+    ck_path = out / "checkpoint.pt"
+    if ck_path.exists():
+        ck = load_checkpoint(ck_path, expect_kind=kind)
+        if ck["config"] != config:
+            raise CheckpointError(f"{ck_path}: was trained with a different config; use a new --out")
+        if ck["dataset"].get("dataset_sha256") != data_id["dataset_sha256"]:
+            raise CheckpointError(f"{ck_path}: was trained on different data ({ck['dataset']['path']})")
+        missing = [n for n in states if n not in ck]
+        if missing and ck["stage"] != "done":
+            raise CheckpointError(f"{ck_path}: has no {missing[0]!r} state, so it cannot resume training")
+        return ck
+    if out.exists() and any(p.name != "config.yaml" for p in out.iterdir()):
+        raise CheckpointError(f"{out}: exists without a checkpoint; refusing to overwrite it")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    return None
+
+
 LATENT_PANELS = (("vq", "reconstruction + commitment (MSE)"), ("prior", "NLL (nats/code)"))
 
 
