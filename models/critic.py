@@ -164,6 +164,7 @@ def train_critic(data: str | Path, out: str | Path, cfg: CriticConfig = CriticCo
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     ds = Dataset(data)
+    ds.require_executed_actions("the task critic")
     tr = transitions(ds)
     tasks = tr["tasks"]
     train_idx, hold_idx = _split(tr, cfg.holdout_fraction, cfg.seed)

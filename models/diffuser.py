@@ -281,6 +281,7 @@ class DiffuserTrainer:
         torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)
         self.ds = Dataset(data_dir)
+        self.ds.require_executed_actions("Diffuser (a trajectory model)")
         self.data_id = {"path": str(self.ds.path.resolve()), "dataset_sha256": self.ds.sha256}
         self.norm = Normalizer.from_dataset(self.ds, returns_to_go(self.ds, cfg.value.discount))
         train_eps, hold_eps = split_episodes(self.ds, t.holdout_fraction, t.seed)

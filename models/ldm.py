@@ -137,6 +137,7 @@ def train_ldm(data: str | Path, out: str | Path, cfg: LDMConfig = LDMConfig(), p
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     ds = Dataset(data)
+    ds.require_executed_actions("the Lyapunov density model")
     tr = transitions(ds, tasks=["stand"])  # the (s, a, s') set; rewards are not used here
     train_idx, hold_idx = _split(tr, cfg.holdout_fraction, cfg.seed)
     stats = _stats(ds)

@@ -57,6 +57,7 @@ class Trainer:
         torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
         self.ds = Dataset(data_dir)
+        self.ds.require_executed_actions("a trajectory world model")
         # The data is named by its hash (spec, tasks, ordered shard hashes), the path is a hint.
         self.data_id = {"path": str(self.ds.path.resolve()), "dataset_sha256": self.ds.sha256}
         rets = returns_to_go(self.ds, cfg.vq.discount)

@@ -1,6 +1,6 @@
 """The ``planner`` command line: one entry point, subcommands per job.
 
-    planner data generate --recipe tiny|default|large|fast|walk|dart|dagger|dagger_late --out STORE/NAME [--workers N]
+    planner data generate --recipe tiny|default|large|fast|walk|dart|dagger|dagger_late|dagger_labels --out STORE/NAME [--workers N]
                           [--ray [ADDRESS]] [--learner RUN]
     planner data import --format d4rl|mocapact SRC --out STORE/NAME
     planner data merge STORE/A STORE/B ... --out STORE/C
@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="generate, import or inspect trajectory datasets")
     dsub = data.add_subparsers(dest="data_cmd", required=True)
     g = dsub.add_parser("generate", help="run the MPPI expert to make a dataset (resumable)")
-    g.add_argument("--recipe", default="tiny", help="tiny | default | large | fast | dart | walk | dagger | dagger_late "
+    g.add_argument("--recipe", default="tiny", help="tiny | default | large | fast | dart | walk | dagger | dagger_late | dagger_labels "
                    "(see sim/generate.py)")
     g.add_argument("--out", required=True, help="the dataset's manifest, STORE/NAME[.json]; shards go to STORE/shards/")
     g.add_argument("--workers", type=int, default=1,
@@ -314,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'auto' or HOST:PORT = an existing cluster (`ray start --head`)")
     g.add_argument("--reuse", help="a finished dataset of the same recipe with fewer episodes (e.g. data/default "
                    "for --recipe large): its episodes are taken, not regenerated")
-    g.add_argument("--learner", help="for --recipe dagger: the learned planner's run (it drives first; the expert "
-                   "recovers from where it took the robot)")
+    g.add_argument("--learner", help="for the dagger recipes: the learned planner's run (dagger, dagger_late: it drives "
+                   "first and the expert recovers from where it took the robot; dagger_labels: it drives the "
+                   "episode and the expert's action at every state it visits is recorded)")
     g.add_argument("--seed", type=int, help="replace the recipe's seed (new episodes, e.g. a second DAgger round)")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(fn=cmd_data_generate)

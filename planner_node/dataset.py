@@ -265,6 +265,25 @@ class Dataset:
     def tasks(self) -> list[str]:
         return list(self.meta["tasks"])
 
+    def label_sources(self) -> list[str]:
+        """The recipes (through nested merges) whose recorded actions are an expert's labels at
+        states another controller drove to, not the actions executed (``labels="expert"``)."""
+        def walk(src: dict) -> list[str]:
+            if src.get("kind") == "merge":
+                return [n for s in src.get("sources", []) for n in walk(s.get("source") or {})]
+            recipe = src.get("recipe") or {}
+            return [str(recipe.get("name"))] if recipe.get("labels") == "expert" else []
+        return walk(self.meta.get("source") or {})
+
+    def require_executed_actions(self, user: str) -> None:
+        """Refuse data whose actions are labels: a model of the dynamics or a backup over
+        (s, a, s') must see the action that led from s to s'."""
+        found = self.label_sources()
+        if found:
+            raise DatasetError(f"{self.path}: holds expert-label data (recipe {found[0]!r}), whose recorded actions "
+                               f"are not the executed ones; {user} learns from (s, a, s') and cannot use it "
+                               "(only behaviour-cloning kinds, e.g. a policy, train on labels)")
+
     def episodes(self) -> list[np.ndarray]:
         """Row indices of each episode, in order."""
         ids = self.arrays["episode_ids"]

@@ -47,6 +47,14 @@ class Recipe:
     # MPPI updates at the takeover state before the expert acts (its cold-start plans are poor:
     # without a warm start it fell in 6 of 6 episodes, README "Data engine"); 0 = none.
     expert_warmup: int = 0
+    # DAgger as Ross et al. wrote it, for policies: the learner drives the whole episode (each
+    # step the expert's action is executed instead with probability ``expert_share``), the expert
+    # plans along at every visited state (its nominal shifts with the robot, so it stays warm),
+    # and what is recorded is the expert's action there, its label, not the one executed. A
+    # recorded (s, a, s') is then not always a transition of the dynamics: only kinds whose
+    # trainer clones actions take such data (``Kind.trains_on_labels``).
+    labels: str = "executed"   # "executed" | "expert"
+    expert_share: float = 0.0
 
     def __post_init__(self):
         if self.episodes < 1 or self.steps < 1:
@@ -55,6 +63,12 @@ class Recipe:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"Recipe.{name} must be a range 0 <= lo <= hi, got {getattr(self, name)!r}")
+        if self.labels not in ("executed", "expert"):
+            raise ValueError(f"Recipe.labels must be 'executed' or 'expert', got {self.labels!r}")
+        if not 0.0 <= self.expert_share <= 1.0:
+            raise ValueError(f"Recipe.expert_share must be in [0, 1], got {self.expert_share}")
+        if self.labels == "expert" and self.handover[1] > 0:
+            raise ValueError("Recipe.labels='expert' records the whole episode: it takes no handover range")
         if self.expert_warmup < 0:
             raise ValueError(f"Recipe.expert_warmup must be >= 0, got {self.expert_warmup}")
         if self.learner_planner and self.learner_planner not in KINDS:
@@ -107,6 +121,18 @@ RECIPES: dict[str, Recipe] = {
     "tiny_dagger": Recipe(episodes=2, steps=6, tasks=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           handover=(3, 8), backoff=(1, 3)),
+    # DAgger with expert labels on every state the learner visits (a policy's round: `--learner
+    # RUN` of the chunk kind). The learner drives 300-step episodes (10 s, as the stay-up
+    # evaluation) and the expert's action is executed on 20 % of the steps, so episodes last
+    # past the learner's first fall-prone states; the labels are the expert's clean actions.
+    # The cheaper planning copy labels: with the full expert a round took ~1 h on 2 cores
+    # (2.5 labelled steps/s per worker), and the learner's failures are in balance, which the
+    # cheap copy does as well (it does not walk, and the policy does not either).
+    "dagger_labels": Recipe(episodes=120, steps=300, expert=FAST_EXPERT, seed=30, labels="expert",
+                            expert_share=0.2),
+    "tiny_labels": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand", "forward"),
+                          expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
+                          labels="expert", expert_share=0.5),
 }
 
 
@@ -131,6 +157,8 @@ def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.n
         command = np.array([rng.uniform(-0.3, 1.0), rng.uniform(-0.3, 0.3), rng.uniform(-0.5, 0.5)])
     env = HumanoidEnv(EnvConfig(push_every=recipe.push_every, push_speed=recipe.push_speed))
     obs = env.reset(seed)
+    if recipe.labels == "expert":
+        return _labelled_episode(recipe, index, threads, env, obs, task_name, command, rng, seed)
     if recipe.learner:
         obs = _learner_prefix(recipe, env, obs, task_name, command, rng, seed, threads)
     expert = MPPIPlanner(seed=seed, **{"threads": threads, **recipe.expert})
@@ -154,12 +182,52 @@ def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.n
                 break
     finally:
         expert.close()
+    return _episode_arrays(rows, recipe, index, task_name, command)
+
+
+def _episode_arrays(rows: dict, recipe: Recipe, index: int, task_name: str, command) -> dict[str, np.ndarray]:
     n = len(rows["rewards"])
     out = {k: np.asarray(v) for k, v in rows.items()}
     out["episode_ids"] = np.full(n, index)
     out["task_ids"] = np.full(n, recipe.tasks.index(task_name))
     out["commands"] = np.tile(command, (n, 1))
     return out
+
+
+def _labelled_episode(recipe: Recipe, index: int, threads: int, env, obs, task_name: str, command, rng,
+                      seed: int) -> dict[str, np.ndarray]:
+    """One ``labels="expert"`` episode: the learner drives (the expert on a share of the steps),
+    the expert's clean action at each visited state is the recorded action."""
+    from planner_node.planning import PlanRequest, planner_class
+    from planner_node.sim.mppi import MPPIPlanner
+
+    task = get_task(task_name)
+    learner = planner_class(recipe.learner_planner)(checkpoint=recipe.learner, seed=seed, threads=threads)
+    expert = MPPIPlanner(seed=seed, **{"threads": threads, **recipe.expert})
+    rows = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts")}
+    try:
+        for t in range(recipe.steps):
+            request = PlanRequest(obs=obs, task=task_name, command=tuple(command), sim_state=env.get_state())
+            label = expert.plan(request).actions[0]
+            # the learner plans every step, driving or not, so its own state (a chunk policy's
+            # blend of recent chunks) is what it would be had it driven throughout
+            mine = learner.plan(PlanRequest(obs=obs, task=task_name, command=tuple(command))).actions[0]
+            if rng.random() < recipe.expert_share:
+                executed = np.clip(label + rng.normal(0, recipe.action_noise, label.shape), -1, 1)
+            else:
+                executed = mine
+            next_obs, fell = env.step(executed)
+            rows["observations"].append(obs)
+            rows["actions"].append(np.clip(label, -1, 1))
+            rows["rewards"].append(float(task.reward(next_obs, command)))
+            rows["terminals"].append(fell)
+            rows["timeouts"].append(not fell and t == recipe.steps - 1)
+            obs = next_obs
+            if fell:
+                break
+    finally:
+        expert.close()
+    return _episode_arrays(rows, recipe, index, task_name, command)
 
 
 def _learner_prefix(recipe: Recipe, env, obs, task_name: str, command, rng, seed: int, threads: int):
@@ -199,18 +267,29 @@ def _recipe_dict(name: str, recipe: Recipe) -> dict:
     d = {"name": name, **asdict(recipe), "tasks": list(recipe.tasks), "draw": list(recipe.draw)}
     if not recipe.expert_warmup:
         d.pop("expert_warmup")   # recipes made before it existed still resume
+    if recipe.labels == "executed":
+        d.pop("labels")
+        d.pop("expert_share")
+    if recipe.labels == "expert":
+        d.pop("handover")
+        d.pop("backoff")   # the learner drives throughout: no handover
+        return {**d, **_learner_fields(recipe)}
     if recipe.handover[1] == 0 and not recipe.learner:
         for k in _DAGGER_FIELDS:
             d.pop(k)
         return d
     d["handover"], d["backoff"] = list(recipe.handover), list(recipe.backoff)
-    if recipe.learner:
-        # The learner's hash, not its path, identifies the data: resuming with another
-        # checkpoint under the same path is refused as a different recipe.
-        from planner_node.atomic import sha256_file
-        from planner_node.models.checkpoint import checkpoint_file
-        d["learner"] = sha256_file(checkpoint_file(recipe.learner))
-    return d
+    return {**d, **_learner_fields(recipe)}
+
+
+def _learner_fields(recipe: Recipe) -> dict:
+    """The learner's hash, not its path, identifies the data: resuming with another checkpoint
+    under the same path is refused as a different recipe."""
+    if not recipe.learner:
+        return {}
+    from planner_node.atomic import sha256_file
+    from planner_node.models.checkpoint import checkpoint_file
+    return {"learner": sha256_file(checkpoint_file(recipe.learner))}
 
 
 def _reuse_entries(src: str | Path, recipe: Recipe) -> dict[int, dict]:
@@ -259,6 +338,9 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
     out = manifest_path(out)
     if recipe.handover[1] > 0 and not recipe.learner:
         raise DatasetError(f"recipe {recipe_name!r} starts episodes where a learned planner took the robot: "
+                           "give its run with --learner RUN")
+    if recipe.labels == "expert" and not recipe.learner:
+        raise DatasetError(f"recipe {recipe_name!r} labels the states a learned planner visits: "
                            "give its run with --learner RUN")
     if recipe.learner:
         from planner_node.models.checkpoint import load_checkpoint
@@ -316,6 +398,7 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
             bar.update(1)
     bar.close()
     ordered = [done[i] for i in range(recipe.episodes)]
-    meta = finalize(out, ordered, list(recipe.tasks), {"kind": "mppi_expert", "recipe": recipe_dict})
+    kind = "expert_labels" if recipe.labels == "expert" else "mppi_expert"
+    meta = finalize(out, ordered, list(recipe.tasks), {"kind": kind, "recipe": recipe_dict})
     prog.unlink(missing_ok=True)
     return meta

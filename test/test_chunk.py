@@ -173,3 +173,64 @@ def test_blending_settings_are_checked_by_name(chunk_run, chunk_bundle, tmp_path
     assert not (tmp_path / "b").exists()
     with pytest.raises(ValueError, match="unknown chunk policy settings"):
         ChunkPlanner(str(chunk_run), temperature=2.0)
+
+
+def test_expert_label_rounds_record_the_experts_action_where_the_learner_drove(chunk_run, tmp_path):
+    """``labels="expert"``: the learner's actions move the robot (expert_share 0), and the recorded
+    action at each visited state is the expert's clean action there, not the executed one.
+    Checked by replaying each episode with an independent learner and expert."""
+    from dataclasses import replace
+
+    from planner_node.dataset import Dataset
+    from planner_node.planning import planner_class
+    from planner_node.sim.env import EnvConfig, HumanoidEnv
+    from planner_node.sim.generate import RECIPES, episode_start, generate
+    from planner_node.sim.mppi import MPPIPlanner
+
+    recipe = replace(RECIPES["tiny_labels"], expert_share=0.0)
+    generate("tiny_labels", tmp_path / "labels", recipe=recipe, learner=chunk_run, progress=False)
+    ds = Dataset(tmp_path / "labels")
+    assert ds.meta["source"]["kind"] == "expert_labels" and ds.label_sources() == ["tiny_labels"]
+    gap = 0.0
+    for ep, rows in enumerate(ds.episodes()):
+        seed, _rng, task = episode_start(recipe, ep)
+        env = HumanoidEnv(EnvConfig(push_every=recipe.push_every, push_speed=recipe.push_speed))
+        obs = env.reset(seed)
+        learner = planner_class("chunk")(checkpoint=str(chunk_run), seed=seed, threads=1)
+        expert = MPPIPlanner(seed=seed, **{"threads": 1, **recipe.expert})
+        try:
+            for i in rows:
+                np.testing.assert_allclose(ds.arrays["observations"][i], obs, rtol=2e-3, atol=2e-3)
+                label = expert.plan(PlanRequest(obs=obs, task=task, sim_state=env.get_state())).actions[0]
+                mine = learner.plan(PlanRequest(obs=obs, task=task)).actions[0]
+                np.testing.assert_allclose(ds.arrays["actions"][i], np.clip(label, -1, 1), atol=5e-4)
+                gap = max(gap, float(np.abs(label - mine).max()))
+                obs, _fell = env.step(mine)
+        finally:
+            expert.close()
+    assert gap > 0.05, "the learner's and the expert's actions never differed: the test would not tell them apart"
+
+
+def test_expert_label_data_is_refused_by_models_of_the_dynamics(tiny_data, chunk_run, tmp_path):
+    """A label's (s, a, s') is not a transition; world models refuse it by name, the policy trains on it."""
+    from planner_node.dataset import Dataset, DatasetError, merge
+    from planner_node.models.chunk import ChunkTrainer
+    from planner_node.models.config import config_from_dict
+    from planner_node.models.train import Trainer
+    from planner_node.sim.generate import Recipe, generate
+    from conftest import TINY as TINY_HGAP
+
+    for bad, match in [({"labels": "mine"}, "Recipe.labels"), ({"labels": "expert", "expert_share": 1.5}, "expert_share"),
+                       ({"labels": "expert", "handover": (1, 2)}, "no handover")]:
+        with pytest.raises(ValueError, match=match):
+            Recipe(episodes=1, steps=1, **bad)
+    with pytest.raises(DatasetError, match="--learner"):
+        generate("tiny_labels", tmp_path / "none", progress=False)
+    generate("tiny_labels", tmp_path / "labels", learner=chunk_run, progress=False)
+    merge([tiny_data, tmp_path / "labels"], tmp_path / "both")
+    assert Dataset(tmp_path / "both").label_sources() == ["tiny_labels"] and not Dataset(tiny_data).label_sources()
+    with pytest.raises(DatasetError, match="expert-label data .*'tiny_labels'.*trajectory world model"):
+        Trainer(config_from_dict({"kind": "hgap", **TINY_HGAP}), tmp_path / "both", tmp_path / "hgap", progress=False)
+    cfg = {**TINY, "train": {**TINY["train"], "steps": 4, "checkpoint_every": 4, "eval_every": 4}}
+    ChunkTrainer(config_from_dict(cfg), tmp_path / "both", tmp_path / "chunk", progress=False).run()
+    assert (tmp_path / "chunk" / "metrics.csv").exists()
