@@ -143,6 +143,7 @@ class ChunkTrainer:
         self.norm = Normalizer.from_dataset(self.ds, returns_to_go(self.ds, 0.99))
         self.policy_tasks = list(self.ds.tasks)
         train_eps, hold_eps = split_episodes(self.ds, t.holdout_fraction, t.seed)
+        self.labelled = self.ds.label_rows()
         self.train, self.hold = self._arrays(train_eps, H), self._arrays(hold_eps, H)
         if not len(self.train[0]):
             raise ValueError(f"{data_dir}: no training episode")
@@ -164,6 +165,10 @@ class ChunkTrainer:
         obs = self.norm.norm_obs(a["observations"][rows]).astype(np.float32)
         task = np.eye(len(self.policy_tasks), dtype=np.float32)[a["task_ids"][rows]]
         acts, mask = chunk_targets(self.ds, rows, H)
+        # A label row (DAgger, ``labels="expert"``) supervises its first action only: the next
+        # rows' labels are the expert's answers at states the learner's actions led to, not a
+        # plan the expert would carry out from this state, so they are not this row's chunk.
+        mask[self.labelled[rows], 1:] = 0.0
         return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in
                      (obs, task, a["commands"][rows].astype(np.float32),
                       self.norm.norm_act(acts).astype(np.float32), mask))

@@ -275,6 +275,20 @@ class Dataset:
             return [str(recipe.get("name"))] if recipe.get("labels") == "expert" else []
         return walk(self.meta.get("source") or {})
 
+    def label_rows(self) -> np.ndarray:
+        """(N,) bool: the rows whose action is an expert's label (see ``label_sources``). A merge
+        lists its sources' shards in order with each one's transition count, so the rows of each
+        source are a contiguous block."""
+        def walk(src: dict, n: int) -> np.ndarray:
+            if src.get("kind") == "merge":
+                parts = [walk(s.get("source") or {}, int(s.get("transitions", -1))) for s in src.get("sources", [])]
+                return np.concatenate(parts) if parts else np.zeros(0, bool)
+            return np.full(max(n, 0), (src.get("recipe") or {}).get("labels") == "expert")
+        rows = walk(self.meta.get("source") or {}, len(self))
+        if len(rows) != len(self):
+            raise DatasetError(f"{self.path}: its merge sources count {len(rows)} transitions, its shards {len(self)}")
+        return rows
+
     def require_executed_actions(self, user: str) -> None:
         """Refuse data whose actions are labels: a model of the dynamics or a backup over
         (s, a, s') must see the action that led from s to s'."""

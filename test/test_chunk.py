@@ -211,8 +211,9 @@ def test_expert_label_rounds_record_the_experts_action_where_the_learner_drove(c
     assert gap > 0.05, "the learner's and the expert's actions never differed: the test would not tell them apart"
 
 
-def test_expert_label_data_is_refused_by_models_of_the_dynamics(tiny_data, chunk_run, tmp_path):
-    """A label's (s, a, s') is not a transition; world models refuse it by name, the policy trains on it."""
+def test_expert_label_data_is_refused_by_models_of_the_dynamics_and_masked_for_the_policy(tiny_data, chunk_run, tmp_path):
+    """A label's (s, a, s') is not a transition; world models refuse it by name, the policy trains on
+    it, each label row supervising its own first action only."""
     from planner_node.dataset import Dataset, DatasetError, merge
     from planner_node.models.chunk import ChunkTrainer
     from planner_node.models.config import config_from_dict
@@ -232,5 +233,19 @@ def test_expert_label_data_is_refused_by_models_of_the_dynamics(tiny_data, chunk
     with pytest.raises(DatasetError, match="expert-label data .*'tiny_labels'.*trajectory world model"):
         Trainer(config_from_dict({"kind": "hgap", **TINY_HGAP}), tmp_path / "both", tmp_path / "hgap", progress=False)
     cfg = {**TINY, "train": {**TINY["train"], "steps": 4, "checkpoint_every": 4, "eval_every": 4}}
-    ChunkTrainer(config_from_dict(cfg), tmp_path / "both", tmp_path / "chunk", progress=False).run()
+    trainer = ChunkTrainer(config_from_dict(cfg), tmp_path / "both", tmp_path / "chunk", progress=False)
+    trainer.run()
     assert (tmp_path / "chunk" / "metrics.csv").exists()
+    # Which rows are labels, through nested merges: each source's rows are one block, in order.
+    n_expert, n_labels = len(Dataset(tiny_data)), len(Dataset(tmp_path / "labels"))
+    merge([tmp_path / "both", tiny_data], tmp_path / "nested")
+    want = np.r_[np.zeros(n_expert, bool), np.ones(n_labels, bool), np.zeros(n_expert, bool)]
+    np.testing.assert_array_equal(Dataset(tmp_path / "nested").label_rows(), want)
+    # A label row supervises only its first action; an expert row its whole chunk.
+    episodes = trainer.ds.episodes()
+    mask = trainer._arrays(episodes, TINY["policy"]["horizon"])[-1].numpy()
+    rows = np.concatenate(episodes)
+    labelled = trainer.ds.label_rows()[rows]
+    assert labelled.any() and (~labelled).any()
+    assert (mask[labelled, 0] == 1).all() and (mask[labelled, 1:] == 0).all()
+    assert (mask[~labelled, 1:] == 1).any()
