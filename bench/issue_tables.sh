@@ -10,7 +10,10 @@ P=.venv/bin/planner
 EPISODES=${EPISODES:-5}; STEPS=${STEPS:-150}; MPPI_EPISODES=${MPPI_EPISODES:-2}
 TASKS=${TASKS:-"stand speed forward backward shift_left jump rotate_x rotate_y rotate_z track"}
 mkdir -p results/final runs
-bash bench/expert_data.sh
+# The expert data (data/large and data/dart are committed; a missing one is generated, resumably).
+[ -f data/large.json ] || $P data generate --recipe large --out data/large --workers 2
+[ -f data/dart.json ] || $P data generate --recipe dart --out data/dart --workers 2
+[ -f data/large_dart.json ] || $P data merge data/large data/dart --out data/large_dart
 for m in hgap tap; do
   /usr/bin/time -f "train $m: %e s wall" $P train --config config/train/${m}_small.yaml --data data/large_dart \
     --out runs/${m}_ld --quiet 2>&1 | tail -2
