@@ -36,7 +36,7 @@ from planner_node.models.checkpoint import load_checkpoint, save_checkpoint
 from planner_node.models.config import ConfigError, check_fields
 from planner_node.models.data import Normalizer, returns_to_go, split_episodes
 from planner_node.models.train import append_metrics, open_run, plot_metrics
-from planner_node.planning import Plan, Planner, PlanRequest
+from planner_node.planning import Candidates, Plan, Planner, PlanRequest
 from planner_node.runtime.chunk import COMMAND_DIM, TemporalEnsemble, check_settings, policy_inputs
 
 KIND = "chunk"
@@ -285,3 +285,19 @@ class ChunkPlanner(Planner):
         task, cmd = policy_inputs(obs, self.tasks, request.task, request.command)
         z = self.policy(torch.from_numpy(obs), torch.from_numpy(task), torch.from_numpy(cmd))[0].numpy()
         return Plan(self.blend(np.clip(self.norm.unnorm_act(z), -1.0, 1.0)), 0.0)
+
+    @torch.no_grad()
+    def candidates(self, request: PlanRequest) -> Candidates:
+        """What ``planner eval --score`` chooses among: the blended plan (what ``plan`` returns, the
+        policy's own choice: score 1) and each member's chunk, unblended (score 0). The blend is
+        updated as ``plan`` updates it, whichever is executed. The policy predicts no states:
+        ``final_obs`` is NaN, so scoring by a critic of predicted states is refused."""
+        obs = self.norm.norm_obs(np.asarray(request.obs, np.float32)).astype(np.float32)[None]
+        task, cmd = policy_inputs(obs, self.tasks, request.task, request.command)
+        z = self.policy.members(torch.from_numpy(obs), torch.from_numpy(task), torch.from_numpy(cmd))[:, 0]
+        blended = self.blend(np.clip(self.norm.unnorm_act(z.mean(0).numpy()), -1.0, 1.0))
+        own = np.clip(self.norm.unnorm_act(z.numpy()), -1.0, 1.0)
+        actions = np.concatenate([blended[None], own]).astype(np.float32)
+        n = len(actions)
+        return Candidates(actions, np.r_[1.0, np.zeros(n - 1)], np.full((n, spec.OBS_DIM), np.nan, np.float32),
+                          np.zeros((n, 0), np.int64), len(blended))

@@ -99,6 +99,9 @@ class ScoredPlanner(Planner):
             best = int(np.argmax(q))
             return Plan(act[best], float(q[best]))
         if self.mode in ("model", "critic"):
+            if self.critic is not None and not np.isfinite(c.final_obs).all():
+                raise ValueError(f"planner {getattr(self.inner, 'name', self.inner)!r} predicts no states to score "
+                                 "with the critic's V; use --score critic_q (Q of each candidate's first action)")
             if self.critic is not None:
                 from planner_node.models.critic import score_with_critic
                 score = score_with_critic(score, c.final_obs, c.horizon, self.critic, request.task)

@@ -249,3 +249,25 @@ def test_expert_label_data_is_refused_by_models_of_the_dynamics_and_masked_for_t
     assert labelled.any() and (~labelled).any()
     assert (mask[labelled, 0] == 1).all() and (mask[labelled, 1:] == 0).all()
     assert (mask[~labelled, 1:] == 1).any()
+
+
+def test_candidates_are_the_plan_and_each_members_chunk(chunk_run, env):
+    """``planner eval --score`` chooses among the blended plan (first, the policy's choice) and the
+    members' own chunks; the blend advances as ``plan``'s does, whichever is executed."""
+    from planner_node.models.chunk import ChunkPlanner
+    from planner_node.sim.oracle import ScoredPlanner
+
+    a, b = ChunkPlanner(str(chunk_run), threads=1), ChunkPlanner(str(chunk_run), threads=1)
+    obs = env.reset(3)
+    for _ in range(3):
+        req = PlanRequest(obs=obs, task="stand")
+        c, p = a.candidates(req), b.plan(req)
+        assert c.actions.shape == (len(a.policy.nets) + 1, *p.actions.shape) and c.scores.argmax() == 0
+        np.testing.assert_allclose(c.actions[0], p.actions, atol=1e-6)
+        assert not np.allclose(c.actions[1], c.actions[2]), "the members' chunks are distinct candidates"
+        obs, _ = env.step(c.actions[1][0])   # a member's action executed: the blends must still agree
+    # The policy predicts no states: a critic of predicted states is refused by name.
+    scored = ScoredPlanner(ChunkPlanner(str(chunk_run), threads=1), "model", threads=1)
+    scored.critic = object()   # any critic: the refusal comes before it is used
+    with pytest.raises(ValueError, match="predicts no states.*critic_q"):
+        scored.plan(PlanRequest(obs=env.reset(0), task="stand"))
