@@ -1,6 +1,7 @@
 """The ``planner`` command line: one entry point, subcommands per job.
 
-    planner data generate --recipe tiny|default|large|fast|walk|dart|dagger|dagger_late|dagger_labels --out STORE/NAME [--workers N]
+    planner data generate --recipe tiny|default|large|fast|walk|dart|dagger|dagger_late|dagger_labels[_balance]
+                          --out STORE/NAME [--workers N]
                           [--ray [ADDRESS]] [--learner RUN]
     planner data import --format d4rl|mocapact SRC --out STORE/NAME
     planner data merge STORE/A STORE/B ... --out STORE/C
@@ -304,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="generate, import or inspect trajectory datasets")
     dsub = data.add_subparsers(dest="data_cmd", required=True)
     g = dsub.add_parser("generate", help="run the MPPI expert to make a dataset (resumable)")
-    g.add_argument("--recipe", default="tiny", help="tiny | default | large | fast | dart | walk | dagger | dagger_late | dagger_labels "
-                   "(see sim/generate.py)")
+    g.add_argument("--recipe", default="tiny", help="tiny | default | large | fast | dart | walk | dagger | dagger_late | dagger_labels | "
+                   "dagger_labels_balance (see sim/generate.py)")
     g.add_argument("--out", required=True, help="the dataset's manifest, STORE/NAME[.json]; shards go to STORE/shards/")
     g.add_argument("--workers", type=int, default=1,
                    help="episodes at once: > 1 runs them as tasks on a local Ray with this many CPUs")

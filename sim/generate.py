@@ -130,6 +130,10 @@ RECIPES: dict[str, Recipe] = {
     # cheap copy does as well (it does not walk, and the policy does not either).
     "dagger_labels": Recipe(episodes=120, steps=300, expert=FAST_EXPERT, seed=30, labels="expert",
                             expert_share=0.2),
+    # The same from balance tasks only: round 1's labels (the cheaper copy's, which does not walk)
+    # cost the locomotion tasks and helped rotate_y (README "Chunk policy").
+    "dagger_labels_balance": Recipe(episodes=60, steps=300, expert=FAST_EXPERT, seed=31, labels="expert",
+                                    expert_share=0.2, draw=("stand", "jump", "rotate_x", "rotate_y", "rotate_z")),
     "tiny_labels": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           labels="expert", expert_share=0.5),
