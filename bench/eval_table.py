@@ -11,6 +11,8 @@ import sys
 import os
 from collections import defaultdict
 
+from planner_node.sim.evaluate import se_return
+
 
 def label(r: dict) -> str:
     p = r.get("planner", "?")
@@ -43,14 +45,11 @@ def main() -> int:
         cols += [c] if c not in cols else []
         tasks += [r["task"]] if r["task"] not in tasks else []
         cells[r["task"]][c] = r
-    def se_of(r):
-        n = max(1, len(r.get("episodes", [])))
-        return r["std_return"] * (n / max(1, n - 1)) ** 0.5 / n ** 0.5  # std_return is the population std
 
     def fmt(r):  # mean return ± standard error over episodes, mean length, fall rate, control steps/s
         if not r:
             return "-"
-        se = se_of(r)
+        se = se_return(r)
         return (f"{r['mean_return']:.1f}±{se:.1f} ({r['mean_length']:.0f} st, "
                 f"{r['fall_rate']:.0%} fall, {r['ctrl_steps_per_s']:.1f}/s)")
     counts = sorted({str(len(r.get("episodes", []))) for t in tasks for r in cells[t].values()})
@@ -77,7 +76,7 @@ def main() -> int:
                 x, y = cells[t].get(c), cells[t].get(base)
                 if not x or not y:
                     continue
-                d, s = x["mean_return"] - y["mean_return"], (se_of(x) ** 2 + se_of(y) ** 2) ** 0.5
+                d, s = x["mean_return"] - y["mean_return"], (se_return(x) ** 2 + se_return(y) ** 2) ** 0.5
                 w, t_, lo = w + (d > s), t_ + (abs(d) <= s), lo + (d < -s)
             print(f"{c} against {base}: wins {w}, ties {t_}, losses {lo} (of {w + t_ + lo} tasks)")
     return 0

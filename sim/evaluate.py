@@ -168,11 +168,18 @@ def evaluate_parallel(factory: PlannerFactory, task: str, episodes: int, seed: i
     return summarize([results[i] for i in range(episodes)], task=task, seed=seed, steps=steps, **extra)
 
 
+def se_return(r: dict) -> float:
+    """Standard error of the mean return (``std_return`` is the population std over episodes)."""
+    n = max(1, len(r.get("episodes", [])))
+    return r["std_return"] * (n / max(1, n - 1)) ** 0.5 / n ** 0.5
+
+
 def format_table(rows: list[dict]) -> str:
-    head = f"{'planner':<16}{'task':<12}{'return':>18}{'length':>9}{'falls':>7}{'steps/s':>9}"
+    """Mean return ± its standard error, mean length, fall rate, control steps/s."""
+    head = f"{'planner':<16}{'task':<12}{'return ± s.e.':>18}{'length':>9}{'falls':>7}{'steps/s':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r.get('planner', '?'):<16}{r['task']:<12}"
-                     f"{r['mean_return']:>10.2f} ± {r['std_return']:<5.2f}{r['mean_length']:>9.1f}"
+                     f"{r['mean_return']:>10.2f} ± {se_return(r):<5.2f}{r['mean_length']:>9.1f}"
                      f"{r['fall_rate']:>7.0%}{r['ctrl_steps_per_s']:>9.2f}")
     return "\n".join(lines)

@@ -164,3 +164,16 @@ def _no_critic_bundle(hgap_run, tmp_path):
     out = tmp_path / "plain"
     export_bundle(hgap_run, out, samples=16)
     return out
+
+
+def test_eval_table_shows_the_standard_error_of_the_mean_return():
+    """`planner eval` prints mean return ± its standard error (sample std / sqrt(n)), as the cards
+    and bench/eval_table.py do, not the spread of the episodes."""
+    import numpy as np
+
+    from planner_node.sim.evaluate import format_table, se_return
+    rets = np.array([1.0, 3.0, 5.0, 7.0, 9.0])
+    row = {"planner": "p", "task": "stand", "mean_return": rets.mean(), "std_return": rets.std(),
+           "episodes": [{"return": x} for x in rets], "mean_length": 10.0, "fall_rate": 0.0, "ctrl_steps_per_s": 1.0}
+    assert se_return(row) == pytest.approx(rets.std(ddof=1) / np.sqrt(5))
+    assert f"± {rets.std(ddof=1) / np.sqrt(5):.2f}" in format_table([row])
