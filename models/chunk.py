@@ -280,22 +280,26 @@ class ChunkPlanner(Planner):
         self.blend.reset()
 
     @torch.no_grad()
-    def plan(self, request: PlanRequest) -> Plan:
+    def _members(self, request: PlanRequest) -> torch.Tensor:
+        """Each member's chunk of z-scored actions at the request's state, (K, H, 56)."""
         obs = self.norm.norm_obs(np.asarray(request.obs, np.float32)).astype(np.float32)[None]
         task, cmd = policy_inputs(obs, self.tasks, request.task, request.command)
-        z = self.policy(torch.from_numpy(obs), torch.from_numpy(task), torch.from_numpy(cmd))[0].numpy()
-        return Plan(self.blend(np.clip(self.norm.unnorm_act(z), -1.0, 1.0)), 0.0)
+        return self.policy.members(torch.from_numpy(obs), torch.from_numpy(task), torch.from_numpy(cmd))[:, 0]
 
-    @torch.no_grad()
+    def _blend(self, z: torch.Tensor) -> np.ndarray:
+        """The plan: the members' mean chunk in action units, blended with the last ones."""
+        return self.blend(np.clip(self.norm.unnorm_act(z.mean(0).numpy()), -1.0, 1.0))
+
+    def plan(self, request: PlanRequest) -> Plan:
+        return Plan(self._blend(self._members(request)), 0.0)
+
     def candidates(self, request: PlanRequest) -> Candidates:
         """What ``planner eval --score`` chooses among: the blended plan (what ``plan`` returns, the
         policy's own choice: score 1) and each member's chunk, unblended (score 0). The blend is
         updated as ``plan`` updates it, whichever is executed. The policy predicts no states:
         ``final_obs`` is NaN, so scoring by a critic of predicted states is refused."""
-        obs = self.norm.norm_obs(np.asarray(request.obs, np.float32)).astype(np.float32)[None]
-        task, cmd = policy_inputs(obs, self.tasks, request.task, request.command)
-        z = self.policy.members(torch.from_numpy(obs), torch.from_numpy(task), torch.from_numpy(cmd))[:, 0]
-        blended = self.blend(np.clip(self.norm.unnorm_act(z.mean(0).numpy()), -1.0, 1.0))
+        z = self._members(request)
+        blended = self._blend(z)
         own = np.clip(self.norm.unnorm_act(z.numpy()), -1.0, 1.0)
         actions = np.concatenate([blended[None], own]).astype(np.float32)
         n = len(actions)

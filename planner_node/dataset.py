@@ -265,26 +265,24 @@ class Dataset:
     def tasks(self) -> list[str]:
         return list(self.meta["tasks"])
 
-    def label_sources(self) -> list[str]:
-        """The recipes (through nested merges) whose recorded actions are an expert's labels at
-        states another controller drove to, not the actions executed (``labels="expert"``)."""
-        def walk(src: dict) -> list[str]:
+    def _recipes(self) -> list[tuple[dict, int]]:
+        """Each original source's recipe and transition count, in row order, through nested
+        merges (a merge lists its sources' shards in order, recording each one's count)."""
+        def walk(src: dict, n: int) -> list[tuple[dict, int]]:
             if src.get("kind") == "merge":
-                return [n for s in src.get("sources", []) for n in walk(s.get("source") or {})]
-            recipe = src.get("recipe") or {}
-            return [str(recipe.get("name"))] if recipe.get("labels") == "expert" else []
-        return walk(self.meta.get("source") or {})
+                return [x for s in src.get("sources", []) for x in walk(s.get("source") or {}, int(s.get("transitions", 0)))]
+            return [(src.get("recipe") or {}, n)]
+        return walk(self.meta.get("source") or {}, len(self))
+
+    def label_sources(self) -> list[str]:
+        """The recipes whose recorded actions are an expert's labels at states another controller
+        drove to, not the actions executed (``labels="expert"``)."""
+        return [str(r.get("name")) for r, _ in self._recipes() if r.get("labels") == "expert"]
 
     def label_rows(self) -> np.ndarray:
-        """(N,) bool: the rows whose action is an expert's label (see ``label_sources``). A merge
-        lists its sources' shards in order with each one's transition count, so the rows of each
-        source are a contiguous block."""
-        def walk(src: dict, n: int) -> np.ndarray:
-            if src.get("kind") == "merge":
-                parts = [walk(s.get("source") or {}, int(s.get("transitions", -1))) for s in src.get("sources", [])]
-                return np.concatenate(parts) if parts else np.zeros(0, bool)
-            return np.full(max(n, 0), (src.get("recipe") or {}).get("labels") == "expert")
-        rows = walk(self.meta.get("source") or {}, len(self))
+        """(N,) bool: the rows whose action is an expert's label; each source's rows are one block."""
+        parts = [np.full(n, r.get("labels") == "expert") for r, n in self._recipes()]
+        rows = np.concatenate(parts) if parts else np.zeros(0, bool)
         if len(rows) != len(self):
             raise DatasetError(f"{self.path}: its merge sources count {len(rows)} transitions, its shards {len(self)}")
         return rows

@@ -155,7 +155,6 @@ def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.n
     from planner_node.sim.mppi import MPPIPlanner
 
     seed, rng, task_name = episode_start(recipe, index)
-    task = get_task(task_name)
     command = np.zeros(3)
     if task_name == "track":
         command = np.array([rng.uniform(-0.3, 1.0), rng.uniform(-0.3, 0.3), rng.uniform(-0.5, 0.5)])
@@ -169,23 +168,37 @@ def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.n
     if recipe.expert_warmup:
         expert.warm_up(PlanRequest(obs=obs, task=task_name, command=tuple(command), sim_state=env.get_state()),
                        recipe.expert_warmup)
-    rows = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts")}
+
+    def act(request):
+        plan = expert.plan(request)
+        action = np.clip(plan.actions[0] + rng.normal(0, recipe.action_noise, plan.actions.shape[1]), -1, 1)
+        return action, action   # executed and recorded
+
     try:
-        for t in range(recipe.steps):
-            plan = expert.plan(PlanRequest(obs=obs, task=task_name, command=tuple(command),
-                                           sim_state=env.get_state()))
-            action = np.clip(plan.actions[0] + rng.normal(0, recipe.action_noise, plan.actions.shape[1]), -1, 1)
-            next_obs, fell = env.step(action)
-            rows["observations"].append(obs)
-            rows["actions"].append(action)
-            rows["rewards"].append(float(task.reward(next_obs, command)))
-            rows["terminals"].append(fell)
-            rows["timeouts"].append(not fell and t == recipe.steps - 1)
-            obs = next_obs
-            if fell:
-                break
+        return _rollout(recipe, index, env, obs, task_name, command, act)
     finally:
         expert.close()
+
+
+def _rollout(recipe: Recipe, index: int, env, obs, task_name: str, command, act) -> dict[str, np.ndarray]:
+    """Step ``env`` until the recipe's steps or a fall; ``act(request) -> (executed, recorded)``
+    chooses each step's action and what the dataset records for it."""
+    from planner_node.planning import PlanRequest
+
+    task = get_task(task_name)
+    rows = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts")}
+    for t in range(recipe.steps):
+        executed, recorded = act(PlanRequest(obs=obs, task=task_name, command=tuple(command),
+                                             sim_state=env.get_state()))
+        next_obs, fell = env.step(executed)
+        rows["observations"].append(obs)
+        rows["actions"].append(recorded)
+        rows["rewards"].append(float(task.reward(next_obs, command)))
+        rows["terminals"].append(fell)
+        rows["timeouts"].append(not fell and t == recipe.steps - 1)
+        obs = next_obs
+        if fell:
+            break
     return _episode_arrays(rows, recipe, index, task_name, command)
 
 
@@ -205,33 +218,22 @@ def _labelled_episode(recipe: Recipe, index: int, threads: int, env, obs, task_n
     from planner_node.planning import PlanRequest, planner_class
     from planner_node.sim.mppi import MPPIPlanner
 
-    task = get_task(task_name)
     learner = planner_class(recipe.learner_planner)(checkpoint=recipe.learner, seed=seed, threads=threads)
     expert = MPPIPlanner(seed=seed, **{"threads": threads, **recipe.expert})
-    rows = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts")}
+
+    def act(request):
+        label = expert.plan(request).actions[0]
+        # the learner plans every step, driving or not, so its own state (a chunk policy's
+        # blend of recent chunks) is what it would be had it driven throughout
+        mine = learner.plan(PlanRequest(obs=request.obs, task=request.task, command=request.command)).actions[0]
+        if rng.random() < recipe.expert_share:
+            return np.clip(label + rng.normal(0, recipe.action_noise, label.shape), -1, 1), np.clip(label, -1, 1)
+        return mine, np.clip(label, -1, 1)
+
     try:
-        for t in range(recipe.steps):
-            request = PlanRequest(obs=obs, task=task_name, command=tuple(command), sim_state=env.get_state())
-            label = expert.plan(request).actions[0]
-            # the learner plans every step, driving or not, so its own state (a chunk policy's
-            # blend of recent chunks) is what it would be had it driven throughout
-            mine = learner.plan(PlanRequest(obs=obs, task=task_name, command=tuple(command))).actions[0]
-            if rng.random() < recipe.expert_share:
-                executed = np.clip(label + rng.normal(0, recipe.action_noise, label.shape), -1, 1)
-            else:
-                executed = mine
-            next_obs, fell = env.step(executed)
-            rows["observations"].append(obs)
-            rows["actions"].append(np.clip(label, -1, 1))
-            rows["rewards"].append(float(task.reward(next_obs, command)))
-            rows["terminals"].append(fell)
-            rows["timeouts"].append(not fell and t == recipe.steps - 1)
-            obs = next_obs
-            if fell:
-                break
+        return _rollout(recipe, index, env, obs, task_name, command, act)
     finally:
         expert.close()
-    return _episode_arrays(rows, recipe, index, task_name, command)
 
 
 def _learner_prefix(recipe: Recipe, env, obs, task_name: str, command, rng, seed: int, threads: int):
