@@ -63,6 +63,14 @@ class ChunkTrainConfig:
     # Rows this many steps or fewer before a fall are not trained on: there the expert is
     # past saving the robot, and what it does is no demonstration of balance.
     drop_before_fall: int = 0
+    # Advantage-weighted regression (IQL's policy extraction, Kostrikov et al. 2021): with a task
+    # critic (``planner train-critic``: Q and V with falls terminal, gamma 0.99, ~3 s), each window
+    # counts exp(beta * A / std(A)) (at most ``advantage_max_weight``), A = Q(s, a) - V(s) of its
+    # first action under the row's task, std over that task's rows: actions the critic expects to
+    # end in a fall count less. Standardising A makes beta unit-free. beta 0 = plain cloning.
+    advantage_critic: str = ""
+    advantage_beta: float = 0.0
+    advantage_max_weight: float = 20.0
     seed: int = 0
     holdout_fraction: float = 0.1
     checkpoint_every: int = 500
@@ -72,6 +80,9 @@ class ChunkTrainConfig:
     def __post_init__(self):
         check_fields("train", {"steps": self.steps >= 0, "batch_size": self.batch_size > 0, "lr": self.lr > 0,
                          "weight_decay": self.weight_decay >= 0, "drop_before_fall": self.drop_before_fall >= 0,
+                         "advantage_beta": self.advantage_beta >= 0,
+                         "advantage_critic": bool(self.advantage_critic) or self.advantage_beta == 0,
+                         "advantage_max_weight": self.advantage_max_weight >= 1,
                          "holdout_fraction": 0 <= self.holdout_fraction < 1,
                          "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
                          "threads": self.threads > 0}, self)
@@ -118,6 +129,29 @@ class ChunkPolicy(nn.Module):
 
 
 # -- data ---------------------------------------------------------------------------------------
+def advantage_weights(ds: Dataset, t: ChunkTrainConfig) -> np.ndarray:
+    """Per dataset row: exp(beta * A / std(A)), clipped, from ``t.advantage_critic``; ones
+    without one. A = Q(s, a) - V(s) under the row's own task (the critic knows every task), its
+    std over the rows of that task."""
+    n = len(ds.arrays["actions"])
+    if t.advantage_beta == 0:
+        return np.ones(n, np.float32)
+    from planner_node.models.critic import Critic
+
+    critic = Critic(t.advantage_critic, threads=t.threads)
+    a = ds.arrays
+    z = np.zeros(n, np.float32)
+    for i, name in enumerate(ds.tasks):
+        rows = np.flatnonzero(a["task_ids"] == i)
+        if not len(rows):
+            continue
+        adv = np.concatenate([critic.advantages(a["observations"][r], a["actions"][r], name)
+                              for r in np.array_split(rows, -(-len(rows) // 8192))])
+        # per task: the tasks' reward scales differ (rotate_z's A spreads 9x stand's)
+        z[rows] = adv / max(float(adv.std()), 1e-6)
+    return np.minimum(np.exp(t.advantage_beta * z), t.advantage_max_weight).astype(np.float32)
+
+
 def chunk_targets(ds: Dataset, rows: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """For each dataset row: the episode's next ``horizon`` actions (R, H, 56) and a mask (R, H)
     that is 0 past the episode's last step (the action there is the last one, repeated)."""
@@ -144,12 +178,18 @@ class ChunkTrainer:
         self.policy_tasks = list(self.ds.tasks)
         train_eps, hold_eps = split_episodes(self.ds, t.holdout_fraction, t.seed)
         self.labelled = self.ds.label_rows()
+        self.weights = advantage_weights(self.ds, t)
         self.train, self.hold = self._arrays(train_eps, H), self._arrays(hold_eps, H)
         if not len(self.train[0]):
             raise ValueError(f"{data_dir}: no training episode")
         self.tasks = [self.ds.tasks[i] for i in np.unique(self.ds.arrays["task_ids"])]
         self.split = {"train_episodes": len(train_eps), "holdout_episodes": len(hold_eps),
                       "train_windows": len(self.train[0]), "holdout_windows": len(self.hold[0])}
+        if t.advantage_beta:
+            w = self.weights
+            self.split["advantage_weights"] = {"mean": float(w.mean()), "p10": float(np.percentile(w, 10)),
+                                               "p90": float(np.percentile(w, 90)),
+                                               "clipped": float(np.mean(w >= t.advantage_max_weight))}
         self.act_var = torch.from_numpy(self.norm.stats["act_std"] ** 2)
         self.model = ChunkPolicy(cfg.policy, len(self.policy_tasks))
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -171,7 +211,7 @@ class ChunkTrainer:
         mask[self.labelled[rows], 1:] = 0.0
         return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in
                      (obs, task, a["commands"][rows].astype(np.float32),
-                      self.norm.norm_act(acts).astype(np.float32), mask))
+                      self.norm.norm_act(acts).astype(np.float32), mask * self.weights[rows, None]))
 
     def _payload(self) -> dict:
         return {"kind": KIND, "config": self.cfg.to_dict(), "stage": "done" if self.step >= self.cfg.train.steps
@@ -197,14 +237,15 @@ class ChunkTrainer:
         it moves; z-scored, joints the expert barely moves (mostly its 0.05 exploration noise) would
         dominate: that policy fell twice as fast on stand (README "Chunk policy")."""
         err = ((pred - target) ** 2 * self.act_var).mean(-1) * mask
-        return (err.sum((-1, -2)) / mask.sum().clamp(min=1)).sum()
+        return (err.sum((-1, -2)) / mask.sum().clamp(min=1)).sum()   # a weighted mask: a weighted mean
 
     @torch.no_grad()
     def _holdout(self) -> float:
         if not len(self.hold[0]):
             return float("nan")
         obs, task, cmd, act, mask = (x[:4096] for x in self.hold)
-        return self.loss(self.model(obs, task, cmd)[None], act, mask).item()   # the mean's error
+        # the mean's error, every window counting once, so runs with and without weights compare
+        return self.loss(self.model(obs, task, cmd)[None], act, (mask > 0).float()).item()
 
     def _lr(self) -> float:
         t = self.cfg.train

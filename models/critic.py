@@ -259,6 +259,14 @@ class Critic:
         s = torch.as_tensor(np.asarray(obs, np.float32)).expand(len(a), -1)
         return self.q(s, a)[:, self._task(task)].numpy()
 
+    @torch.no_grad()
+    def advantages(self, obs: np.ndarray, actions: np.ndarray, task: str) -> np.ndarray:
+        """A(s, a) = Q(s, a) - V(s) for row-aligned (N, 224) observations and (N, 56) actions."""
+        s = torch.as_tensor(np.asarray(obs, np.float32))
+        a = torch.as_tensor(np.asarray(actions, np.float32))
+        k = self._task(task)
+        return (self.q(s, a)[:, k] - self.v(s)[:, k]).numpy()
+
 
 def cfg_act_dim(q_state: dict) -> int:
     """The action width a Q network's first layer was built for."""

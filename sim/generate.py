@@ -134,6 +134,13 @@ RECIPES: dict[str, Recipe] = {
     # cost the locomotion tasks and helped rotate_y (README "Chunk policy").
     "dagger_labels_balance": Recipe(episodes=60, steps=300, expert=FAST_EXPERT, seed=31, labels="expert",
                                     expert_share=0.2, draw=("stand", "jump", "rotate_x", "rotate_y", "rotate_z")),
+    # Labels from the full expert (the walking one on locomotion tasks), on the tasks the
+    # policy is weakest at: the cheaper copy's labels lost walking (round 1) and left stand level
+    # (balance round), and its 1-update labels are further from its converged action on learner
+    # states (bench/label_staleness.py). ~2.5 labelled steps/s per worker.
+    "dagger_labels_full": Recipe(episodes=60, steps=300, expert={**EXPERT, "walk_speed": 0.2}, seed=32,
+                                 labels="expert", expert_share=0.2,
+                                 draw=("stand", "shift_left", "rotate_x", "rotate_y", "rotate_z")),
     "tiny_labels": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           labels="expert", expert_share=0.5),

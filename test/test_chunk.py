@@ -271,3 +271,42 @@ def test_candidates_are_the_plan_and_each_members_chunk(chunk_run, env):
     scored.critic = object()   # any critic: the refusal comes before it is used
     with pytest.raises(ValueError, match="predicts no states.*critic_q"):
         scored.plan(PlanRequest(obs=env.reset(0), task="stand"))
+
+
+def test_advantage_weights_come_from_the_critic_under_each_rows_task(tiny_data, tmp_path):
+    """IQL-style extraction: a window counts exp(beta * A / std A), A = Q(s, a) - V(s) of its first
+    action under its own task, std over that task's rows, clipped; the loss is the weighted mean; the hold-out is not weighted."""
+    from planner_node.models.chunk import ChunkTrainer
+    from planner_node.models.config import ConfigError, config_from_dict
+    from planner_node.models.critic import Critic, CriticConfig, train_critic
+
+    with pytest.raises(ConfigError, match=r"train\.advantage_critic"):
+        config_from_dict({**TINY, "train": {**TINY["train"], "advantage_beta": 1.0}})
+    with pytest.raises(ConfigError, match=r"train\.advantage_beta"):
+        config_from_dict({**TINY, "train": {**TINY["train"], "advantage_beta": -1.0, "advantage_critic": "x"}})
+    train_critic(tiny_data, tmp_path / "critic", CriticConfig(steps=60, batch_size=32, width=32), progress=False)
+    beta, cap = 1.5, 3.0
+    cfg = {**TINY, "train": {**TINY["train"], "steps": 4, "advantage_critic": str(tmp_path / "critic"),
+                             "advantage_beta": beta, "advantage_max_weight": cap}}
+    trainer = ChunkTrainer(config_from_dict(cfg), tiny_data, tmp_path / "chunk", progress=False)
+    critic, a, ds = Critic(tmp_path / "critic"), trainer.ds.arrays, trainer.ds
+    adv = np.array([critic.q_values(a["observations"][r], a["actions"][r][None], ds.tasks[a["task_ids"][r]])[0]
+                    - critic.values(a["observations"][r][None], ds.tasks[a["task_ids"][r]])[0]
+                    for r in range(len(a["actions"]))])
+    std = np.array([adv[a["task_ids"] == i].std() for i in a["task_ids"]])   # per task
+    want = np.minimum(np.exp(beta * adv / std), cap)
+    np.testing.assert_allclose(trainer.weights, want, rtol=1e-4)
+    assert (want < 1).any() and (want > 1).any()
+    # Each window's mask carries its first row's weight; the loss is their weighted mean.
+    episodes = trainer.ds.episodes()
+    rows = np.concatenate(episodes)
+    mask = trainer._arrays(episodes, TINY["policy"]["horizon"])[-1].numpy()
+    np.testing.assert_allclose(mask[:, 0], want[rows], rtol=1e-4)
+    target = torch.zeros(1, 2, TINY["policy"]["horizon"], spec.ACTION_DIM)
+    pred = target.clone()
+    pred[:, 0] = 1.0
+    m = torch.ones(2, TINY["policy"]["horizon"])
+    m[0] *= 3.0   # the erring window counts 3 times: its error is 3/4 of the mean
+    plain = trainer.loss(pred, target, torch.ones_like(m)).item() * 2   # the error of one window
+    assert trainer.loss(pred, target, m).item() == pytest.approx(plain * 3 / 4, rel=1e-5)
+    assert trainer.split["advantage_weights"]["clipped"] == pytest.approx(np.mean(want >= cap))
