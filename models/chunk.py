@@ -71,6 +71,10 @@ class ChunkTrainConfig:
     advantage_critic: str = ""
     advantage_beta: float = 0.0
     advantage_max_weight: float = 20.0
+    # A label row (DAgger, expert labels) supervises its first action only, so it has 1 term in
+    # the loss where an expert row has ``horizon``: ``label_weight`` multiplies that term
+    # (``horizon`` = a label row counts as much as an expert row).
+    label_weight: float = 1.0
     seed: int = 0
     holdout_fraction: float = 0.1
     checkpoint_every: int = 500
@@ -83,6 +87,7 @@ class ChunkTrainConfig:
                          "advantage_beta": self.advantage_beta >= 0,
                          "advantage_critic": bool(self.advantage_critic) or self.advantage_beta == 0,
                          "advantage_max_weight": self.advantage_max_weight >= 1,
+                         "label_weight": self.label_weight > 0,
                          "holdout_fraction": 0 <= self.holdout_fraction < 1,
                          "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
                          "threads": self.threads > 0}, self)
@@ -209,6 +214,7 @@ class ChunkTrainer:
         # rows' labels are the expert's answers at states the learner's actions led to, not a
         # plan the expert would carry out from this state, so they are not this row's chunk.
         mask[self.labelled[rows], 1:] = 0.0
+        mask[self.labelled[rows], 0] *= self.cfg.train.label_weight
         return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in
                      (obs, task, a["commands"][rows].astype(np.float32),
                       self.norm.norm_act(acts).astype(np.float32), mask * self.weights[rows, None]))

@@ -216,7 +216,7 @@ def test_expert_label_data_is_refused_by_models_of_the_dynamics_and_masked_for_t
     it, each label row supervising its own first action only."""
     from planner_node.dataset import Dataset, DatasetError, merge
     from planner_node.models.chunk import ChunkTrainer
-    from planner_node.models.config import config_from_dict
+    from planner_node.models.config import ConfigError, config_from_dict
     from planner_node.models.train import Trainer
     from planner_node.sim.generate import Recipe, generate
     from conftest import TINY as TINY_HGAP
@@ -249,6 +249,14 @@ def test_expert_label_data_is_refused_by_models_of_the_dynamics_and_masked_for_t
     assert labelled.any() and (~labelled).any()
     assert (mask[labelled, 0] == 1).all() and (mask[labelled, 1:] == 0).all()
     assert (mask[~labelled, 1:] == 1).any()
+    # label_weight scales a label row's one term, and nothing else
+    cfg["train"] = {**cfg["train"], "label_weight": 8.0}
+    heavy = ChunkTrainer(config_from_dict(cfg), tmp_path / "both", tmp_path / "heavy", progress=False)
+    mask8 = heavy._arrays(episodes, TINY["policy"]["horizon"])[-1].numpy()
+    assert (mask8[labelled, 0] == 8).all() and (mask8[labelled, 1:] == 0).all()
+    np.testing.assert_array_equal(mask8[~labelled], mask[~labelled])
+    with pytest.raises(ConfigError, match=r"train\.label_weight"):
+        config_from_dict({**TINY, "train": {**TINY["train"], "label_weight": 0.0}})
 
 
 def test_candidates_are_the_plan_and_each_members_chunk(chunk_run, env):
