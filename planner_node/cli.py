@@ -36,7 +36,7 @@ def _env_defaults() -> None:
 def cmd_data_generate(a) -> int:
     from planner_node.sim.generate import generate
     meta = generate(a.recipe, a.out, workers=a.workers, progress=not a.quiet, reuse=a.reuse,
-                    learner=a.learner, seed=a.seed, ray_address=a.ray)
+                    learner=a.learner, seed=a.seed, ray_address=a.ray, episodes=a.episodes)
     print(f"{a.out}: {meta['transitions']} transitions in {len(meta['shards'])} shards "
           f"(dataset {meta['dataset_sha256'][:16]}, spec {meta['spec_hash']})")
     return 0
@@ -319,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "first and the expert recovers from where it took the robot; dagger_labels: it drives the "
                    "episode and the expert's action at every state it visits is recorded)")
     g.add_argument("--seed", type=int, help="replace the recipe's seed (new episodes, e.g. a second DAgger round)")
+    g.add_argument("--episodes", type=int, help="replace the recipe's episode count; a generation in progress "
+                                                "resumes with another count (e.g. stop a long round early with "
+                                                "the episodes it has)")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(fn=cmd_data_generate)
     i = dsub.add_parser("import", help="import a D4RL or MoCapAct HDF5 file")

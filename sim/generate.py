@@ -326,7 +326,7 @@ def progress_path(manifest: Path) -> Path:
 def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool = True,
              recipe: Recipe | None = None, reuse: str | Path | None = None,
              learner: str | Path | None = None, seed: int | None = None,
-             ray_address: str | None = None) -> dict:
+             ray_address: str | None = None, episodes: int | None = None) -> dict:
     """Generate (or resume) the dataset ``out`` (a manifest, STORE/NAME.json; shards go to
     STORE/shards/); returns its meta.
 
@@ -334,7 +334,9 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
     identical results. ``reuse``: a finished dataset of the same recipe with fewer episodes, in
     the same store, whose episodes are taken, not regenerated. ``learner``: the run whose
     planner drives first, for DAgger recipes. ``seed``: replaces the recipe's (e.g. a second
-    DAgger round on new episodes); recorded in the manifest's recipe."""
+    DAgger round on new episodes); recorded in the manifest's recipe. ``episodes``: replaces the
+    recipe's count; a generation in progress may be resumed with another count (episode i depends
+    only on the seed and i), e.g. to finish a long round early with the episodes it has."""
     from tqdm import tqdm
 
     from planner_node.atomic import write_json
@@ -348,6 +350,8 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
         recipe = replace(recipe, learner=str(learner))
     if seed is not None:
         recipe = replace(recipe, seed=int(seed))
+    if episodes is not None:
+        recipe = replace(recipe, episodes=int(episodes))
     out = manifest_path(out)
     if recipe.handover[1] > 0 and not recipe.learner:
         raise DatasetError(f"recipe {recipe_name!r} starts episodes where a learned planner took the robot: "
@@ -375,14 +379,14 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
     done: dict[int, dict] = {}
     if prog.exists():
         state = json.loads(prog.read_text())
-        if state.get("recipe") != recipe_dict:
+        if {**state.get("recipe", {}), "episodes": recipe.episodes} != recipe_dict:
             raise DatasetError(f"{prog}: a generation of {out} with a different recipe "
                                f"({state.get('recipe', {}).get('name')!r}) is in progress; refusing to mix them; "
                                "choose another --out, or delete that file to start over")
         for k, e in state.get("done", {}).items():
             sha = str(e.get("sha256", "")) if isinstance(e, dict) else ""
             # a name, never a path; the shard itself is verified when the dataset is finalized
-            if is_sha256(sha) and (store / f"{sha}.npz").is_file():
+            if is_sha256(sha) and (store / f"{sha}.npz").is_file() and int(k) < recipe.episodes:
                 done[int(k)] = e
     for stale in store.glob(".shard.*.tmp"):
         stale.unlink(missing_ok=True)  # half-written shards of killed workers are never taken as whole

@@ -378,3 +378,27 @@ def test_expert_warmup_is_checked_and_recorded_only_when_used():
     # 0 leaves it out, so the manifests of datasets made before it existed still match
     assert "expert_warmup" not in _recipe_dict("default", RECIPES["default"])
     assert RECIPES["dagger_late"].expert_warmup > 0
+
+
+def test_a_generation_in_progress_finishes_early_with_another_episode_count(tmp_path):
+    """--episodes: resuming with fewer episodes keeps the finished ones below the count and
+    generates nothing; the result equals a clean run of that count. Any other change is refused."""
+    out = tmp_path / "run.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "planner_node.cli", "data", "generate", "--recipe", "tiny",
+                             "--out", str(out), "--quiet"], env=env)
+    deadline = time.time() + 120
+    while len(_progress(out)) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = _progress(out)
+    assert "0" in done and "1" in done and not out.exists(), "killed too late to test an early finish"
+    kept = [(tmp_path / "shards" / f"{done[k]['sha256']}.npz").stat().st_mtime_ns for k in ("0", "1")]
+    with pytest.raises(DatasetError, match="different recipe"):
+        generate("tiny", out, progress=False, seed=5, episodes=2)
+    meta = generate("tiny", out, progress=False, episodes=2)
+    assert [e["sha256"] for e in meta["shards"]] == [done["0"]["sha256"], done["1"]["sha256"]]
+    assert kept == [(tmp_path / "shards" / f"{done[k]['sha256']}.npz").stat().st_mtime_ns for k in ("0", "1")]
+    clean = generate("tiny", tmp_path / "elsewhere" / "clean.json", progress=False, episodes=2)
+    assert meta["dataset_sha256"] == clean["dataset_sha256"] and meta["source"]["recipe"]["episodes"] == 2
