@@ -25,7 +25,7 @@ import yaml
 
 from planner_node.atomic import write_text
 from planner_node.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from planner_node.models.config import ModelConfig, config_from_dict
+from planner_node.models.config import ConfigError, ModelConfig, config_from_dict
 from planner_node.models.data import Normalizer, make_windows, returns_to_go, split_episodes
 from planner_node.models.prior import LatentPrior
 from planner_node.models.vqvae import TrajectoryVQVAE
@@ -99,7 +99,7 @@ class Trainer:
         ck_path = self.out / "checkpoint.pt"
         if ck_path.exists():
             ck = load_checkpoint(ck_path, expect_kind=self.cfg.kind)
-            if ck["config"] != self.cfg.to_dict():
+            if not same_config(ck["config"], self.cfg.to_dict()):
                 raise CheckpointError(f"{ck_path}: was trained with a different config; use a new --out")
             if ck["dataset"].get("dataset_sha256") != self.data_id["dataset_sha256"]:
                 raise CheckpointError(f"{ck_path}: was trained on different data ({ck['dataset']['path']})")
@@ -262,6 +262,20 @@ def append_metrics(run: Path, row: dict, fields=METRIC_FIELDS) -> None:
         w.writerow(row)
 
 
+def same_config(recorded: dict, config: dict) -> bool:
+    """Whether a checkpoint's recorded config is ``config``, once each is read as the code reads
+    it now: a setting added since the run was trained takes its default, which is what the run
+    was trained with (so committed runs still resume and export). A recorded key the code no
+    longer knows, or any value that differs, is a different config."""
+    import dataclasses
+    if recorded == config:
+        return True
+    try:
+        return dataclasses.asdict(config_from_dict(recorded)) == dataclasses.asdict(config_from_dict(config))
+    except (ConfigError, TypeError, ValueError):
+        return False
+
+
 def open_run(out: Path, config: dict, data_id: dict, kind: str, states: tuple[str, ...]) -> dict | None:
     """A trainer's run directory: the checkpoint to resume from (trained with this ``config`` on
     this data; each of ``states`` present, except that a finished run may be committed without
@@ -270,7 +284,7 @@ def open_run(out: Path, config: dict, data_id: dict, kind: str, states: tuple[st
     ck_path = out / "checkpoint.pt"
     if ck_path.exists():
         ck = load_checkpoint(ck_path, expect_kind=kind)
-        if ck["config"] != config:
+        if not same_config(ck["config"], config):
             raise CheckpointError(f"{ck_path}: was trained with a different config; use a new --out")
         if ck["dataset"].get("dataset_sha256") != data_id["dataset_sha256"]:
             raise CheckpointError(f"{ck_path}: was trained on different data ({ck['dataset']['path']})")

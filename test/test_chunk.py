@@ -318,3 +318,28 @@ def test_advantage_weights_come_from_the_critic_under_each_rows_task(tiny_data, 
     plain = trainer.loss(pred, target, torch.ones_like(m)).item() * 2   # the error of one window
     assert trainer.loss(pred, target, m).item() == pytest.approx(plain * 3 / 4, rel=1e-5)
     assert trainer.split["advantage_weights"]["clipped"] == pytest.approx(np.mean(want >= cap))
+
+
+def test_a_run_trained_before_a_setting_existed_still_resumes(tiny_data, chunk_run, tmp_path):
+    """A finished run whose recorded config lacks a setting added since (its default is what it
+    was trained with) resumes; a recorded value that differs, or a key the code does not know, is
+    refused as a different config."""
+    import shutil
+
+    from planner_node.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from planner_node.models.chunk import ChunkTrainer
+    from planner_node.models.config import config_from_dict
+
+    def run_with(edit):
+        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(chunk_run, out)
+        ck = load_checkpoint(out / "checkpoint.pt")
+        edit(ck["config"]["train"])
+        save_checkpoint(out / "checkpoint.pt", ck)
+        return ChunkTrainer(config_from_dict(TINY_TRAIN), tiny_data, out, progress=False)
+
+    assert run_with(lambda t: t.pop("label_weight")).step == TINY_TRAIN["train"]["steps"]
+    with pytest.raises(CheckpointError, match="different config"):
+        run_with(lambda t: t.update(label_weight=2.0))
+    with pytest.raises(CheckpointError, match="different config"):
+        run_with(lambda t: t.update(retired_setting=1))
