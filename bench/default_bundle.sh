@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The shipped bundle from the committed data (`make default-bundle`; ~10 min on 2 cores): the
-# action-chunk policy (config/train/chunk_small.yaml) trained on DATA, evaluated on every task
+# action-chunk policy (config/train/chunk_small.yaml) trained on DATA (train3 + the full
+# expert's DAgger labels), evaluated on every task
 # (20 episodes x 300 steps, seeds 0-19, pushes of 0.25 m/s every 100 steps: schedule A of
 # bench/stay_up.sh), exported with the table in its card and the Lyapunov density safety
 # filter's graphs (runs/ldm). Resumes: training continues from its checkpoint, finished
@@ -9,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-39} RAY_USAGE_STATS_ENABLED=0
 P=.venv/bin/planner
-DATA=${DATA:-data/train2}
-RUN=${RUN:-runs/chunk_default}
+DATA=${DATA:-data/train6}
+RUN=${RUN:-runs/chunk_f1}
 RES=${RES:-results/default_bundle}
 OUT=${OUT:-bundles/default}
 TASKS="stand speed forward backward shift_left jump rotate_x rotate_y rotate_z track"
@@ -19,7 +20,7 @@ mkdir -p "$RES"
 for t in $TASKS; do
   out=$RES/chunk_$t.json
   [ -f "$out" ] || $P eval --planner chunk --checkpoint "$RUN" --task "$t" --episodes 20 --seed 0 --steps 300 \
-    --push-every 100 --push-speed 0.25 --quiet --json "$out" > /dev/null
+    --push-every 100 --push-speed 0.25 --workers "${WORKERS:-2}" --quiet --json "$out" > /dev/null
 done
 .venv/bin/python bench/eval_table.py $RES/chunk_*.json
 rm -rf "$OUT.new"
