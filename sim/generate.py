@@ -98,7 +98,7 @@ RECIPES: dict[str, Recipe] = {
     # Same seeds as default, so its first 40 episodes are default's:
     # `--reuse data/default` takes them from there and only the other 80 are generated.
     "large": Recipe(episodes=120, steps=100, expert=EXPERT),
-    # Balance data from the cheaper planning copy: 2.5x the transitions per CPU-hour (~17 min).
+    # Balance data from the cheaper planning copy: 2.5x the transitions per CPU-hour (~50 min on 2 cores).
     "fast": Recipe(episodes=400, steps=100, expert=FAST_EXPERT),
     # Walking: on the locomotion tasks the expert leads its feet with the capture point
     # (walk_speed, m/s), so the data shows stepping, not only balancing in place.
