@@ -89,6 +89,7 @@ class SimBridge(Node):
         else:
             self._lockstep_thread = threading.Thread(target=self._lockstep_loop, daemon=True)
             self._lockstep_thread.start()
+        self.get_logger().info(f"ready: {mode}, seed {self.get_parameter('seed').value}")
 
     def close(self) -> None:
         """Stop the lockstep thread before the node goes away (see ros_spin.spin)."""
@@ -170,6 +171,8 @@ class SimBridge(Node):
             self._got_command.clear()
             if started and not got:
                 self.lockstep_timeouts += 1  # a gap in the command stream: step with the last one
+            if got and not started:  # logged: a run that never starts shows where it waited
+                self.get_logger().info("first command received: stepping")
             started = started or got
             if started:
                 self._step()

@@ -91,3 +91,11 @@ class Probe:
 
 def log_tail(log_dir: Path, n: int = 3000) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-n:]}" for p in sorted(log_dir.glob("*.log")))
+
+
+def wait_or_logs(probe: Probe, log_dir: Path, cond, timeout: float, what: str) -> None:
+    """probe.wait_for, failing with the nodes' log tails (where each one waited)."""
+    try:
+        probe.wait_for(cond, timeout, what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{log_tail(log_dir)}") from None

@@ -49,7 +49,18 @@ def latest_valid(probe, topic):
             ok = np.all(np.isfinite(vals)) and np.abs(vals).max() < 20 and abs(np.linalg.norm([q.w, q.x, q.y, q.z]) - 1) < 1e-6
         if ok and (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec) <= probe.sim_time() + 0.05:
             return m
-    raise AssertionError(f"no valid {topic} message received")
+    last = [(m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec) for _, m in probe.msgs[topic][-3:]]
+    raise AssertionError(f"no valid {topic} message among {len(probe.msgs[topic])} received (last stamps {last}, "
+                         f"sim time {probe.sim_time():.3f} s, {len(probe.msgs['/clock'])} /clock, "
+                         f"{len(probe.msgs['/planner/plan'])} plans)")
+
+
+def has_valid(probe, topic) -> bool:
+    try:
+        latest_valid(probe, topic)
+        return True
+    except AssertionError:
+        return False
 
 
 def test_fuzz_malformed_state_never_reaches_the_robot(tmp_path):
@@ -61,6 +72,10 @@ def test_fuzz_malformed_state_never_reaches_the_robot(tmp_path):
                 probe.wait_for(lambda: len(probe.msgs["/planner/plan"]) > 10, 180, "the planner to plan")
             except AssertionError:
                 raise AssertionError(log_tail(tmp_path))
+            # The probe may match the planner's endpoints before the bridge's (discovery order varies):
+            # the flood copies the bridge's latest valid state, so wait until the probe hears it.
+            probe.wait_for(lambda: has_valid(probe, "/joint_states") and has_valid(probe, "/odom"), 60,
+                           "the bridge's state at the probe")
             pubs = {"/joint_states": probe.node.create_publisher(JointState, "/joint_states", 10),
                     "/odom": probe.node.create_publisher(Odometry, "/odom", 10),
                     "/cmd_vel": probe.node.create_publisher(Twist, "/cmd_vel", 10)}

@@ -11,7 +11,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from hil import Probe, log_tail
+from hil import Probe, log_tail, wait_or_logs
 from rosgraph_msgs.msg import Clock
 
 from planner_node import spec
@@ -59,7 +59,10 @@ def test_ground_truth_mpc_keeps_robot_standing_over_ros(probe, tmp_path):
     bridge) keeps the humanoid standing for 200 lockstep steps; zero action falls by ~60."""
     with bringup(tmp_path, {"mppi_samples": 32, "mppi_threads": 2}, {"max_steps": STEPS, "lockstep_timeout_s": 20.0},
                  planner="mppi"):
-        probe.wait_for(lambda: probe.diagnostics("sim_bridge").get("steps") == str(STEPS), 900, f"{STEPS} steps")
+        wait_or_logs(probe, tmp_path, lambda: int(probe.diagnostics("sim_bridge").get("steps", 0)) > 0, 300,
+                     "the first sim step")
+        wait_or_logs(probe, tmp_path, lambda: probe.diagnostics("sim_bridge").get("steps") == str(STEPS), 900,
+                     f"{STEPS} steps")
     sim = probe.diagnostics("sim_bridge")
     heights = [m.pose.pose.position.z for _, m in probe.msgs["/odom"]]
     assert sim["fell"] == "False" and int(sim["lockstep_timeouts"]) == 0, sim
@@ -77,8 +80,10 @@ def test_ground_truth_mpc_walks_forward_over_ros(probe, tmp_path):
     heading in 150 lockstep steps (4.5 s) and is still up (stand, above, stays within 0.3 m)."""
     with bringup(tmp_path, {"mppi_samples": 32, "mppi_threads": 2, "mppi_walk_speed": 0.2},
                  {"max_steps": WALK_STEPS, "lockstep_timeout_s": 20.0}, planner="mppi", task="forward"):
-        probe.wait_for(lambda: probe.diagnostics("sim_bridge").get("steps") == str(WALK_STEPS), 900,
-                       f"{WALK_STEPS} steps")
+        wait_or_logs(probe, tmp_path, lambda: int(probe.diagnostics("sim_bridge").get("steps", 0)) > 0, 300,
+                     "the first sim step")
+        wait_or_logs(probe, tmp_path, lambda: probe.diagnostics("sim_bridge").get("steps") == str(WALK_STEPS), 900,
+                     f"{WALK_STEPS} steps")
     sim = probe.diagnostics("sim_bridge")
     fwd, left = float(sim["travel_forward_m"]), float(sim["travel_left_m"])
     print(f"forward task over ROS: {fwd:.4f} m forward, {left:.4f} m left, fell {sim['fell']}")
