@@ -124,6 +124,7 @@ def cmd_eval(a) -> int:
             kwargs["samples"] = a.samples
         if a.walk_speed is not None:
             kwargs["walk_speed"] = a.walk_speed
+        kwargs.update(_settings(a.set))  # any MPPIConfig field, e.g. --set horizon=30
     elif a.budget_ms is not None:
         print(f"note: --budget-ms applies to mppi only; ignored for {a.planner}", file=sys.stderr)
     if a.bundle and a.budget_ms is not None:
@@ -424,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--bundle", help="run an exported bundle's runtime planner instead (no torch)")
     e.add_argument("--backend", default="onnxruntime", help="engine backend for --bundle")
     e.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="a learned planner's setting (--bundle: overrides the bundle's), e.g. --set steps=4")
+                   help="a planner setting: a learned kind's (--bundle: overrides the bundle's), e.g. --set steps=4, or an MPPIConfig field for mppi, e.g. --set w_terminal=1")
     e.add_argument("--command", type=float, nargs=3, metavar=("VX", "VY", "WZ"),
                    help="twist for the 'track' task")
     e.add_argument("--push-every", type=int, default=100, help="control steps between pushes (0: none)")

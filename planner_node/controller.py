@@ -150,7 +150,10 @@ class Controller:
         self.counters["ticks"] += 1
         if state is None:
             return self._fallback("no_state", "no state received yet", t0)
-        if now_s - state.stamp_s > self.config.stale_periods * self.config.control_period:
+        # Lockstep: the sim waits for this command, so its latest state is current however long
+        # this tick waited for the CPU (a hot swap's loading, a loaded machine); judging its age
+        # by the wall clock would make the commands depend on the machine's load.
+        if realtime and now_s - state.stamp_s > self.config.stale_periods * self.config.control_period:
             self.counters["stale_state"] += 1
             return self._fallback("stale_state", f"state is {1e3 * (now_s - state.stamp_s):.0f} ms old", t0)
         if self.planner is None:

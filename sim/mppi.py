@@ -92,6 +92,12 @@ class MPPIConfig:
     warm_start: bool = True      # sample 0 = the previous plan shifted one control period
     replan_every: int = 1        # control steps between replans (in between: the plan, shifted)
     elite: int = 0               # > 0: MPPI weights over the best `elite` samples only (CEM-style)
+    # A far-sighted expert: the horizon (0.45 s) cannot see a fall that its choice makes
+    # inevitable later; a critic's V of the task at each rollout's last state (``planner
+    # train-critic``: discounted return of the data's behaviour, falls terminal) adds
+    # -w_terminal x gamma^H x V(s_H) to the sample's cost. 0 = off.
+    terminal_critic: str = ""    # the critic's run directory
+    w_terminal: float = 0.0
 
     def __post_init__(self):
         checks = {"samples": self.samples >= 2, "horizon": self.horizon >= 2,
@@ -103,7 +109,8 @@ class MPPIConfig:
                   "integrator": self.integrator in INTEGRATORS, "solver": self.solver in SOLVERS,
                   "iterations": self.iterations >= 1, "ls_iterations": self.ls_iterations >= 1,
                   "tolerance": self.tolerance >= 0, "replan_every": 1 <= self.replan_every < self.horizon,
-                  "elite": 0 <= self.elite <= self.samples}
+                  "elite": 0 <= self.elite <= self.samples, "w_terminal": self.w_terminal >= 0,
+                  "terminal_critic": bool(self.terminal_critic) or self.w_terminal == 0}
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"MPPIConfig.{name} has an invalid value: {getattr(self, name)!r}")
@@ -144,6 +151,10 @@ class MPPIPlanner(Planner):
         self._shift = self._interp_matrix(np.minimum(self._knot_t + 1.0, H - 1))
         self._noise_scale = np.where(np.isin(spec.JOINT_NAMES, spec.BALANCE_JOINTS), 1.0,
                                      cfg.limb_noise_scale) * cfg.noise
+        self._critic = None
+        if cfg.w_terminal > 0:
+            from planner_node.models.critic import Critic  # torch: only for a far-sighted expert
+            self._critic = Critic(cfg.terminal_critic, threads=1)
         self.samples = cfg.samples
         if cfg.budget_ms is not None:
             self.samples = self._calibrate(cfg.budget_ms)
@@ -224,7 +235,11 @@ class MPPIPlanner(Planner):
         step_cost = (-reward + cfg.w_balance * balance + cfg.w_head * head + cfg.w_height * height
                      + cfg.w_posture * posture)
         disc = cfg.discount ** np.arange(step_cost.shape[1])
-        return step_cost @ disc, reward
+        cost = step_cost @ disc
+        if self._critic is not None:
+            v_end = self._critic.values(obs[:, -1], task.name)
+            cost = cost - cfg.w_terminal * self._critic.discount ** step_cost.shape[1] * v_end
+        return cost, reward
 
     def plan(self, request: PlanRequest) -> Plan:
         if request.sim_state is None:

@@ -81,6 +81,18 @@ def test_controller_plans_then_falls_back_in_order(env):
     assert st["stale_state"] == 4 and st["fallbacks"] == 5
 
 
+def test_lockstep_plans_on_a_state_however_late_the_tick(env):
+    """Lockstep (realtime=False): the sim waits for the command, so a tick that ran late on a
+    loaded machine still plans on its state; in real time the same delay is a stale state."""
+    env.reset(0)
+    late = Controller(_Fixed(), ControllerConfig())
+    assert late.tick(_state(env, 1.0), 1.5, realtime=False).source == "plan"
+    assert late.stats()["fallbacks"] == 0
+    rt = Controller(_Fixed(), ControllerConfig())
+    assert rt.tick(_state(env, 1.0), 1.5).source.startswith("fallback")
+    assert rt.stats()["fallback_stale_state"] == 1
+
+
 def test_controller_survives_planner_errors_and_bad_state(env):
     env.reset(0)
     c = Controller(_Fixed(fail=True), ControllerConfig())

@@ -183,7 +183,8 @@ def test_node_hot_swaps_between_hgap_diffuser_and_tap(tmp_path, diffuser_bundles
             d, sim = probe.diagnostics(), probe.diagnostics("sim_bridge")
     finally:
         probe.close()
-    assert int(d.get("swaps", 0)) == 2 and int(d.get("fallbacks", 0)) == 0, d
+    reasons = {k: v for k, v in d.items() if k.startswith(("fallback", "guard_", "planner_errors", "stale"))}
+    assert int(d.get("swaps", 0)) == 2 and int(d.get("fallbacks", 0)) == 0, reasons
     assert int(sim["lockstep_timeouts"]) == 0, f"a gap in the command stream during a swap: {sim}"
 
 

@@ -177,3 +177,36 @@ def test_eval_table_shows_the_standard_error_of_the_mean_return():
            "episodes": [{"return": x} for x in rets], "mean_length": 10.0, "fall_rate": 0.0, "ctrl_steps_per_s": 1.0}
     assert se_return(row) == pytest.approx(rets.std(ddof=1) / np.sqrt(5))
     assert f"± {rets.std(ddof=1) / np.sqrt(5):.2f}" in format_table([row])
+
+
+def test_far_sighted_mppi_adds_the_critics_terminal_value(critic_run, env):
+    """MPPI with ``w_terminal``: each sample's cost is the plain cost minus w x gamma^H x V(task,
+    last state of its rollout), V computed here independently from the critic's network."""
+    import torch
+
+    from planner_node.models.critic import Critic
+    from planner_node.robot.observation import build_observation
+    from planner_node.robot.tasks import get_task
+    from planner_node.sim.mppi import MPPIPlanner
+
+    small = dict(samples=6, horizon=5, knots=3, threads=1)
+    obs = env.reset(0)
+    state = env.get_state()
+    plain = MPPIPlanner(seed=0, **small)
+    far = MPPIPlanner(seed=0, **small, terminal_critic=str(critic_run), w_terminal=2.0)
+    actions = np.tile(plain.hold, (6, 5, 1)) + np.random.default_rng(1).normal(0, 0.2, (6, 5, plain.hold.size))
+    states, sensordata = plain._rollout(state, actions)
+    task = get_task("stand")
+    c_plain, _ = plain._costs(states, sensordata, task, None)
+    c_far, _ = far._costs(states, sensordata, task, None)
+    m, lay = plain.model, plain.layout
+    end = states[:, -1]
+    last_obs = build_observation(lay, end[:, 1:1 + m.nq], end[:, 1 + m.nq:1 + m.nq + m.nv],
+                                 end[:, 1 + m.nq + m.nv:1 + m.nq + m.nv + m.na], sensordata[:, -1])
+    critic = Critic(critic_run)
+    with torch.no_grad():
+        v = critic.v(torch.as_tensor(last_obs, dtype=torch.float32))[:, critic.tasks.index("stand")].numpy()
+    assert np.ptp(v) > 0  # the samples' last states differ in value, so the check can tell
+    np.testing.assert_allclose(c_far, c_plain - 2.0 * critic.discount ** 5 * v, rtol=1e-4, atol=1e-4)
+    # It plans (the whole path through plan()).
+    assert far.plan(PlanRequest(obs=obs, task="stand", sim_state=state)).actions.shape == (5, plain.hold.size)

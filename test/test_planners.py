@@ -90,10 +90,12 @@ def test_mppi_needs_sim_state(env):
 
 @pytest.mark.parametrize("field,value", [("samples", 1), ("knots", 9), ("noise", -1.0), ("budget_ms", 0.0),
                                          ("timestep", 0.007), ("timestep", 0.06), ("integrator", "verlet"),
-                                         ("solver", "lu"), ("replan_every", 0), ("elite", 99)])
+                                         ("solver", "lu"), ("replan_every", 0), ("elite", 99),
+                                         ("w_terminal", -1.0), ("terminal_critic", "")])
 def test_mppi_config_errors_name_field(field, value):
+    extra = {"w_terminal": 1.0} if field == "terminal_critic" else {}  # a weight without a critic
     with pytest.raises(ValueError, match=f"MPPIConfig.{field}"):
-        MPPIConfig(**{**SMALL, field: value})
+        MPPIConfig(**{**SMALL, **extra, field: value})
 
 
 def test_planning_copy_is_the_robot_made_cheaper():
