@@ -141,6 +141,15 @@ RECIPES: dict[str, Recipe] = {
     "dagger_labels_full": Recipe(episodes=60, steps=300, expert={**EXPERT, "walk_speed": 0.2}, seed=32,
                                  labels="expert", expert_share=0.2,
                                  draw=("stand", "shift_left", "rotate_x", "rotate_y", "rotate_z")),
+    # The same, labelled by a far-sighted expert: MPPI's cost adds 2 x gamma^H x V(s_H) of the
+    # committed critic (runs/critic3), so it stops trading a later fall for rotation now. Offline
+    # on schedule B (4 episodes, results/far_expert/): rotate_x length 199 -> 254, rotate_z
+    # 129 -> 155, and more return on both. Seed 33 as dagger_labels_full2's round, so the two
+    # labellers see the same episode draws from the same learner.
+    "dagger_labels_far": Recipe(episodes=60, steps=300, seed=33, labels="expert", expert_share=0.2,
+                                expert={**EXPERT, "walk_speed": 0.2, "terminal_critic": "runs/critic3",
+                                        "w_terminal": 2.0},
+                                draw=("stand", "shift_left", "rotate_x", "rotate_y", "rotate_z")),
     "tiny_labels": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           labels="expert", expert_share=0.5),

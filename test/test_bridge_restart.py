@@ -8,7 +8,7 @@ import signal
 import time
 
 import numpy as np
-from hil import Probe, log_tail
+from hil import BLOCKED_S, Probe, log_tail
 
 from planner_node import spec
 from planner_node.bringup import Bringup
@@ -61,6 +61,6 @@ def test_bridge_restart_planner_holds_then_resumes(tmp_path, hgap_bundle):
     states_before_plan = [m for a, m in _after(probe, "/joint_states", t_restart) if a < t_plan]
     print(f"seen by the probe: {len(states_before_plan)} new-bridge states before the first plan; "
           f"node: resumed {d['resume_after_clock_reset_ms']} ms after its first new state")
-    assert 0 <= float(d["resume_after_clock_reset_ms"]) <= 500, d["resume_after_clock_reset_ms"]
+    assert 0 <= float(d["resume_after_clock_reset_ms"]) <= 1e3 * BLOCKED_S, d["resume_after_clock_reset_ms"]
     assert int(d["clock_resets"]) >= 1 and int(d["fallback_stale_state"]) > 0, d
-    assert float(d["command_gap_max_ms"]) <= 3e3 * spec.CONTROL_PERIOD_S, d["command_gap_max_ms"]
+    assert float(d["command_gap_max_ms"]) <= 1e3 * BLOCKED_S, d["command_gap_max_ms"]

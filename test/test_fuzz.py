@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hil import Probe, log_tail
+from hil import BLOCKED_S, Probe, log_tail
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import JointState
 from geometry_msgs.msg import Twist
@@ -21,7 +21,6 @@ from planner_node.ros_fuzz import CLASSES, malformed
 _domains = itertools.count(200)
 SHIPPED = Path(__file__).resolve().parents[1] / "bundles" / "default"
 MESSAGES = 2400
-PERIOD_S = spec.CONTROL_PERIOD_S
 
 
 def joint_range():
@@ -105,10 +104,10 @@ def test_fuzz_malformed_state_never_reaches_the_robot(tmp_path):
     assert cmds.shape[1] == spec.NUM_JOINTS and len(cmds) > 100
     assert np.all(np.isfinite(cmds)), f"{int((~np.isfinite(cmds).all(1)).sum())} non-finite commands"
     assert np.all((cmds >= lo - 1e-6) & (cmds <= hi + 1e-6)), "commands outside the joint ranges"
-    # The node commanded at its rate throughout (largest gap on its own steady clock).
-    assert float(d["command_gap_max_ms"]) <= 3e3 * PERIOD_S, d["command_gap_max_ms"]
     # The valid stream was not blocked: most commands during the flood came from fresh plans.
     flood_cmds, flood_plans = n_cmd1 - n_cmd0, n_plan1 - n_plan0
+    # The node kept commanding throughout: never blocked (largest gap on its own steady clock).
+    assert float(d["command_gap_max_ms"]) <= 1e3 * BLOCKED_S, d["command_gap_max_ms"]
     print(f"during the flood: {flood_cmds} commands, {flood_plans} from fresh plans; diagnostics {d}")
     assert flood_plans >= 0.5 * flood_cmds, (flood_plans, flood_cmds)
     from planner_node.controller import COUNTERS

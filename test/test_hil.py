@@ -11,7 +11,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from hil import Probe, log_tail, wait_or_logs
+from hil import BLOCKED_S, Probe, log_tail, wait_or_logs
 from rosgraph_msgs.msg import Clock
 
 from planner_node import spec
@@ -204,7 +204,7 @@ def test_bad_inputs_rejected_node_keeps_commanding(probe, tmp_path):
     # Commands never stopped: the largest gap between the node's publishes, on its own steady
     # clock (the probe's receive times add this 2-core machine's scheduling of the probe: one
     # CI run saw a 0.31 s receive gap while the node had published on time).
-    assert float(d["command_gap_max_ms"]) < 250, ("a gap in the command stream", d["command_gap_max_ms"])
+    assert float(d["command_gap_max_ms"]) <= 1e3 * BLOCKED_S, ("a gap in the command stream", d["command_gap_max_ms"])
     assert len(probe.msgs["/humanoid/joint_commands"]) >= 40   # 26 states + 1.8 s stale, at 33 Hz
     assert all(np.all(np.isfinite(m.data)) and len(m.data) == 56 for _, m in probe.msgs["/humanoid/joint_commands"])
 
