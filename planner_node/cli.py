@@ -51,7 +51,13 @@ def cmd_data_import(a) -> int:
 
 def cmd_data_merge(a) -> int:
     from planner_node.dataset import merge
-    meta = merge(a.sources, a.out)
+    paths, only = [], {}
+    for i, src in enumerate(a.sources):  # STORE/NAME or STORE/NAME:task,task (those tasks' episodes)
+        path, sep, names = src.rpartition(":") if ":" in src else (src, "", "")
+        paths.append(path if sep else src)
+        if sep:
+            only[i] = [n for n in names.split(",") if n]
+    meta = merge(paths, a.out, only=only)
     print(f"{a.out}: {meta['transitions']} transitions in {len(meta['shards'])} episodes from {len(a.sources)} datasets")
     return 0
 
@@ -331,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True)
     i.set_defaults(fn=cmd_data_import)
     mg = dsub.add_parser("merge", help="concatenate verified datasets (same spec and tasks) into a new one")
-    mg.add_argument("sources", nargs="+")
+    mg.add_argument("sources", nargs="+", metavar="SOURCE",
+                    help="STORE/NAME, or STORE/NAME:TASK,TASK to take only those tasks' episodes")
     mg.add_argument("--out", required=True)
     mg.set_defaults(fn=cmd_data_merge)
     n = dsub.add_parser("info", help="verify a dataset and print its recipe and per-task summary")

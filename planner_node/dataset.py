@@ -303,8 +303,11 @@ class Dataset:
         return np.split(np.arange(len(ids)), bounds)
 
 
-def merge(sources: list[str | os.PathLike], out: str | os.PathLike) -> dict:
+def merge(sources: list[str | os.PathLike], out: str | os.PathLike,
+          only: dict[int, list[str]] | None = None) -> dict:
     """A dataset listing the shards of the sources, in order (e.g. expert data plus DAgger rounds).
+    ``only`` maps a source's index to the tasks whose episodes are taken from it (all if absent);
+    the manifest's source records the selection.
 
     Every source is verified (sha256 of each shard) and must share the spec and the task list;
     normalizers are recomputed over the union. Shards of a source in another store are copied
@@ -322,12 +325,20 @@ def merge(sources: list[str | os.PathLike], out: str | os.PathLike) -> dict:
     for s, ds in zip(sources, loaded):
         if ds.tasks != tasks:
             raise DatasetError(f"{s}: task list {ds.tasks} differs from {sources[0]}'s {tasks}")
+    only = dict(only or {})
+    for i, names in only.items():
+        unknown = sorted(set(names) - set(tasks))
+        if unknown or not names:
+            raise DatasetError(f"{sources[i]}: no task {unknown or names} to select (its tasks: {', '.join(tasks)})")
     store = shard_dir(out)
     store.mkdir(parents=True, exist_ok=True)
     entries = []
-    for ds in loaded:
+    for i, ds in enumerate(loaded):
         src_store = shard_dir(ds.path)
+        keep = None if i not in only else {tasks.index(t) for t in only[i]}
         for e in ds.meta["shards"]:
+            if keep is not None and int(read_shard(src_store, e["sha256"], verify=False)["task_ids"][0]) not in keep:
+                continue  # one task per episode shard
             if src_store.resolve() != store.resolve():
                 dst = store / f"{e['sha256']}.npz"
                 if not dst.exists():
@@ -336,6 +347,7 @@ def merge(sources: list[str | os.PathLike], out: str | os.PathLike) -> dict:
                     os.replace(tmp, dst)
             entries.append(dict(e))
     source = {"kind": "merge", "sources": [{"name": ds.path.stem, "dataset_sha256": ds.sha256,
-                                            "source": ds.meta.get("source"), "transitions": len(ds)}
-                                           for ds in loaded]}
+                                            "source": ds.meta.get("source"), "transitions": len(ds),
+                                            **({"only_tasks": list(only[i])} if i in only else {})}
+                                           for i, ds in enumerate(loaded)]}
     return finalize(out, entries, tasks, source)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from planner_node import spec
-from planner_node.dataset import FIELDS, Dataset, DatasetError, finalize, write_shard
+from planner_node.dataset import FIELDS, Dataset, DatasetError, finalize, merge, write_shard
 from planner_node.sim.generate import RECIPES, Recipe, generate
 from planner_node.sim.importers import import_dataset
 
@@ -277,6 +277,25 @@ def test_merge_lists_the_sources_shards_and_recomputes_stats(tmp_path):
     _fake_dataset(tmp_path / "other" / "c.json", 2, (4,))
     merge([tmp_path / "a", tmp_path / "other" / "c"], tmp_path / "m2")
     assert len(Dataset(tmp_path / "m2")) == 16
+
+
+def test_merge_takes_only_the_selected_tasks_episodes_of_a_source(tmp_path):
+    from planner_node.cli import main
+    tasks = ("stand", "forward", "rotate_x")
+    rng = np.random.default_rng(0)
+    eps = [fake_episode(rng, 4 + i, i, task=i % 3) for i in range(6)]
+    finalize(tmp_path / "a.json", [write_shard(tmp_path / "shards", e) for e in eps], list(tasks), {"kind": "test"})
+    _fake_dataset(tmp_path / "b.json", 1, (5,), tasks=tasks)
+    assert main(["data", "merge", str(tmp_path / "b"), f"{tmp_path / 'a'}:stand,rotate_x", "--out", str(tmp_path / "m")]) == 0
+    ds = Dataset(tmp_path / "m")
+    lengths = [len(e) for e in ds.episodes()]
+    assert lengths == [5, 4, 6, 7, 9], lengths  # b's episode, then a's stand (0, 3) and rotate_x (2, 5) ones
+    assert set(ds.arrays["task_ids"][5:].tolist()) == {0, 2}
+    assert ds.meta["source"]["sources"][1]["only_tasks"] == ["stand", "rotate_x"]
+    assert "only_tasks" not in ds.meta["source"]["sources"][0]
+    with pytest.raises(DatasetError, match="fly"):
+        merge([tmp_path / "b", tmp_path / "a"], tmp_path / "n", only={1: ["fly"]})
+    assert not (tmp_path / "n.json").exists()
 
 
 def test_merge_refuses_other_tasks_and_existing_out(tmp_path):
