@@ -330,15 +330,20 @@ def merge(sources: list[str | os.PathLike], out: str | os.PathLike,
         unknown = sorted(set(names) - set(tasks))
         if unknown or not names:
             raise DatasetError(f"{sources[i]}: no task {unknown or names} to select (its tasks: {', '.join(tasks)})")
+        if (loaded[i].meta.get("source") or {}).get("kind") == "merge":
+            # Its rows are blocks by original source (label_rows): a selection would cut them.
+            raise DatasetError(f"{sources[i]}: a merged dataset; select tasks from the datasets it merges")
     store = shard_dir(out)
     store.mkdir(parents=True, exist_ok=True)
-    entries = []
+    entries, taken = [], []
     for i, ds in enumerate(loaded):
         src_store = shard_dir(ds.path)
         keep = None if i not in only else {tasks.index(t) for t in only[i]}
+        taken.append(0)
         for e in ds.meta["shards"]:
             if keep is not None and int(read_shard(src_store, e["sha256"], verify=False)["task_ids"][0]) not in keep:
                 continue  # one task per episode shard
+            taken[-1] += int(e["transitions"])
             if src_store.resolve() != store.resolve():
                 dst = store / f"{e['sha256']}.npz"
                 if not dst.exists():
@@ -347,7 +352,7 @@ def merge(sources: list[str | os.PathLike], out: str | os.PathLike,
                     os.replace(tmp, dst)
             entries.append(dict(e))
     source = {"kind": "merge", "sources": [{"name": ds.path.stem, "dataset_sha256": ds.sha256,
-                                            "source": ds.meta.get("source"), "transitions": len(ds),
+                                            "source": ds.meta.get("source"), "transitions": taken[i],
                                             **({"only_tasks": list(only[i])} if i in only else {})}
                                            for i, ds in enumerate(loaded)]}
     return finalize(out, entries, tasks, source)

@@ -293,6 +293,9 @@ def test_merge_takes_only_the_selected_tasks_episodes_of_a_source(tmp_path):
     assert set(ds.arrays["task_ids"][5:].tolist()) == {0, 2}
     assert ds.meta["source"]["sources"][1]["only_tasks"] == ["stand", "rotate_x"]
     assert "only_tasks" not in ds.meta["source"]["sources"][0]
+    assert ds.meta["source"]["sources"][1]["transitions"] == 26 and len(ds.label_rows()) == len(ds) == 31
+    with pytest.raises(DatasetError, match="merged dataset"):
+        merge([tmp_path / "b", tmp_path / "m"], tmp_path / "n", only={1: ["stand"]})
     with pytest.raises(DatasetError, match="fly"):
         merge([tmp_path / "b", tmp_path / "a"], tmp_path / "n", only={1: ["fly"]})
     assert not (tmp_path / "n.json").exists()
