@@ -53,7 +53,7 @@ def cmd_data_merge(a) -> int:
     from planner_node.dataset import merge
     paths, only = [], {}
     for i, src in enumerate(a.sources):  # STORE/NAME or STORE/NAME:task,task (those tasks' episodes)
-        path, sep, names = src.rpartition(":") if ":" in src else (src, "", "")
+        path, sep, names = src.rpartition(":")
         paths.append(path if sep else src)
         if sep:
             only[i] = [n for n in names.split(",") if n]
@@ -432,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--bundle", help="run an exported bundle's runtime planner instead (no torch)")
     e.add_argument("--backend", default="onnxruntime", help="engine backend for --bundle")
     e.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="a planner setting: a learned kind's (--bundle: overrides the bundle's), e.g. --set steps=4, or an MPPIConfig field for mppi, e.g. --set w_terminal=1")
+                   help="a planner setting: a learned kind's (--bundle: overrides the bundle's), e.g. "
+                        "--set steps=4, or an MPPIConfig field for mppi, e.g. --set w_terminal=1")
     e.add_argument("--command", type=float, nargs=3, metavar=("VX", "VY", "WZ"),
                    help="twist for the 'track' task")
     e.add_argument("--push-every", type=int, default=100, help="control steps between pushes (0: none)")

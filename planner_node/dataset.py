@@ -340,9 +340,11 @@ def merge(sources: list[str | os.PathLike], out: str | os.PathLike,
         src_store = shard_dir(ds.path)
         keep = None if i not in only else {tasks.index(t) for t in only[i]}
         taken.append(0)
-        for e in ds.meta["shards"]:
-            if keep is not None and int(read_shard(src_store, e["sha256"], verify=False)["task_ids"][0]) not in keep:
-                continue  # one task per episode shard
+        # Shards are episodes (one task each), their rows in order in the loaded arrays.
+        starts = np.cumsum([0] + [int(e["transitions"]) for e in ds.meta["shards"]])[:-1]
+        for e, row in zip(ds.meta["shards"], starts):
+            if keep is not None and int(ds.arrays["task_ids"][row]) not in keep:
+                continue
             taken[-1] += int(e["transitions"])
             if src_store.resolve() != store.resolve():
                 dst = store / f"{e['sha256']}.npz"
