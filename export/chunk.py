@@ -23,8 +23,8 @@ def export_graphs(ck: dict, out_dir: Path, settings: dict) -> Exported:
     b = int(settings["batch"])
     if b < 1:
         raise ValueError(f"batch: must be >= 1, got {b}")
-    check_settings(settings, cfg.policy.horizon)
     tasks = list(ck["policy_tasks"])
+    check_settings(settings, cfg.policy.horizon, tasks)
     gen = torch.Generator().manual_seed(0)
     obs = torch.randn(b, spec.OBS_DIM, generator=gen)
     task = torch.nn.functional.one_hot(torch.randint(0, len(tasks), (b,), generator=gen), len(tasks)).float()

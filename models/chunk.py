@@ -320,7 +320,7 @@ class ChunkPlanner(Planner):
         self.tasks = list(ck["policy_tasks"])
         torch.set_num_threads(threads)
         self.settings = {**get_kind(KIND).defaults, **settings}
-        check_settings(self.settings, self.cfg.policy.horizon)
+        self.task_weights = check_settings(self.settings, self.cfg.policy.horizon, self.tasks)
         self.blend = TemporalEnsemble(self.settings["overlap"], self.settings["decay"])
 
     def reset(self, seed: int | None = None) -> None:
@@ -330,7 +330,7 @@ class ChunkPlanner(Planner):
     def _members(self, request: PlanRequest) -> torch.Tensor:
         """Each member's chunk of z-scored actions at the request's state, (K, H, 56)."""
         obs = self.norm.norm_obs(np.asarray(request.obs, np.float32)).astype(np.float32)[None]
-        task, cmd = policy_inputs(obs, self.tasks, request.task, request.command)
+        task, cmd = policy_inputs(obs, self.tasks, request.task, request.command, self.task_weights)
         return self.policy.members(torch.from_numpy(obs), torch.from_numpy(task), torch.from_numpy(cmd))[:, 0]
 
     def _blend(self, z: torch.Tensor) -> np.ndarray:

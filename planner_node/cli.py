@@ -312,8 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="generate, import or inspect trajectory datasets")
     dsub = data.add_subparsers(dest="data_cmd", required=True)
     g = dsub.add_parser("generate", help="run the MPPI expert to make a dataset (resumable)")
-    g.add_argument("--recipe", default="tiny", help="tiny | default | large | fast | dart | walk | dagger | dagger_late | dagger_labels | "
-                   "dagger_labels_balance | dagger_labels_full (see sim/generate.py)")
+    g.add_argument("--recipe", default="tiny", help="a recipe of sim/generate.py's RECIPES, each with a comment saying what it makes "
+                   "(an unknown name is refused with the list)")
     g.add_argument("--out", required=True, help="the dataset's manifest, STORE/NAME[.json]; shards go to STORE/shards/")
     g.add_argument("--workers", type=int, default=1,
                    help="episodes at once: > 1 runs them as tasks on a local Ray with this many CPUs")

@@ -175,6 +175,65 @@ def test_blending_settings_are_checked_by_name(chunk_run, chunk_bundle, tmp_path
         ChunkPlanner(str(chunk_run), temperature=2.0)
 
 
+def test_task_weights_lean_the_conditioning_toward_stand(chunk_run, chunk_bundle, tmp_path, env):
+    """``task_weights``: the task reads as W x its one-hot + (1 - W) x stand's, in the reference
+    and the runtime alike; W = 0 is the stand plan, W = 1 the task's own."""
+    from planner_node.export.bundle_writer import export_bundle
+    from planner_node.models.chunk import ChunkPlanner
+    from planner_node.runtime.bundle_planner import runtime_planner
+    obs = env.reset(5)
+
+    def first(p, task):
+        p.reset()
+        return p.plan(PlanRequest(obs=obs, task=task)).actions
+
+    export_bundle(chunk_run, tmp_path / "w", task_weights="forward:0.3")
+    rt, ref = runtime_planner(tmp_path / "w"), ChunkPlanner(str(chunk_run), threads=1, task_weights="forward:0.3")
+    np.testing.assert_allclose(first(rt, "forward"), first(ref, "forward"), atol=2e-4)
+    plain, zero = runtime_planner(chunk_bundle), runtime_planner(chunk_bundle, task_weights="forward:0")
+    np.testing.assert_array_equal(first(zero, "forward"), first(plain, "stand"))
+    np.testing.assert_array_equal(first(zero, "track"), first(plain, "track"))   # tasks not named keep W = 1
+    assert not np.allclose(first(rt, "forward"), first(plain, "forward"))
+    assert not np.allclose(first(rt, "forward"), first(plain, "stand"))
+    # the mix is what the graph reads: 0.3 x forward + 0.7 x stand
+    from planner_node.runtime.chunk import policy_inputs
+    onehot, _ = policy_inputs(np.zeros((1, spec.OBS_DIM)), ["stand", "forward", "track"], "forward", None,
+                              {"forward": 0.3})
+    np.testing.assert_allclose(onehot, [[0.7, 0.3, 0.0]], atol=1e-7)
+
+
+@pytest.mark.parametrize("text,match", [("forward:1.5", "'forward:1.5'"), ("forward", "TASK:W"),
+                                        ("forward:x", "'forward:x'"), ("fly:0.5", "fly"),
+                                        ("rotate_x:0.5", "trained on"), ("forward:0.5,forward:0.4", "twice"),
+                                        (0.5, "expected a string")])
+def test_bad_task_weights_are_refused_by_name(chunk_run, chunk_bundle, text, match):
+    from planner_node.models.chunk import ChunkPlanner
+    from planner_node.runtime.bundle_planner import runtime_planner
+    with pytest.raises((ValueError, KeyError), match=match):
+        runtime_planner(chunk_bundle, task_weights=text)
+    with pytest.raises((ValueError, KeyError), match=match):
+        ChunkPlanner(str(chunk_run), task_weights=text)
+
+
+def test_a_bundle_made_before_a_setting_existed_loads_with_its_default(chunk_bundle, tmp_path):
+    import shutil
+
+    import yaml
+
+    from planner_node.runtime.bundle import BundleError
+    from planner_node.runtime.bundle_planner import runtime_planner
+    old = tmp_path / "old"
+    shutil.copytree(chunk_bundle, old)
+    m = yaml.safe_load((old / "manifest.yaml").read_text())
+    del m["planner_defaults"]["task_weights"]
+    (old / "manifest.yaml").write_text(yaml.safe_dump(m, sort_keys=False))
+    assert runtime_planner(old).params["task_weights"] == ""
+    m["planner_defaults"]["stand_bias"] = 0.5
+    (old / "manifest.yaml").write_text(yaml.safe_dump(m, sort_keys=False))
+    with pytest.raises(BundleError, match=r"planner_defaults: unknown keys \['stand_bias'\]"):
+        runtime_planner(old)
+
+
 def test_expert_label_rounds_record_the_experts_action_where_the_learner_drove(chunk_run, tmp_path):
     """``labels="expert"``: the learner's actions move the robot (expert_share 0), and the recorded
     action at each visited state is the expert's clean action there, not the executed one.

@@ -7,7 +7,7 @@
     spec_hash, joint_names, obs_blocks, control_period_s      # checked against this build
     horizon, trained_tasks
     normalizer: {obs_mean: [...], obs_std: [...], act_mean, act_std, ret_mean, ret_std}
-    planner_defaults: {...}          # exactly the kind's settings (its record's defaults)
+    planner_defaults: {...}          # the kind's settings (its record's defaults; one it lacks takes the default)
     kind_config: {...}               # exactly the kind's fields (its record's kind_config_keys)
     graphs:
       <name>: {file: <name>.onnx, sha256, inputs: [{name, dtype, shape}], outputs: [...], parity_max_abs_err}
@@ -110,7 +110,9 @@ def _check_schema(m: dict, mpath: Path) -> None:
     if kind is None:
         raise BundleError(f"{mpath}: unknown planner kind {m['planner']!r}; valid: {', '.join(KINDS)}")
     _exact_keys(m["kind_config"], frozenset(kind.kind_config_keys), "kind_config", mpath)
-    _exact_keys(m["planner_defaults"], frozenset(kind.defaults), "planner_defaults", mpath)
+    # A setting added to the kind after the bundle was made takes the kind's default (so a
+    # deployed bundle keeps loading); a setting this build does not know is refused.
+    _exact_keys({**kind.defaults, **m["planner_defaults"]}, frozenset(kind.defaults), "planner_defaults", mpath)
     _exact_keys(m["producer"], PRODUCER_KEYS, "producer", mpath)
     if m["producer"]["dataset"] is not None:
         _exact_keys(m["producer"]["dataset"], DATASET_KEYS, "producer.dataset", mpath)
@@ -221,6 +223,7 @@ def load_bundle(path: str | Path, check_graphs: bool = True) -> Bundle:
     _check_schema(m, mpath)
     m.setdefault("safety_filter", None)  # format 3: no filter, no critic
     m.setdefault("critic", None)
+    m["planner_defaults"] = {**KINDS[m["planner"]].defaults, **m["planner_defaults"]}
     if m["spec_hash"] != spec.SPEC_HASH:
         raise BundleError(f"{mpath}: spec_hash {m['spec_hash']!r} does not match this build's {spec.SPEC_HASH!r}")
     if list(m["joint_names"]) != list(spec.JOINT_NAMES):

@@ -12,31 +12,73 @@ from planner_node.runtime.bundle_planner import BundlePlanner
 COMMAND_DIM = 3   # (vx [m/s], vy [m/s], wz [rad/s]) in the root frame; zeros for tasks without one
 
 
-def policy_inputs(obs_z: np.ndarray, tasks: list[str], task: str, command) -> tuple[np.ndarray, np.ndarray]:
-    """The task's one-hot (n, n_tasks) and the command (n, 3) for ``len(obs_z)`` rows, as the
-    policy reads them; an unknown task or a malformed command is refused by name (shared by the
-    reference and the runtime planner)."""
+#: The task the policy leans on where a task's weight is under 1 (``task_weights``).
+BALANCE_TASK = "stand"
+
+
+def parse_task_weights(text: str, tasks: list[str] | None = None) -> dict[str, float]:
+    """``task_weights``: ``"TASK:W,TASK:W"`` ('' = every task at 1). The policy reads the task as
+    W x its one-hot + (1 - W) x stand's: W = 1 is the task as trained, 0 is standing. Why: the
+    tasks' rewards pay 1 per step upright plus the task's rate, so over 10 s with pushes the
+    return of rotate_x, rotate_y, rotate_z and shift_left peaks at W = 0.3-0.5, where the policy
+    rotates (or steps) less and falls later (README "Chunk policy"). Each name must be a task the
+    policy knows (``tasks``), each W a number in [0, 1], given once."""
+    if not isinstance(text, str):
+        raise ValueError(f"task_weights={text!r}: expected a string 'TASK:W,TASK:W' ('' = every task at 1)")
+    out: dict[str, float] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, w = item.partition(":")
+        name = name.strip()
+        try:
+            value = float(w)
+        except ValueError:
+            value = float("nan")
+        if not sep or not np.isfinite(value) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"task_weights: {item!r}: expected TASK:W with W a number in [0, 1]")
+        get_task(name)   # an unknown name: KeyError naming it and the valid ones
+        if tasks is not None and name not in tasks:
+            raise ValueError(f"task_weights: task {name!r}: this policy was trained on {', '.join(tasks)}")
+        if name in out:
+            raise ValueError(f"task_weights: task {name!r} is given twice")
+        out[name] = value
+    if tasks is not None and any(w < 1.0 for w in out.values()) and BALANCE_TASK not in tasks:
+        raise ValueError(f"task_weights: a weight under 1 leans on {BALANCE_TASK!r}, which this policy was not "
+                         f"trained on ({', '.join(tasks)})")
+    return out
+
+
+def policy_inputs(obs_z: np.ndarray, tasks: list[str], task: str, command,
+                  weights: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The task's conditioning (n, n_tasks) and the command (n, 3) for ``len(obs_z)`` rows, as the
+    policy reads them: the task's one-hot, or with a weight W from ``weights`` (``task_weights``)
+    W x its one-hot + (1 - W) x stand's. An unknown task or a malformed command is refused by name
+    (shared by the reference and the runtime planner)."""
     if task not in tasks:
         get_task(task)   # an unknown name: KeyError naming it and the valid ones
         raise ValueError(f"task {task!r}: this policy was trained on {', '.join(tasks)}")
     n = len(obs_z)
     onehot = np.zeros((n, len(tasks)), np.float32)
-    onehot[:, tasks.index(task)] = 1.0
+    w = (weights or {}).get(task, 1.0)
+    onehot[:, tasks.index(task)] = w
+    if w < 1.0:
+        onehot[:, tasks.index(BALANCE_TASK)] += 1.0 - w
     cmd = np.zeros(COMMAND_DIM, np.float32) if command is None else np.asarray(command, np.float32)
     if cmd.shape != (COMMAND_DIM,) or not np.all(np.isfinite(cmd)):
         raise ValueError(f"command: expected {COMMAND_DIM} finite numbers, got {command!r}")
     return onehot, np.tile(cmd, (n, 1))
 
 
-def check_settings(settings: dict, horizon: int) -> None:
+def check_settings(settings: dict, horizon: int, tasks: list[str]) -> dict[str, float]:
     """``overlap``: how many of the latest chunks are blended (1 = the newest alone; a chunk older
     than its ``horizon`` steps reaches no step ahead, so more than that counts as ``horizon``);
-    ``decay``: a chunk made ``age`` ticks ago weighs exp(-decay x age)."""
+    ``decay``: a chunk made ``age`` ticks ago weighs exp(-decay x age); ``task_weights``
+    (``parse_task_weights``), returned parsed."""
     k, d = settings["overlap"], settings["decay"]
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"overlap={k!r}: must be an integer >= 1 (1 = no blending)")
     if not isinstance(d, (int, float)) or isinstance(d, bool) or not 0 <= d < float("inf"):
         raise ValueError(f"decay={d!r}: must be a finite number >= 0")
+    return parse_task_weights(settings["task_weights"], tasks)
 
 
 class TemporalEnsemble:
@@ -76,9 +118,9 @@ class RuntimeChunkPlanner(BundlePlanner):
 
     def __init__(self, bundle, **kw):
         super().__init__(bundle, **kw)
-        check_settings(self.params, self.H)
-        self.batch, self.engine = self._fit(self.engines("policy"), 1)
         self.tasks = list(self.kind_config["tasks"])
+        self.task_weights = check_settings(self.params, self.H, self.tasks)
+        self.batch, self.engine = self._fit(self.engines("policy"), 1)
         self.blend = TemporalEnsemble(self.params["overlap"], self.params["decay"])
 
     def reset(self, seed: int | None = None) -> None:
@@ -88,6 +130,6 @@ class RuntimeChunkPlanner(BundlePlanner):
 
     def plan(self, request: PlanRequest) -> Plan:
         obs = self.norm_obs(request.obs, self.batch)
-        task, cmd = policy_inputs(obs, self.tasks, request.task, request.command)
+        task, cmd = policy_inputs(obs, self.tasks, request.task, request.command, self.task_weights)
         z = self.engine.run({"obs": obs, "task": task, "command": cmd})["actions"][0]
         return Plan(self.blend(self.unnorm_act(z.astype(np.float64))), 0.0)
