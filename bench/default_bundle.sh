@@ -6,6 +6,10 @@
 # bench/stay_up.sh), exported with the table in its card and the Lyapunov density safety
 # filter's graphs (runs/ldm). Resumes: training continues from its checkpoint, finished
 # evaluations are kept. The previous shipped bundle (H-GAP) is bundles/hgap.
+# TASK_WEIGHTS: how much of the policy's task conditioning is each task's own rather than
+# stand's, chosen on schedule A by bench/task_weights.py (results/task_weights/sweep_A.*: the
+# largest weight within one s.e. of the best return) and confirmed on B and C (README "Chunk
+# policy"); TASK_WEIGHTS= ships every task at full weight.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-39} RAY_USAGE_STATS_ENABLED=0
@@ -14,18 +18,21 @@ DATA=${DATA:-data/train6}
 RUN=${RUN:-runs/chunk_f1}
 RES=${RES:-results/default_bundle}
 OUT=${OUT:-bundles/default}
+TASK_WEIGHTS=${TASK_WEIGHTS-rotate_x:0.3,rotate_y:0.5,rotate_z:0.3,shift_left:0.3,forward:0.7}
 TASKS="stand speed forward backward shift_left jump rotate_x rotate_y rotate_z track"
 $P train --config config/train/chunk_small.yaml --data "$DATA" --out "$RUN" --quiet
 mkdir -p "$RES"
 for t in $TASKS; do
   out=$RES/chunk_$t.json
   [ -f "$out" ] || $P eval --planner chunk --checkpoint "$RUN" --task "$t" --episodes 20 --seed 0 --steps 300 \
-    --push-every 100 --push-speed 0.25 --workers "${WORKERS:-2}" --quiet --json "$out" > /dev/null
+    --push-every 100 --push-speed 0.25 --set task_weights="$TASK_WEIGHTS" --workers "${WORKERS:-2}" --quiet \
+    --json "$out" > /dev/null
 done
 .venv/bin/python bench/eval_table.py $RES/chunk_*.json
 rm -rf "$OUT.new"
 # The Lyapunov density safety filter's model (kept if trained: ~5 min).
 LDM=${LDM:-runs/ldm}
 [ -f "$LDM/ldm.pt" ] || $P train-ldm --data "$DATA" --out "$LDM" --quiet
-$P export --checkpoint "$RUN" --out "$OUT.new" --evaluation $RES/chunk_*.json --ldm "$LDM"
+$P export --checkpoint "$RUN" --out "$OUT.new" --evaluation $RES/chunk_*.json --ldm "$LDM" \
+  --set task_weights="$TASK_WEIGHTS"
 rm -rf "$OUT" && mv "$OUT.new" "$OUT"

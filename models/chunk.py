@@ -291,8 +291,9 @@ class ChunkTrainer:
             if self.step % t.checkpoint_every == 0:
                 self.save()
         bar.close()
-        self.save()
-        plot_metrics(self.out, (("policy", "chunk MSE (action units)"),))
+        if done_steps:   # a finished run resumed is left as it is (its bytes are what later rounds record)
+            self.save()
+            plot_metrics(self.out, (("policy", "chunk MSE (action units)"),))
         return {"stage": "done", "wall_s": time.time() - t0, **self.split}
 
 

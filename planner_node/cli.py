@@ -101,7 +101,7 @@ def _settings(pairs: list[str] | None) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--set {pair!r}: expected KEY=VALUE (e.g. --set sampler=warm)")
-        v = yaml.safe_load(value)
+        v = "" if value == "" else yaml.safe_load(value)   # KEY= sets the empty string
         if not isinstance(v, (str, int, float, bool)):
             raise ValueError(f"--set {pair!r}: the value must be a number, a word or true/false")
         out[key] = v

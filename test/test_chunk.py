@@ -93,6 +93,10 @@ def test_training_lowers_the_loss_and_resumes_exactly(tiny_data, chunk_run, tmp_
     before = loss()
     tr.run()
     assert loss() < 0.5 * before
+    # A finished run resumed is left byte for byte (label rounds record its sha256).
+    done = (tmp_path / "short" / "checkpoint.pt").read_bytes()
+    assert ChunkTrainer(config_from_dict(TINY_TRAIN), tiny_data, tmp_path / "short", progress=False).run()["stage"] == "done"
+    assert (tmp_path / "short" / "checkpoint.pt").read_bytes() == done
     # A kill mid-run, then a resume, ends with the same weights as an uninterrupted run.
     cfg = config_from_dict(TINY)
     full, killed = tmp_path / "full", tmp_path / "killed"
@@ -200,6 +204,21 @@ def test_task_weights_lean_the_conditioning_toward_stand(chunk_run, chunk_bundle
     onehot, _ = policy_inputs(np.zeros((1, spec.OBS_DIM)), ["stand", "forward", "track"], "forward", None,
                               {"forward": 0.3})
     np.testing.assert_allclose(onehot, [[0.7, 0.3, 0.0]], atol=1e-7)
+
+
+def test_cli_writes_and_evaluates_task_weights(chunk_run, tmp_path, capsys):
+    import yaml
+
+    from planner_node.cli import main
+    for value, want in (("forward:0.3,track:1", "forward:0.3,track:1"), ("", "")):
+        out = tmp_path / f"b{len(value)}"
+        assert main(["export", "--checkpoint", str(chunk_run), "--out", str(out), "--set", f"task_weights={value}"]) == 0
+        assert yaml.safe_load((out / "manifest.yaml").read_text())["planner_defaults"]["task_weights"] == want
+    assert main(["eval", "--planner", "chunk", "--checkpoint", str(chunk_run), "--task", "forward", "--episodes", "1",
+                 "--steps", "3", "--quiet", "--set", "task_weights=forward:0.5"]) == 0
+    assert main(["eval", "--bundle", str(tmp_path / "b0"), "--task", "forward", "--episodes", "1", "--steps", "3",
+                 "--quiet", "--set", "task_weights=forward:2"]) == 2
+    assert "'forward:2'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text,match", [("forward:1.5", "'forward:1.5'"), ("forward", "TASK:W"),
