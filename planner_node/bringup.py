@@ -25,7 +25,22 @@ def params_file() -> Path:
 
 
 def _ros_value(v) -> str:
-    return ("true" if v else "false") if isinstance(v, bool) else (f'"{v}"' if v == "" else str(v))
+    """A parameter value as ``-p name:=VALUE`` reads it (YAML): a string that YAML would read as a
+    mapping or list (a YAML-valued parameter such as ``planner_settings``) is quoted, so it
+    arrives as the string it is; numbers written as strings stay numbers."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v == "":
+        return '""'
+    if isinstance(v, str):
+        import yaml
+        try:
+            collection = isinstance(yaml.safe_load(v), (dict, list))
+        except yaml.YAMLError:
+            collection = True
+        if collection:
+            return "'" + v.replace("'", "''") + "'"
+    return str(v)
 
 
 def node_commands(values: dict[str, str], extra: dict[str, dict] | None = None) -> dict[str, list[str]]:

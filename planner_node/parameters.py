@@ -20,6 +20,7 @@ PARAMS: tuple[Param, ...] = (
     Param("planner", "bundle", True, "bundle (run bundle_path) | mppi (ground truth, sim only) | zero"),
     Param("bundle_path", "", False, "engine bundle directory ('' = the shipped default bundle); set at run time to hot-swap"),
     Param("backend", "onnxruntime", True, "engine backend: onnxruntime | tensorrt | torch"),
+    Param("planner_settings", "{}", True, "YAML overrides of every loaded bundle's planner settings, e.g. {task_weights: ''}"),
     Param("task", "stand", False, "task scored by the planner; /cmd_vel drives 'track'"),
     Param("control_period", spec.CONTROL_PERIOD_S, True, "control period [s] (the models' 0.03)"),
     Param("deadline_ms", 25.0, False, "planning deadline per tick [ms]"),

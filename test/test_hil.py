@@ -118,6 +118,14 @@ def test_configure_fails_naming_parameter(tmp_path):
     assert "configure failed" in r.stderr + r.stdout and "manifest.yaml" in r.stderr + r.stdout
 
 
+def test_planner_settings_a_bundle_lacks_fail_configure_naming_it(tmp_path):
+    cmd = node_commands({"planner": "bundle"}, extra={"planner": {"planner_settings": "{temperature: 2}"}})["planner"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "ROS_DOMAIN_ID": str(next(_domains))})
+    assert r.returncode != 0
+    assert "configure failed" in r.stderr + r.stdout and "unknown planner settings ['temperature']" in r.stderr + r.stdout
+
+
 def _clock(t: float):
     c = Clock()
     c.clock.sec, c.clock.nanosec = int(t), int((t % 1) * 1e9)
