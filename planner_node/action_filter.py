@@ -17,8 +17,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
-import yaml
 
+from planner_node.parameters import yaml_mapping
 from planner_node.planning import Plan
 
 
@@ -69,12 +69,7 @@ def make_filter(name: str, config_yaml: str = "{}", bundle=None) -> ActionFilter
     a filter that needs one); errors name the parameter."""
     if name not in FILTERS:
         raise ValueError(f"safety_filter: unknown filter {name!r}; valid: {', '.join(FILTERS)}")
-    try:
-        config = yaml.safe_load(config_yaml or "{}") or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"safety_filter_config: invalid YAML ({e})") from e
-    if not isinstance(config, dict):
-        raise ValueError(f"safety_filter_config: expected a mapping, got {type(config).__name__}")
+    config = yaml_mapping(config_yaml, "safety_filter_config")
     module, cls = FILTERS[name].split(":")
     klass = getattr(importlib.import_module(module), cls)
     if getattr(klass, "needs_bundle", False):

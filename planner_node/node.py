@@ -90,11 +90,12 @@ class PlannerNode(LifecycleNode):
         kind = self.p("planner")
         if kind == "bundle":
             bundle_path = self._bundle_path(bundle_path)
-            from planner_node.runtime.bundle_planner import runtime_planner, settings_from_yaml
+            from planner_node.parameters import planner_settings
+            from planner_node.runtime.bundle_planner import runtime_planner
             # planner_settings apply to every bundle loaded, hot swaps included: a bundle whose
             # kind lacks one is refused by name (at configure: failure; on a swap: the old stays)
             return runtime_planner(bundle_path, backend=self.p("backend"), seed=int(self.p("seed")),
-                                   **settings_from_yaml(self.p("planner_settings")))
+                                   **planner_settings(self.p("planner_settings")))
         if kind == "mppi":
             from planner_node.sim.mppi import MPPIPlanner
             return MPPIPlanner(samples=int(self.p("mppi_samples")), seed=int(self.p("seed")),

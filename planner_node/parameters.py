@@ -40,6 +40,31 @@ PARAMS: tuple[Param, ...] = (
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 
 
+def yaml_mapping(text: str, where: str) -> dict:
+    """A YAML-valued string parameter (``safety_filter_config``, ``planner_settings``) as a
+    mapping; '' is {}. Errors name the parameter."""
+    import yaml
+    try:
+        d = yaml.safe_load(text or "{}")
+    except yaml.YAMLError as e:
+        raise ValueError(f"{where}: invalid YAML ({e})") from e
+    d = {} if d is None else d
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
+    return d
+
+
+def planner_settings(text: str) -> dict:
+    """``planner_settings``: overrides of a bundle's planner settings, e.g.
+    ``"{task_weights: 'rotate_z:1'}"``: names to numbers, words or true/false. Whether the bundle's
+    kind has each setting, and its value, the runtime planner checks by name."""
+    d = yaml_mapping(text, "planner_settings")
+    for k, v in d.items():
+        if not isinstance(k, str) or not isinstance(v, (str, int, float, bool)):
+            raise ValueError(f"planner_settings: {k!r}: {v!r}: expected a setting name and a number, a word or true/false")
+    return d
+
+
 def default(name: str):
     return BY_NAME[name].default
 

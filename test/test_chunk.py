@@ -224,17 +224,18 @@ def test_cli_writes_and_evaluates_task_weights(chunk_run, tmp_path, capsys):
 def test_the_nodes_planner_settings_override_the_bundles(chunk_bundle, env):
     """``planner_settings`` (node parameter, YAML): overrides every loaded bundle's settings;
     malformed YAML or values are refused naming the parameter, unknown settings by the runtime."""
-    from planner_node.runtime.bundle_planner import runtime_planner, settings_from_yaml
+    from planner_node.parameters import planner_settings
+    from planner_node.runtime.bundle_planner import runtime_planner
     obs = env.reset(2)
-    over = runtime_planner(chunk_bundle, **settings_from_yaml("{task_weights: 'forward:0', decay: 0.5}"))
-    plain = runtime_planner(chunk_bundle, **settings_from_yaml(""))
+    over = runtime_planner(chunk_bundle, **planner_settings("{task_weights: 'forward:0', decay: 0.5}"))
+    plain = runtime_planner(chunk_bundle, **planner_settings(""))
     np.testing.assert_array_equal(over.plan(PlanRequest(obs=obs, task="forward")).actions,
                                   plain.plan(PlanRequest(obs=obs, task="stand")).actions)
     for text, match in (("[1, 2]", "expected a mapping"), ("{decay: [1]}", "'decay'"), ("{a: b: c}", "invalid YAML")):
         with pytest.raises(ValueError, match=f"planner_settings: .*{match}"):
-            settings_from_yaml(text)
+            planner_settings(text)
     with pytest.raises(ValueError, match=r"unknown planner settings \['temperature'\]"):
-        runtime_planner(chunk_bundle, **settings_from_yaml("{temperature: 2}"))
+        runtime_planner(chunk_bundle, **planner_settings("{temperature: 2}"))
 
 
 @pytest.mark.parametrize("text,match", [("forward:1.5", "'forward:1.5'"), ("forward", "TASK:W"),

@@ -104,24 +104,6 @@ class BundlePlanner(Planner):
         return Plan(act, float(task.reward(obs[1:], request.command).sum()), info={"fallback": why})
 
 
-def settings_from_yaml(text: str, where: str = "planner_settings") -> dict:
-    """Planner-setting overrides from YAML (the node's ``planner_settings``), e.g.
-    ``"{task_weights: 'rotate_z:1'}"``: a mapping of names to numbers, words or true/false. Whether
-    the bundle's kind has each setting, and its value, the runtime planner checks by name."""
-    import yaml
-    try:
-        d = yaml.safe_load(text or "{}")
-    except yaml.YAMLError as e:
-        raise ValueError(f"{where}: invalid YAML ({e})") from e
-    d = {} if d is None else d
-    if not isinstance(d, dict):
-        raise ValueError(f"{where}: expected a mapping of setting: value, got {type(d).__name__}")
-    for k, v in d.items():
-        if not isinstance(k, str) or not isinstance(v, (str, int, float, bool)):
-            raise ValueError(f"{where}: {k!r}: {v!r}: expected a setting name and a number, a word or true/false")
-    return d
-
-
 def runtime_planner(bundle: str | Bundle, backend: str = "onnxruntime", **kw) -> Planner:
     """The runtime planner of the bundle's kind (its registry record), over a verified bundle."""
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
