@@ -156,6 +156,12 @@ RECIPES: dict[str, Recipe] = {
     "dagger_labels_far_stand": Recipe(episodes=40, steps=300, seed=34, labels="expert", expert_share=0.2,
                                       expert={**EXPERT, "terminal_critic": "runs/critic3", "w_terminal": 2.0},
                                       draw=("stand",)),
+    # Round 2 of the above (DAgger is iterative): the learner is round 1's policy (runs/chunk_fs,
+    # trained on data/train11 = train6 + round 1), which falls on stand in 40-65 % of 10 s
+    # episodes on schedules A-C; its own drift is what this round labels. Another seed.
+    "dagger_labels_far_stand2": Recipe(episodes=40, steps=300, seed=35, labels="expert", expert_share=0.2,
+                                       expert={**EXPERT, "terminal_critic": "runs/critic3", "w_terminal": 2.0},
+                                       draw=("stand",)),
     "tiny_labels": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           labels="expert", expert_share=0.5),
