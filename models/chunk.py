@@ -75,6 +75,10 @@ class ChunkTrainConfig:
     # the loss where an expert row has ``horizon``: ``label_weight`` multiplies that term
     # (``horizon`` = a label row counts as much as an expert row).
     label_weight: float = 1.0
+    # Gaussian noise (std, in z-scored observation units) added to every batch's observations,
+    # targets unchanged: the policy learns to answer states a little off the recorded ones with
+    # the expert's action there, as its own drift in closed loop makes them. 0 = none.
+    obs_noise: float = 0.0
     seed: int = 0
     holdout_fraction: float = 0.1
     checkpoint_every: int = 500
@@ -87,7 +91,7 @@ class ChunkTrainConfig:
                          "advantage_beta": self.advantage_beta >= 0,
                          "advantage_critic": bool(self.advantage_critic) or self.advantage_beta == 0,
                          "advantage_max_weight": self.advantage_max_weight >= 1,
-                         "label_weight": self.label_weight > 0,
+                         "label_weight": self.label_weight > 0, "obs_noise": 0 <= self.obs_noise < float("inf"),
                          "holdout_fraction": 0 <= self.holdout_fraction < 1,
                          "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
                          "threads": self.threads > 0}, self)
@@ -272,6 +276,8 @@ class ChunkTrainer:
             rng = np.random.default_rng([t.seed, self.step])
             idx = torch.from_numpy(rng.integers(0, n, (K, t.batch_size)))   # each member its own batch
             obs, task, cmd, act, mask = (x[idx] for x in self.train)
+            if t.obs_noise:
+                obs = obs + t.obs_noise * torch.from_numpy(rng.standard_normal(obs.shape, dtype=np.float32))
             x = torch.cat([obs, task, cmd], dim=-1)
             pred = torch.stack([net(x[k]).view(t.batch_size, -1, spec.ACTION_DIM)
                                 for k, net in enumerate(self.model.nets)])

@@ -162,6 +162,10 @@ RECIPES: dict[str, Recipe] = {
     "dagger_labels_far_stand2": Recipe(episodes=40, steps=300, seed=35, labels="expert", expert_share=0.2,
                                        expert={**EXPERT, "terminal_critic": "runs/critic3", "w_terminal": 2.0},
                                        draw=("stand",)),
+    # Round 3: the learner is round 2's policy (runs/chunk_fs2, trained on data/train12).
+    "dagger_labels_far_stand3": Recipe(episodes=40, steps=300, seed=36, labels="expert", expert_share=0.2,
+                                       expert={**EXPERT, "terminal_critic": "runs/critic3", "w_terminal": 2.0},
+                                       draw=("stand",)),
     "tiny_labels": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           labels="expert", expert_share=0.5),

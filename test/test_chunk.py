@@ -438,3 +438,24 @@ def test_a_run_trained_before_a_setting_existed_still_resumes(tiny_data, chunk_r
         run_with(lambda t: t.update(label_weight=2.0))
     with pytest.raises(CheckpointError, match="different config"):
         run_with(lambda t: t.update(retired_setting=1))
+
+
+def test_observation_noise_perturbs_the_batches_and_resumes_exactly(tiny_data, tmp_path):
+    """``obs_noise`` trains on noisy observations (a different policy from the same seed and
+    batches), deterministically: a kill and a resume end where an uninterrupted run does. A
+    negative or non-finite std is refused by name."""
+    from planner_node.models.checkpoint import load_checkpoint
+    from planner_node.models.chunk import ChunkTrainer
+    from planner_node.models.config import ConfigError, config_from_dict
+    noisy = config_from_dict({**TINY, "train": {**TINY["train"], "obs_noise": 0.5}})
+    ChunkTrainer(config_from_dict(TINY), tiny_data, tmp_path / "plain", progress=False).run()
+    ChunkTrainer(noisy, tiny_data, tmp_path / "full", progress=False).run()
+    assert ChunkTrainer(noisy, tiny_data, tmp_path / "killed", progress=False).run(stop_after=25)["stage"] == "killed"
+    ChunkTrainer(noisy, tiny_data, tmp_path / "killed", progress=False).run()
+    plain, full, killed = (load_checkpoint(tmp_path / n)["model"] for n in ("plain", "full", "killed"))
+    for k in full:
+        torch.testing.assert_close(full[k], killed[k], atol=0, rtol=0)
+    assert any(not torch.equal(full[k], plain[k]) for k in full)
+    for bad in (-0.1, float("inf")):
+        with pytest.raises(ConfigError, match=r"train\.obs_noise"):
+            config_from_dict({**TINY, "train": {**TINY["train"], "obs_noise": bad}})
