@@ -33,9 +33,9 @@ demo: setup
 
 BUNDLE ?= bundles/default
 
-# The shipped bundle from the committed data (data/train6.json: expert, walking, DART and DAgger
-# episodes and DAgger labels): train the chunk policy, evaluate every task, export with the table
-# in its card (~10 min).
+# The shipped bundle from the committed data (data/train12.json: expert, walking, DART and DAgger
+# episodes and DAgger labels, two rounds of them on stand): train the chunk policy, evaluate every
+# task, export with the table in its card (~10 min).
 default-bundle: setup
 	bash bench/default_bundle.sh
 
