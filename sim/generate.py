@@ -87,6 +87,9 @@ EXPERT = {"samples": 32, "timestep": 0.005, "solver": "newton"}
 #: 2.5x cheaper per control step (10 ms step, PGS solver); balances about as well on the 10 tasks,
 #: but does not walk (0.25 m in 150 steps against 1.0-1.4 m). For balance data only.
 FAST_EXPERT = {"samples": 32, "timestep": 0.01, "solver": "pgs"}
+# The far-sighted expert: MPPI whose cost also counts 2 x gamma^H x V(s_H) of the committed task
+# critic (runs/critic3), so it stops trading a later fall for reward now (the label rounds below).
+FAR_EXPERT = {**EXPERT, "terminal_critic": "runs/critic3", "w_terminal": 2.0}
 LOCOMOTION = ("forward", "backward", "shift_left", "track")
 
 RECIPES: dict[str, Recipe] = {
@@ -147,24 +150,23 @@ RECIPES: dict[str, Recipe] = {
     # 129 -> 155, and more return on both. Seed 33 as dagger_labels_full2's round, so the two
     # labellers see the same episode draws from the same learner.
     "dagger_labels_far": Recipe(episodes=60, steps=300, seed=33, labels="expert", expert_share=0.2,
-                                expert={**EXPERT, "walk_speed": 0.2, "terminal_critic": "runs/critic3",
-                                        "w_terminal": 2.0},
+                                expert={**FAR_EXPERT, "walk_speed": 0.2},
                                 draw=("stand", "shift_left", "rotate_x", "rotate_y", "rotate_z")),
     # Far-sighted labels on stand alone: the one gain of the round above that replicated over two
     # training seeds is stand on schedule B (falls 80 % -> 60-65 %, README "Chunk policy"). The
     # same learner and expert, another seed, 40 episodes of stand (~35 min on 2 cores).
     "dagger_labels_far_stand": Recipe(episodes=40, steps=300, seed=34, labels="expert", expert_share=0.2,
-                                      expert={**EXPERT, "terminal_critic": "runs/critic3", "w_terminal": 2.0},
+                                      expert=FAR_EXPERT,
                                       draw=("stand",)),
     # Round 2 of the above (DAgger is iterative): the learner is round 1's policy (runs/chunk_fs,
     # trained on data/train11 = train6 + round 1), which falls on stand in 40-65 % of 10 s
     # episodes on schedules A-C; its own drift is what this round labels. Another seed.
     "dagger_labels_far_stand2": Recipe(episodes=40, steps=300, seed=35, labels="expert", expert_share=0.2,
-                                       expert={**EXPERT, "terminal_critic": "runs/critic3", "w_terminal": 2.0},
+                                       expert=FAR_EXPERT,
                                        draw=("stand",)),
     # Round 3: the learner is round 2's policy (runs/chunk_fs2, trained on data/train12).
     "dagger_labels_far_stand3": Recipe(episodes=40, steps=300, seed=36, labels="expert", expert_share=0.2,
-                                       expert={**EXPERT, "terminal_critic": "runs/critic3", "w_terminal": 2.0},
+                                       expert=FAR_EXPERT,
                                        draw=("stand",)),
     "tiny_labels": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
