@@ -238,12 +238,18 @@ class PlannerNode(LifecycleNode):
         # The tick runs on its own thread so planning never blocks the executor's callbacks.
         self._lockstep = bool(self.p("lockstep"))
         self._last_publish = None  # a pause while inactive is not a gap in the stream
+        # Enable the lifecycle publishers BEFORE the control thread starts: a disabled publisher
+        # drops silently, and in lockstep a dropped answer to a state that was already waiting
+        # marks it answered while the sim never steps (a deadlock seen in CI).
+        ret = super().on_activate(state)
+        if ret != TransitionCallbackReturn.SUCCESS:
+            return ret
         self._loop = ControlLoop(float(self.p("control_period")), self._tick, on_error=self._tick_error).start()
         # On a steady clock: /diagnostics keeps flowing when /clock stops (a dead simulator).
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"activated: commanding every {float(self.p('control_period')) * 1e3:.0f} ms"
                                f"{' (lockstep)' if self._lockstep else ''}")
-        return super().on_activate(state)
+        return ret
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
         if self._loop is not None:

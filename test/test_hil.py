@@ -320,3 +320,57 @@ def test_lifecycle_cleanup_then_configure_again(ros_domain):
         node.close()
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
+
+
+def test_lockstep_answers_a_state_that_was_waiting_at_activation(ros_domain, env, monkeypatch):
+    """A CI deadlock, pinned: the control thread started before on_activate enabled the lifecycle
+    publishers, so its first tick answered the state already waiting into a disabled publisher
+    (dropped without a word), marked that state answered, and the lockstep sim, re-sending the
+    same state until its first command, never stepped. Here the loop's first tick runs as soon as
+    the loop starts, the worst schedule: the command must still go out."""
+    import rclpy
+    from rclpy.parameter import Parameter as P
+    from std_msgs.msg import Float64MultiArray
+
+    from planner_node import node as node_mod
+    from planner_node.node import PlannerNode
+    real_start = node_mod.ControlLoop.start
+
+    def start_after_one_tick(loop):
+        loop._tick()  # what the new thread may do before on_activate returns
+        return real_start(loop)
+    monkeypatch.setattr(node_mod.ControlLoop, "start", start_after_one_tick)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=ros_domain)
+    node = PlannerNode(context=ctx, parameter_overrides=[P("planner", value="zero"), P("autostart", value=False),
+                                                         P("lockstep", value=True)])
+    listener = rclpy.create_node("listener", context=ctx)
+    got = []
+    listener.create_subscription(Float64MultiArray, "/humanoid/joint_commands", got.append, 10)
+    ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
+    ex.add_node(listener)
+    try:
+        from rclpy.lifecycle import TransitionCallbackReturn as R
+        assert node.trigger_configure() == R.SUCCESS
+        for _ in range(400):  # the listener matched, so a published command cannot be lost
+            if node.pub_cmd.get_subscription_count() > 0:
+                break
+            ex.spin_once(timeout_sec=0.05)
+        assert node.pub_cmd.get_subscription_count() > 0, "the listener never matched the command publisher"
+        js, od = _state_msgs(env, node.get_clock().now().nanoseconds * 1e-9)
+        node._on_odom(od)   # the sim's first state, in before activation
+        node._on_joint_states(js)
+        assert node.trigger_activate() == R.SUCCESS
+        for _ in range(400):
+            if got:
+                break
+            node._on_odom(od)  # the sim re-sends its first state until a command comes
+            node._on_joint_states(js)
+            ex.spin_once(timeout_sec=0.05)
+        assert len(got) >= 1, "no command answered the state that was waiting at activation"
+        assert np.all(np.isfinite(got[0].data)) and len(got[0].data) == spec.NUM_JOINTS
+    finally:
+        node.close()
+        listener.destroy_node()
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
