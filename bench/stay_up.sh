@@ -2,7 +2,8 @@
 # The "stay up" evaluation (issue: learned planners that stay up): fall rate, mean length and
 # return over EPISODES x STEPS with pushes, on push schedules A (0.25 m/s every 100 steps, seeds
 # 0+) and B (0.3 m/s every 67 steps, seeds 9000+), and C with SCHEDULES="A B C" (0.35 m/s every
-# 80 steps, seeds 7000+), for every planner side by side:
+# 80 steps, seeds 7000+) and D with SCHEDULES="A B C D" (0.3 m/s every 90 steps, seeds 5000+),
+# for every planner side by side:
 # the bundle's planner (model-scored; with the critic when CRITIC is set), MPPI at a 30 ms budget,
 # offline MPPI, zero action. Raw per-episode JSON in results/stay_up/<schedule>/; finished files
 # are kept, so the script resumes. Episodes run as Ray tasks (WORKERS, or RAY=ADDRESS).
@@ -19,9 +20,10 @@ STEPS=${STEPS:-300}
 PAR=(--workers "${WORKERS:-2}")
 [ -n "${RAY:-}" ] && PAR+=(--ray "$RAY")
 TASKS=${*:-stand speed forward backward shift_left jump rotate_x rotate_y rotate_z track}
-# C was first run to check the chunk policy on a schedule that nothing had been chosen on.
+# C was first run to check the chunk policy on a schedule that nothing had been chosen on; after
+# the stand rounds were judged on A-C, D (0.3 m/s every 90 steps, seeds 5000+) took that role.
 SCHEDULES=${SCHEDULES:-A B}
-declare -A SCHED=([A]="A 100 0.25 0" [B]="B 67 0.3 9000" [C]="C 80 0.35 7000")
+declare -A SCHED=([A]="A 100 0.25 0" [B]="B 67 0.3 9000" [C]="C 80 0.35 7000" [D]="D 90 0.3 5000")
 for s in $SCHEDULES; do
   sched=${SCHED[$s]}
   read -r name every speed seed <<< "$sched"

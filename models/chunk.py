@@ -48,10 +48,14 @@ class PolicyConfig:
     width: int = 512
     layers: int = 3           # hidden layers
     ensemble: int = 3         # members averaged
+    # Dropout after each hidden layer while training (identity in the exported graph and the
+    # reference planner, which run in eval mode). 0 = none, and the layer is not built at all,
+    # so runs without it keep their parameter names.
+    dropout: float = 0.0
 
     def __post_init__(self):
         check_fields("policy", {"horizon": self.horizon >= 1, "width": self.width > 0, "layers": self.layers >= 1,
-                          "ensemble": self.ensemble >= 1}, self)
+                          "ensemble": self.ensemble >= 1, "dropout": 0 <= self.dropout < 1}, self)
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ class ChunkPolicy(nn.Module):
         def mlp():
             layers, d = [], d_in
             for _ in range(cfg.layers):
-                layers += [nn.Linear(d, cfg.width), nn.GELU()]
+                layers += [nn.Linear(d, cfg.width), nn.GELU()] + ([nn.Dropout(cfg.dropout)] if cfg.dropout else [])
                 d = cfg.width
             return nn.Sequential(*layers, nn.Linear(d, cfg.horizon * spec.ACTION_DIM))
         self.nets = nn.ModuleList([mlp() for _ in range(cfg.ensemble)])
@@ -254,8 +258,13 @@ class ChunkTrainer:
         if not len(self.hold[0]):
             return float("nan")
         obs, task, cmd, act, mask = (x[:4096] for x in self.hold)
-        # the mean's error, every window counting once, so runs with and without weights compare
-        return self.loss(self.model(obs, task, cmd)[None], act, (mask > 0).float()).item()
+        # the mean's error, every window counting once, so runs with and without weights compare;
+        # in eval mode (no dropout), as the policy runs
+        self.model.eval()
+        try:
+            return self.loss(self.model(obs, task, cmd)[None], act, (mask > 0).float()).item()
+        finally:
+            self.model.train()
 
     def _lr(self) -> float:
         t = self.cfg.train

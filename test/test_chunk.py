@@ -459,3 +459,30 @@ def test_observation_noise_perturbs_the_batches_and_resumes_exactly(tiny_data, t
     for bad in (-0.1, float("inf")):
         with pytest.raises(ConfigError, match=r"train\.obs_noise"):
             config_from_dict({**TINY, "train": {**TINY["train"], "obs_noise": bad}})
+
+
+def test_dropout_trains_resumes_exactly_and_is_off_in_the_exported_policy(tiny_data, tmp_path):
+    """``policy.dropout`` trains a different policy from the same seed and batches, resumes
+    exactly after a kill, is off (eval mode) in the reference and the exported graph (whose
+    parity check would fail otherwise), and is refused by name outside [0, 1)."""
+    from planner_node.export.bundle_writer import export_bundle
+    from planner_node.models.checkpoint import load_checkpoint
+    from planner_node.models.chunk import ChunkTrainer, build_policy
+    from planner_node.models.config import ConfigError, config_from_dict
+    dropped = config_from_dict({**TINY, "policy": {**TINY["policy"], "dropout": 0.3}})
+    ChunkTrainer(config_from_dict(TINY), tiny_data, tmp_path / "plain", progress=False).run()
+    ChunkTrainer(dropped, tiny_data, tmp_path / "full", progress=False).run()
+    assert ChunkTrainer(dropped, tiny_data, tmp_path / "killed", progress=False).run(stop_after=25)["stage"] == "killed"
+    ChunkTrainer(dropped, tiny_data, tmp_path / "killed", progress=False).run()
+    plain, full, killed = (load_checkpoint(tmp_path / n) for n in ("plain", "full", "killed"))
+    for k in full["model"]:
+        torch.testing.assert_close(full["model"][k], killed["model"][k], atol=0, rtol=0)
+    assert not torch.equal(full["model"]["nets.0.0.weight"], plain["model"]["nets.0.0.weight"])
+    _, policy, _ = build_policy(full)
+    x = (torch.randn(4, spec.OBS_DIM), torch.eye(len(full["policy_tasks"]))[[0] * 4], torch.zeros(4, 3))
+    with torch.no_grad():
+        torch.testing.assert_close(policy(*x), policy(*x), atol=0, rtol=0)   # no dropout at run time
+    export_bundle(tmp_path / "full", tmp_path / "bundle")   # parity checked inside
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match=r"policy\.dropout"):
+            config_from_dict({**TINY, "policy": {**TINY["policy"], "dropout": bad}})
