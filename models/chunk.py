@@ -52,10 +52,18 @@ class PolicyConfig:
     # reference planner, which run in eval mode). 0 = none, and the layer is not built at all,
     # so runs without it keep their parameter names.
     dropout: float = 0.0
+    # Chunks each member proposes (a mixture: ``modes`` chunks and a logit each). Why: where the
+    # expert acts in one of several ways (a step with the left foot or the right), a single
+    # regressed chunk is their mean, which is none of them. Trained with relaxed winner-takes-all
+    # (the closest mode takes 1 - MODE_EPS of the row's loss, the others share MODE_EPS) and a
+    # cross-entropy on which mode won; at run time each member gives its most likely mode's chunk.
+    # 1 = plain regression, the parameter names as before.
+    modes: int = 1
 
     def __post_init__(self):
         check_fields("policy", {"horizon": self.horizon >= 1, "width": self.width > 0, "layers": self.layers >= 1,
-                          "ensemble": self.ensemble >= 1, "dropout": 0 <= self.dropout < 1}, self)
+                          "ensemble": self.ensemble >= 1, "dropout": 0 <= self.dropout < 1,
+                          "modes": self.modes >= 1}, self)
 
 
 @dataclass(frozen=True)
@@ -116,26 +124,49 @@ class ChunkConfig:
 
 
 # -- network ------------------------------------------------------------------------------------
+MODE_EPS = 0.05        # relaxed winner-takes-all: the share of a row's loss the losing modes split
+MODE_CE_WEIGHT = 0.01  # the mode classifier's cross-entropy [nats] against the chunk MSE (~0.005-0.03)
+
+
 class ChunkPolicy(nn.Module):
     """(obs (N, 224) z-scored, task (N, n_tasks) one-hot, command (N, 3)) -> the members' mean
-    chunk of z-scored actions (N, H, 56); ``members`` gives each member's (K, N, H, 56)."""
+    chunk of z-scored actions (N, H, 56); ``members`` gives each member's (K, N, H, 56) (with
+    ``modes`` > 1, each member's most likely mode)."""
 
     def __init__(self, cfg: PolicyConfig, n_tasks: int):
         super().__init__()
-        self.H = cfg.horizon
+        self.H, self.M = cfg.horizon, cfg.modes
         d_in = spec.OBS_DIM + n_tasks + COMMAND_DIM
+        d_out = self.M * cfg.horizon * spec.ACTION_DIM + (self.M if self.M > 1 else 0)
 
         def mlp():
             layers, d = [], d_in
             for _ in range(cfg.layers):
                 layers += [nn.Linear(d, cfg.width), nn.GELU()] + ([nn.Dropout(cfg.dropout)] if cfg.dropout else [])
                 d = cfg.width
-            return nn.Sequential(*layers, nn.Linear(d, cfg.horizon * spec.ACTION_DIM))
+            return nn.Sequential(*layers, nn.Linear(d, d_out))
         self.nets = nn.ModuleList([mlp() for _ in range(cfg.ensemble)])
+
+    def split(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A member's raw output (N, d_out) -> its chunks (N, modes, H, 56) and mode logits (N, modes)
+        (None for one mode)."""
+        n = y.shape[0]
+        chunks = y[:, :self.M * self.H * spec.ACTION_DIM].reshape(n, self.M, self.H, spec.ACTION_DIM)
+        return chunks, (y[:, self.M * self.H * spec.ACTION_DIM:] if self.M > 1 else None)
+
+    def modal(self, y: torch.Tensor) -> torch.Tensor:
+        """A member's chunk (N, H, 56): its most likely mode's (a one-hot mask, not an index, so
+        the exported graph needs no gather; an exact tie averages the tied modes)."""
+        chunks, logits = self.split(y)
+        if logits is None:
+            return chunks[:, 0]
+        top = (logits >= logits.max(-1, keepdim=True).values).float()
+        top = top / top.sum(-1, keepdim=True)
+        return (chunks * top[:, :, None, None]).sum(1)
 
     def members(self, obs, task, command):
         x = torch.cat([obs, task, command], dim=-1)
-        return torch.stack([n(x).view(len(x), self.H, spec.ACTION_DIM) for n in self.nets])
+        return torch.stack([self.modal(n(x)) for n in self.nets])
 
     def forward(self, obs, task, command):
         return self.members(obs, task, command).mean(0)
@@ -253,6 +284,21 @@ class ChunkTrainer:
         err = ((pred - target) ** 2 * self.act_var).mean(-1) * mask
         return (err.sum((-1, -2)) / mask.sum().clamp(min=1)).sum()   # a weighted mask: a weighted mean
 
+    def mode_loss(self, y: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One member's loss with ``modes`` > 1: per row, the masked action-unit MSE of each mode's
+        chunk; the closest mode takes 1 - MODE_EPS of it, the others split MODE_EPS (relaxed
+        winner-takes-all: no mode is left untrained); plus MODE_CE_WEIGHT x the cross-entropy of
+        the logits against the closest mode, over rows with any target."""
+        chunks, logits = self.model.split(y)
+        M = chunks.shape[1]
+        err = (((chunks - target[:, None]) ** 2 * self.act_var).mean(-1) * mask[:, None]).sum(-1)   # (B, M)
+        win = err.detach().argmin(1)
+        share = torch.full_like(err, MODE_EPS / (M - 1)).scatter(1, win[:, None], 1.0 - MODE_EPS)
+        fit = (share * err).sum() / mask.sum().clamp(min=1)
+        rows = (mask.sum(-1) > 0).float()
+        ce = (nn.functional.cross_entropy(logits, win, reduction="none") * rows).sum() / rows.sum().clamp(min=1)
+        return fit + MODE_CE_WEIGHT * ce
+
     @torch.no_grad()
     def _holdout(self) -> float:
         if not len(self.hold[0]):
@@ -288,9 +334,11 @@ class ChunkTrainer:
             if t.obs_noise:
                 obs = obs + t.obs_noise * torch.from_numpy(rng.standard_normal(obs.shape, dtype=np.float32))
             x = torch.cat([obs, task, cmd], dim=-1)
-            pred = torch.stack([net(x[k]).view(t.batch_size, -1, spec.ACTION_DIM)
-                                for k, net in enumerate(self.model.nets)])
-            loss = self.loss(pred, act, mask) / K
+            outs = [net(x[k]) for k, net in enumerate(self.model.nets)]
+            if self.model.M == 1:
+                loss = self.loss(torch.stack([self.model.split(y)[0][:, 0] for y in outs]), act, mask) / K
+            else:
+                loss = sum(self.mode_loss(y, act[k], mask[k]) for k, y in enumerate(outs)) / K
             for g in self.opt.param_groups:
                 g["lr"] = self._lr()
             self.opt.zero_grad()

@@ -486,3 +486,34 @@ def test_dropout_trains_resumes_exactly_and_is_off_in_the_exported_policy(tiny_d
     for bad in (-0.1, 1.0):
         with pytest.raises(ConfigError, match=r"policy\.dropout"):
             config_from_dict({**TINY, "policy": {**TINY["policy"], "dropout": bad}})
+
+
+def test_modes_train_a_mixture_and_run_its_most_likely_chunk(tiny_data, tmp_path):
+    """``policy.modes`` > 1: each member proposes several chunks and a logit each; training
+    (relaxed winner-takes-all + the winner's cross-entropy) resumes exactly after a kill; at run
+    time a member's chunk is exactly its most likely mode's, in the reference and in the exported
+    graph (parity checked by the export); modes < 1 is refused by name."""
+    from planner_node.export.bundle_writer import export_bundle
+    from planner_node.models.checkpoint import load_checkpoint
+    from planner_node.models.chunk import ChunkTrainer, build_policy
+    from planner_node.models.config import ConfigError, config_from_dict
+    mixed = config_from_dict({**TINY, "policy": {**TINY["policy"], "modes": 3}})
+    ChunkTrainer(mixed, tiny_data, tmp_path / "full", progress=False).run()
+    assert ChunkTrainer(mixed, tiny_data, tmp_path / "killed", progress=False).run(stop_after=25)["stage"] == "killed"
+    ChunkTrainer(mixed, tiny_data, tmp_path / "killed", progress=False).run()
+    full, killed = (load_checkpoint(tmp_path / n) for n in ("full", "killed"))
+    for k in full["model"]:
+        torch.testing.assert_close(full["model"][k], killed["model"][k], atol=0, rtol=0)
+    with open(tmp_path / "full" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f)]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    _, policy, _ = build_policy(full)
+    x = torch.cat([torch.randn(5, spec.OBS_DIM), torch.eye(len(full["policy_tasks"]))[[0] * 5], torch.zeros(5, 3)], -1)
+    with torch.no_grad():
+        y = policy.nets[0](x)
+        chunks, logits = policy.split(y)
+        assert chunks.shape == (5, 3, TINY["policy"]["horizon"], spec.ACTION_DIM) and logits.shape == (5, 3)
+        torch.testing.assert_close(policy.modal(y), chunks[torch.arange(5), logits.argmax(-1)])
+    export_bundle(tmp_path / "full", tmp_path / "bundle")   # parity checked inside
+    with pytest.raises(ConfigError, match=r"policy\.modes"):
+        config_from_dict({**TINY, "policy": {**TINY["policy"], "modes": 0}})
