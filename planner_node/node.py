@@ -355,6 +355,11 @@ class PlannerNode(LifecycleNode):
                 if (self._joint is None or self._odom is None or self._odom[0] != self._joint[0]
                         or not self._new_state or self._joint[0] == self._answered):
                     return
+                if self.pub_cmd.get_subscription_count() == 0:
+                    # Nobody matched yet to take the answer (volatile QoS: a command published
+                    # now is lost, and the state would count as answered while the sim waits for
+                    # it). The sim re-sends its state until the first command: answer that one.
+                    return
                 self._answered = self._joint[0]
             self._new_state = False
             joint, odom = self._joint, self._odom

@@ -6,6 +6,7 @@ other or another machine.
 import itertools
 
 import subprocess
+import time
 
 
 
@@ -372,5 +373,51 @@ def test_lockstep_answers_a_state_that_was_waiting_at_activation(ros_domain, env
     finally:
         node.close()
         listener.destroy_node()
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
+def test_lockstep_waits_for_a_subscriber_before_answering(ros_domain, env):
+    """A lockstep answer published before anyone subscribed is lost (volatile QoS), and the state
+    it answered would count as answered while the sim, re-sending it, waits for a command that
+    never comes. So the node answers only once the command topic has a subscriber: here the
+    state waits through several ticks with none, then a listener joins and the re-sent state
+    is answered."""
+    import rclpy
+    from rclpy.parameter import Parameter as P
+    from std_msgs.msg import Float64MultiArray
+
+    from planner_node.node import PlannerNode
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=ros_domain)
+    node = PlannerNode(context=ctx, parameter_overrides=[P("planner", value="zero"), P("autostart", value=False),
+                                                         P("lockstep", value=True)])
+    listener = None
+    try:
+        from rclpy.lifecycle import TransitionCallbackReturn as R
+        assert node.trigger_configure() == R.SUCCESS
+        js, od = _state_msgs(env, node.get_clock().now().nanoseconds * 1e-9)
+        node._on_odom(od)
+        node._on_joint_states(js)
+        assert node.trigger_activate() == R.SUCCESS
+        while node._loop.ticks < 5:   # ticks with the state waiting and no subscriber
+            node._loop.wake()
+            time.sleep(0.01)
+        listener = rclpy.create_node("listener", context=ctx)
+        got = []
+        listener.create_subscription(Float64MultiArray, "/humanoid/joint_commands", got.append, 10)
+        ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
+        ex.add_node(listener)
+        for _ in range(400):
+            if got:
+                break
+            node._on_odom(od)  # the sim re-sends its first state until a command comes
+            node._on_joint_states(js)
+            ex.spin_once(timeout_sec=0.05)
+        assert len(got) >= 1, "the state that waited for a subscriber was never answered"
+    finally:
+        node.close()
+        if listener is not None:
+            listener.destroy_node()
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
