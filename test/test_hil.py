@@ -3,6 +3,7 @@
 Each test takes a fresh ROS domain (and localhost-only discovery) so tests never see each
 other or another machine.
 """
+import contextlib
 import itertools
 
 import subprocess
@@ -323,58 +324,85 @@ def test_lifecycle_cleanup_then_configure_again(ros_domain):
         rclpy.try_shutdown(context=ctx)
 
 
+@contextlib.contextmanager
+def _lockstep_node(ros_domain, env):
+    """A configured lockstep PlannerNode (planner zero) in its own context, with the sim's first
+    state already in; yields (node, listen), where ``listen()`` subscribes to the commands and
+    returns (received list, executor to spin)."""
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter as P
+    from std_msgs.msg import Float64MultiArray
+
+    from planner_node.node import PlannerNode
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=ros_domain)
+    node = PlannerNode(context=ctx, parameter_overrides=[P("planner", value="zero"), P("autostart", value=False),
+                                                         P("lockstep", value=True)])
+    nodes = [node]
+
+    def listen():
+        listener = rclpy.create_node("listener", context=ctx)
+        nodes.append(listener)
+        got = []
+        listener.create_subscription(Float64MultiArray, "/humanoid/joint_commands", got.append, 10)
+        ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
+        ex.add_node(listener)
+        return got, ex
+    try:
+        assert node.trigger_configure() == R.SUCCESS
+        yield node, listen
+    finally:
+        node.close()
+        for n in reversed(nodes):
+            n.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
+def _first_state_in(node, env):
+    js, od = _state_msgs(env, node.get_clock().now().nanoseconds * 1e-9)
+    node._on_odom(od)
+    node._on_joint_states(js)
+    return js, od
+
+
+def _resend_until_answered(node, js, od, got, ex) -> None:
+    """As the lockstep sim does before its first command: re-send the same state (~20 s at most)."""
+    for _ in range(400):
+        if got:
+            return
+        node._on_odom(od)
+        node._on_joint_states(js)
+        ex.spin_once(timeout_sec=0.05)
+
+
 def test_lockstep_answers_a_state_that_was_waiting_at_activation(ros_domain, env, monkeypatch):
     """A CI deadlock, pinned: the control thread started before on_activate enabled the lifecycle
     publishers, so its first tick answered the state already waiting into a disabled publisher
     (dropped without a word), marked that state answered, and the lockstep sim, re-sending the
     same state until its first command, never stepped. Here the loop's first tick runs as soon as
     the loop starts, the worst schedule: the command must still go out."""
-    import rclpy
-    from rclpy.parameter import Parameter as P
-    from std_msgs.msg import Float64MultiArray
+    from rclpy.lifecycle import TransitionCallbackReturn as R
 
     from planner_node import node as node_mod
-    from planner_node.node import PlannerNode
     real_start = node_mod.ControlLoop.start
 
     def start_after_one_tick(loop):
         loop._tick()  # what the new thread may do before on_activate returns
         return real_start(loop)
     monkeypatch.setattr(node_mod.ControlLoop, "start", start_after_one_tick)
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=ros_domain)
-    node = PlannerNode(context=ctx, parameter_overrides=[P("planner", value="zero"), P("autostart", value=False),
-                                                         P("lockstep", value=True)])
-    listener = rclpy.create_node("listener", context=ctx)
-    got = []
-    listener.create_subscription(Float64MultiArray, "/humanoid/joint_commands", got.append, 10)
-    ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
-    ex.add_node(listener)
-    try:
-        from rclpy.lifecycle import TransitionCallbackReturn as R
-        assert node.trigger_configure() == R.SUCCESS
+    with _lockstep_node(ros_domain, env) as (node, listen):
+        got, ex = listen()
         for _ in range(400):  # the listener matched, so a published command cannot be lost
             if node.pub_cmd.get_subscription_count() > 0:
                 break
             ex.spin_once(timeout_sec=0.05)
         assert node.pub_cmd.get_subscription_count() > 0, "the listener never matched the command publisher"
-        js, od = _state_msgs(env, node.get_clock().now().nanoseconds * 1e-9)
-        node._on_odom(od)   # the sim's first state, in before activation
-        node._on_joint_states(js)
+        js, od = _first_state_in(node, env)   # in before activation
         assert node.trigger_activate() == R.SUCCESS
-        for _ in range(400):
-            if got:
-                break
-            node._on_odom(od)  # the sim re-sends its first state until a command comes
-            node._on_joint_states(js)
-            ex.spin_once(timeout_sec=0.05)
+        _resend_until_answered(node, js, od, got, ex)
         assert len(got) >= 1, "no command answered the state that was waiting at activation"
         assert np.all(np.isfinite(got[0].data)) and len(got[0].data) == spec.NUM_JOINTS
-    finally:
-        node.close()
-        listener.destroy_node()
-        node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
 
 
 def test_lockstep_waits_for_a_subscriber_before_answering(ros_domain, env):
@@ -383,41 +411,13 @@ def test_lockstep_waits_for_a_subscriber_before_answering(ros_domain, env):
     never comes. So the node answers only once the command topic has a subscriber: here the
     state waits through several ticks with none, then a listener joins and the re-sent state
     is answered."""
-    import rclpy
-    from rclpy.parameter import Parameter as P
-    from std_msgs.msg import Float64MultiArray
-
-    from planner_node.node import PlannerNode
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=ros_domain)
-    node = PlannerNode(context=ctx, parameter_overrides=[P("planner", value="zero"), P("autostart", value=False),
-                                                         P("lockstep", value=True)])
-    listener = None
-    try:
-        from rclpy.lifecycle import TransitionCallbackReturn as R
-        assert node.trigger_configure() == R.SUCCESS
-        js, od = _state_msgs(env, node.get_clock().now().nanoseconds * 1e-9)
-        node._on_odom(od)
-        node._on_joint_states(js)
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    with _lockstep_node(ros_domain, env) as (node, listen):
+        js, od = _first_state_in(node, env)
         assert node.trigger_activate() == R.SUCCESS
         while node._loop.ticks < 5:   # ticks with the state waiting and no subscriber
             node._loop.wake()
             time.sleep(0.01)
-        listener = rclpy.create_node("listener", context=ctx)
-        got = []
-        listener.create_subscription(Float64MultiArray, "/humanoid/joint_commands", got.append, 10)
-        ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
-        ex.add_node(listener)
-        for _ in range(400):
-            if got:
-                break
-            node._on_odom(od)  # the sim re-sends its first state until a command comes
-            node._on_joint_states(js)
-            ex.spin_once(timeout_sec=0.05)
+        got, ex = listen()
+        _resend_until_answered(node, js, od, got, ex)
         assert len(got) >= 1, "the state that waited for a subscriber was never answered"
-    finally:
-        node.close()
-        if listener is not None:
-            listener.destroy_node()
-        node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
