@@ -19,12 +19,19 @@ class EpisodeResult:
     fell: bool
     wall_s: float
     plan_ms: list[float] = field(default_factory=list)
+    # The planner's sample count as it ran. Recorded because a budgeted MPPI (``--budget-ms``)
+    # calibrates it to this machine's speed at start-up, per worker: its stand episodes on schedule
+    # A reproduce exactly at 7 and 6 samples (the two workers) on the day they were measured, and
+    # on a day MuJoCo stepped 2-3x slower here (162 us per physics step) it got 2, with which it
+    # falls as zero action does.
+    samples: int | None = None
 
     def to_dict(self) -> dict:
         p = np.asarray(self.plan_ms) if self.plan_ms else np.zeros(1)
         return {"seed": self.seed, "return": self.ret, "length": self.length, "fell": self.fell,
                 "wall_s": self.wall_s, "plan_ms_p50": float(np.percentile(p, 50)),
-                "plan_ms_p99": float(np.percentile(p, 99))}
+                "plan_ms_p99": float(np.percentile(p, 99)),
+                **({"samples": self.samples} if self.samples is not None else {})}
 
 
 def run_episode(env: HumanoidEnv, planner: Planner, task: str, steps: int, seed: int,
@@ -45,7 +52,9 @@ def run_episode(env: HumanoidEnv, planner: Planner, task: str, steps: int, seed:
             frame_cb(env)
         if fell:
             break
-    return EpisodeResult(seed, ret, k, fell, time.perf_counter() - t0, plan_ms)
+    samples = getattr(planner, "samples", None)
+    return EpisodeResult(seed, ret, k, fell, time.perf_counter() - t0, plan_ms,
+                         int(samples) if isinstance(samples, (int, np.integer)) else None)
 
 
 def summarize(results: list[EpisodeResult], **extra) -> dict:

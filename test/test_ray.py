@@ -168,7 +168,8 @@ def test_killed_ray_generation_resumes_and_leaves_no_processes(tmp_path, tiny_da
 
 
 def test_ray_evaluation_matches_one_process(tmp_path):
-    """`planner eval --workers 2` runs the same episodes as one process, with the same results."""
+    """`planner eval --workers 2` runs the same episodes as one process, with the same results
+    (and records each episode's MPPI sample count, which a budget calibrates per worker)."""
     def run(*extra):
         js = tmp_path / f"eval{len(extra)}.json"
         r = subprocess.run([*CLI, "eval", "--planner", "mppi", "--samples", "6", "--task", "stand",
@@ -182,6 +183,7 @@ def test_ray_evaluation_matches_one_process(tmp_path):
     one, two = run(), run("--workers", "2")
     for a, b in zip(one["episodes"], two["episodes"], strict=True):
         assert (a["seed"], a["return"], a["length"], a["fell"]) == (b["seed"], b["return"], b["length"], b["fell"])
+        assert a["samples"] == b["samples"] == 6   # each episode records the sample count it ran with
 
 
 def test_an_episode_that_raises_stops_the_run_with_its_error():
