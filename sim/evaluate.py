@@ -19,11 +19,9 @@ class EpisodeResult:
     fell: bool
     wall_s: float
     plan_ms: list[float] = field(default_factory=list)
-    # The planner's sample count as it ran. Recorded because a budgeted MPPI (``--budget-ms``)
-    # calibrates it to this machine's speed at start-up, per worker: its stand episodes on schedule
-    # A reproduce exactly at 7 and 6 samples (the two workers) on the day they were measured, and
-    # on a day MuJoCo stepped 2-3x slower here (162 us per physics step) it got 2, with which it
-    # falls as zero action does.
+    # The planner's sample count as it ran: a budgeted MPPI (``--budget-ms``) calibrates it to
+    # the machine's speed when each worker starts, so the same command can run 7 samples one day
+    # and 2 (no better than zero action) another (README "Results", schedule D).
     samples: int | None = None
 
     def to_dict(self) -> dict:
