@@ -40,6 +40,7 @@ from planner_node.planning import Candidates, Plan, Planner, PlanRequest
 from planner_node.runtime.chunk import COMMAND_DIM, TemporalEnsemble, check_settings, policy_inputs
 
 KIND = "chunk"
+LABEL_TAILS = ("none", "labels", "plans")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,15 @@ class ChunkTrainConfig:
     # the loss where an expert row has ``horizon``: ``label_weight`` multiplies that term
     # (``horizon`` = a label row counts as much as an expert row).
     label_weight: float = 1.0
+    # What supervises a label row's chunk past its first action. "none": nothing (the next rows'
+    # labels are the expert's answers at states the learner's actions led to, not a plan the
+    # expert would carry out from this row's state). "labels": those next labels anyway, as
+    # an expert row's tail is the expert's next actions: the chunk tails that blending executes
+    # (with decay 0.5, ~60 % of each executed action) are then trained at the states the learner
+    # visits, not only at the expert's. "plans": the expert's own plan at the row's state, where
+    # the round recorded it (recipe ``plan_labels``; rows without one supervise their first
+    # action only).
+    label_tails: str = "none"
     # Gaussian noise (std, in z-scored observation units) added to every batch's observations,
     # targets unchanged: the policy learns to answer states a little off the recorded ones with
     # the expert's action there, as its own drift in closed loop makes them. 0 = none.
@@ -103,7 +113,8 @@ class ChunkTrainConfig:
                          "advantage_beta": self.advantage_beta >= 0,
                          "advantage_critic": bool(self.advantage_critic) or self.advantage_beta == 0,
                          "advantage_max_weight": self.advantage_max_weight >= 1,
-                         "label_weight": self.label_weight > 0, "obs_noise": 0 <= self.obs_noise < float("inf"),
+                         "label_weight": self.label_weight > 0,
+                         "label_tails": self.label_tails in LABEL_TAILS, "obs_noise": 0 <= self.obs_noise < float("inf"),
                          "holdout_fraction": 0 <= self.holdout_fraction < 1,
                          "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
                          "threads": self.threads > 0}, self)
@@ -249,10 +260,16 @@ class ChunkTrainer:
         obs = self.norm.norm_obs(a["observations"][rows]).astype(np.float32)
         task = np.eye(len(self.policy_tasks), dtype=np.float32)[a["task_ids"][rows]]
         acts, mask = chunk_targets(self.ds, rows, H)
-        # A label row (DAgger, ``labels="expert"``) supervises its first action only: the next
-        # rows' labels are the expert's answers at states the learner's actions led to, not a
-        # plan the expert would carry out from this state, so they are not this row's chunk.
-        mask[self.labelled[rows], 1:] = 0.0
+        # A label row (DAgger, ``labels="expert"``) supervises its first action only unless
+        # ``label_tails`` says otherwise (see ChunkTrainConfig).
+        labelled = self.labelled[rows]
+        if self.cfg.train.label_tails != "labels":
+            mask[labelled, 1:] = 0.0
+        if self.cfg.train.label_tails == "plans" and self.ds.plans is not None:
+            k = np.minimum(self.ds.plan_steps[rows], H) * labelled   # plan steps that supervise the row
+            steps = np.arange(H)[None] < k[:, None]
+            acts[steps] = self.ds.plans[rows][:, :H][steps[:, : self.ds.plans.shape[1]]]
+            mask[steps] = 1.0
         mask[self.labelled[rows], 0] *= self.cfg.train.label_weight
         return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in
                      (obs, task, a["commands"][rows].astype(np.float32),

@@ -24,6 +24,11 @@ A shard holds one episode or more, one row per transition (control step)::
     task_ids     (N,)     int16     index into the manifest's tasks
     commands     (N, 3)   float32   commanded twist (vx, vy, wz) for 'track', else 0
 
+and, in the shards of label rounds that record plans (recipe ``plan_labels``), optionally::
+
+    plans        (N, K, 56) float16  the expert's first K planned actions at the row's state
+                                     (plans[:, 0] is the row's action, its label)
+
 float16 keeps 11 significant bits: the round trip changes an action by at most 2.4e-4 and an
 observation by at most 2^-11 of its magnitude (``bench/data_throughput.py`` prints the error in
 units of each feature's standard deviation, which is what training sees). Arrays are loaded as
@@ -58,7 +63,9 @@ FIELDS = {  # name: (trailing shape, stored dtype)
     "task_ids": ((), np.int16),
     "commands": ((3,), np.float32),
 }
-LOADED_DTYPE = {"observations": np.float32, "actions": np.float32}  # widened on load
+# Optional fields: (shape after the row and plan-step axes, stored dtype); K varies by shard.
+OPTIONAL_FIELDS = {"plans": ((spec.ACTION_DIM,), np.float16)}
+LOADED_DTYPE = {"observations": np.float32, "actions": np.float32, "plans": np.float32}  # widened on load
 STD_EPS = 1e-4
 SHARDS = "shards"
 MANIFEST_KEYS = ("format_version", "spec_hash", "tasks", "source", "shards", "transitions",
@@ -81,7 +88,13 @@ def validate_arrays(arrays: dict[str, np.ndarray], where: str) -> int:
         n = a.shape[0] if n is None else n
         if a.shape[0] != n:
             raise DatasetError(f"{where}: key {name!r} has {a.shape[0]} rows, expected {n}")
-    for name in ("observations", "actions", "rewards", "commands"):
+    for name, (shape, _dtype) in OPTIONAL_FIELDS.items():
+        if name not in arrays:
+            continue
+        a = arrays[name]
+        if a.ndim != 2 + len(shape) or a.shape[2:] != shape or a.shape[0] != n or a.shape[1] < 1:
+            raise DatasetError(f"{where}: key {name!r} has shape {a.shape}, expected ({n}, K >= 1, *{shape})")
+    for name in ("observations", "actions", "rewards", "commands", *(k for k in OPTIONAL_FIELDS if k in arrays)):
         if not np.all(np.isfinite(arrays[name])):
             raise DatasetError(f"{where}: key {name!r} contains NaN or Inf")
     return int(n)
@@ -103,7 +116,8 @@ def encode(arrays: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
     if missing:
         raise DatasetError(f"{where}: missing key {missing[0]!r}")
     out = {}
-    for k, (_shape, dtype) in FIELDS.items():
+    fields = {**FIELDS, **{k: v for k, v in OPTIONAL_FIELDS.items() if k in arrays}}
+    for k, (_shape, dtype) in fields.items():
         a = np.asarray(arrays[k])
         if dtype == np.float16 and np.any(np.abs(a[np.isfinite(a)]) > np.finfo(np.float16).max):
             raise DatasetError(f"{where}: key {k!r} has values beyond float16's range")
@@ -114,7 +128,7 @@ def encode(arrays: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as z:
-        for k in FIELDS:
+        for k in [*FIELDS, *(k for k in OPTIONAL_FIELDS if k in arrays)]:
             info = zipfile.ZipInfo(f"{k}.npy", date_time=_ZIP_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
@@ -167,7 +181,8 @@ def read_shard(store: str | os.PathLike, sha256: str, verify: bool = True) -> di
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise DatasetError(f"{path}: unreadable shard ({e})") from e
     validate_arrays(arrays, str(path))
-    return {k: v.astype(LOADED_DTYPE.get(k, v.dtype)) for k, v in arrays.items() if k in FIELDS}
+    return {k: v.astype(LOADED_DTYPE.get(k, v.dtype)) for k, v in arrays.items()
+            if k in FIELDS or k in OPTIONAL_FIELDS}
 
 
 def compute_stats(observations: np.ndarray, actions: np.ndarray) -> dict:
@@ -252,6 +267,20 @@ class Dataset:
             next_id += int(local.max()) + 1 if len(local) else 0
             parts.append(a)
         self.arrays = {k: np.concatenate([p[k] for p in parts]) for k in FIELDS}
+        # The expert's plans where shards recorded them: (N, K, 56), K the longest recorded, zero
+        # where a row has fewer steps; plan_steps (N,) says how many are recorded (0 = none).
+        K = max([p["plans"].shape[1] for p in parts if "plans" in p], default=0)
+        self.plan_steps = np.concatenate([np.full(len(p["rewards"]), p["plans"].shape[1] if "plans" in p else 0)
+                                          for p in parts]) if parts else np.zeros(0, np.int64)
+        self.plans = None
+        if K:
+            self.plans = np.zeros((len(self.plan_steps), K, spec.ACTION_DIM), np.float32)
+            start = 0
+            for p in parts:
+                n = len(p["rewards"])
+                if "plans" in p:
+                    self.plans[start:start + n, : p["plans"].shape[1]] = p["plans"]
+                start += n
         self.stats = {k: np.asarray(v) for k, v in self.meta["stats"].items() if k != "std_eps"}
 
     def __len__(self) -> int:

@@ -55,6 +55,10 @@ class Recipe:
     # trainer clones actions take such data (``Kind.trains_on_labels``).
     labels: str = "executed"   # "executed" | "expert"
     expert_share: float = 0.0
+    # With labels="expert": the first ``plan_labels`` actions of the expert's plan at each visited
+    # state are recorded with its label (the shard's ``plans`` field), so a chunk policy's tail,
+    # which blending executes, is supervised at the learner's states too. 0 = the label only.
+    plan_labels: int = 0
 
     def __post_init__(self):
         if self.episodes < 1 or self.steps < 1:
@@ -69,6 +73,9 @@ class Recipe:
             raise ValueError(f"Recipe.expert_share must be in [0, 1], got {self.expert_share}")
         if self.labels == "expert" and self.handover[1] > 0:
             raise ValueError("Recipe.labels='expert' records the whole episode: it takes no handover range")
+        if self.plan_labels < 0 or (self.plan_labels and self.labels != "expert"):
+            raise ValueError(f"Recipe.plan_labels must be >= 0, and only given with labels='expert', "
+                             f"got {self.plan_labels} with labels={self.labels!r}")
         if self.expert_warmup < 0:
             raise ValueError(f"Recipe.expert_warmup must be >= 0, got {self.expert_warmup}")
         if self.learner_planner and self.learner_planner not in KINDS:
@@ -168,6 +175,12 @@ RECIPES: dict[str, Recipe] = {
     "dagger_labels_far_stand3": Recipe(episodes=40, steps=300, seed=36, labels="expert", expert_share=0.2,
                                        expert=FAR_EXPERT,
                                        draw=("stand",)),
+    # Round 4, with the expert's plan recorded at each state (its first 8 actions: a chunk):
+    # label rows supervised only their first action, while ~60 % of each executed action comes
+    # from chunk tails (blending, decay 0.5). The learner is round 3's policy (runs/chunk_fs3,
+    # trained on data/train13).
+    "dagger_labels_plans_stand": Recipe(episodes=40, steps=300, seed=37, labels="expert", expert_share=0.2,
+                                        expert=FAR_EXPERT, draw=("stand",), plan_labels=8),
     "tiny_labels": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           labels="expert", expert_share=0.5),
@@ -255,8 +268,13 @@ def _labelled_episode(recipe: Recipe, index: int, threads: int, env, obs, task_n
     learner = planner_class(recipe.learner_planner)(checkpoint=recipe.learner, seed=seed, threads=threads)
     expert = MPPIPlanner(seed=seed, **{"threads": threads, **recipe.expert})
 
+    plans = []
+
     def act(request):
-        label = expert.plan(request).actions[0]
+        plan = expert.plan(request).actions
+        label = plan[0]
+        if recipe.plan_labels:
+            plans.append(np.clip(plan[: recipe.plan_labels], -1, 1))
         # the learner plans every step, driving or not, so its own state (a chunk policy's
         # blend of recent chunks) is what it would be had it driven throughout
         mine = learner.plan(PlanRequest(obs=request.obs, task=request.task, command=request.command)).actions[0]
@@ -265,9 +283,12 @@ def _labelled_episode(recipe: Recipe, index: int, threads: int, env, obs, task_n
         return mine, np.clip(label, -1, 1)
 
     try:
-        return _rollout(recipe, index, env, obs, task_name, command, act)
+        arrays = _rollout(recipe, index, env, obs, task_name, command, act)
     finally:
         expert.close()
+    if recipe.plan_labels:
+        arrays["plans"] = np.stack(plans)   # one per recorded row: act runs once per step
+    return arrays
 
 
 def _learner_prefix(recipe: Recipe, env, obs, task_name: str, command, rng, seed: int, threads: int):
@@ -307,6 +328,8 @@ def _recipe_dict(name: str, recipe: Recipe) -> dict:
     d = {"name": name, **asdict(recipe), "tasks": list(recipe.tasks), "draw": list(recipe.draw)}
     if not recipe.expert_warmup:
         d.pop("expert_warmup")   # recipes made before it existed still resume
+    if not recipe.plan_labels:
+        d.pop("plan_labels")   # recipes made before it existed still resume
     if recipe.labels == "executed":
         d.pop("labels")
         d.pop("expert_share")

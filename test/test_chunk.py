@@ -354,6 +354,55 @@ def test_expert_label_data_is_refused_by_models_of_the_dynamics_and_masked_for_t
         config_from_dict({**TINY, "train": {**TINY["train"], "label_weight": 0.0}})
 
 
+def test_label_rounds_record_the_experts_plan_and_it_supervises_the_chunk_tail(tiny_data, chunk_run, tmp_path):
+    """``plan_labels``: each label row also records the expert's first K planned actions (the
+    first being its label); ``label_tails`` chooses what supervises a label row's chunk tail."""
+    from dataclasses import replace
+
+    from planner_node.dataset import Dataset, merge
+    from planner_node.models.chunk import ChunkTrainer, chunk_targets
+    from planner_node.models.config import ConfigError, config_from_dict
+    from planner_node.sim.generate import RECIPES, Recipe, _recipe_dict, generate
+
+    with pytest.raises(ValueError, match="Recipe.plan_labels"):
+        Recipe(episodes=1, steps=1, plan_labels=2)   # labels="executed": nothing to plan along
+    with pytest.raises(ValueError, match="Recipe.plan_labels"):
+        Recipe(episodes=1, steps=1, labels="expert", plan_labels=-1)
+    assert "plan_labels" not in _recipe_dict("tiny_labels", RECIPES["tiny_labels"])   # older rounds still resume
+    recipe = replace(RECIPES["tiny_labels"], plan_labels=3)
+    generate("tiny_labels", tmp_path / "plans", recipe=recipe, learner=chunk_run, progress=False)
+    labels = Dataset(tmp_path / "plans")
+    assert labels.meta["source"]["recipe"]["plan_labels"] == 3 and labels.plans.shape == (len(labels), 3, spec.ACTION_DIM)
+    np.testing.assert_allclose(labels.plans[:, 0], labels.arrays["actions"], atol=5e-4)   # the plan starts at the label
+    assert np.abs(np.diff(labels.plans, axis=1)).max() > 1e-3   # and goes on: not the label repeated
+    merge([tiny_data, tmp_path / "plans"], tmp_path / "both")
+    H = TINY["policy"]["horizon"]   # 4: past the recorded 3 steps
+
+    def targets(tails):
+        cfg = {**TINY, "train": {**TINY["train"], "steps": 0, "label_tails": tails}}
+        trainer = ChunkTrainer(config_from_dict(cfg), tmp_path / "both", tmp_path / tails, progress=False)
+        eps = trainer.ds.episodes()
+        rows = np.concatenate(eps)
+        _obs, _task, _cmd, acts, mask = (x.numpy() for x in trainer._arrays(eps, H))
+        return trainer, rows, trainer.norm.unnorm_act(acts), mask
+
+    trainer, rows, acts, mask = targets("plans")
+    labelled = trainer.ds.label_rows()[rows]
+    assert labelled.any() and (~labelled).any()
+    np.testing.assert_array_equal(mask[labelled], np.tile([1, 1, 1, 0], (labelled.sum(), 1)))
+    np.testing.assert_allclose(acts[labelled, :3], trainer.ds.plans[rows[labelled]], atol=1e-5)
+    expert_acts, expert_mask = chunk_targets(trainer.ds, rows[~labelled], H)
+    np.testing.assert_array_equal(mask[~labelled], expert_mask)   # expert rows as before
+    _, _, acts_l, mask_l = targets("labels")
+    want_acts, want_mask = chunk_targets(trainer.ds, rows[labelled], H)
+    np.testing.assert_array_equal(mask_l[labelled], want_mask)   # the next labels along the learner's path
+    np.testing.assert_allclose(acts_l[labelled], want_acts, atol=1e-5)
+    _, _, _, mask_n = targets("none")
+    assert (mask_n[labelled, 1:] == 0).all() and (mask_n[labelled, 0] == 1).all()
+    with pytest.raises(ConfigError, match=r"train\.label_tails"):
+        config_from_dict({**TINY, "train": {**TINY["train"], "label_tails": "chunks"}})
+
+
 def test_candidates_are_the_plan_and_each_members_chunk(chunk_run, env):
     """``planner eval --score`` chooses among the blended plan (first, the policy's choice) and the
     members' own chunks; the blend advances as ``plan``'s does, whichever is executed."""

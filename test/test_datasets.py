@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from planner_node import spec
-from planner_node.dataset import FIELDS, Dataset, DatasetError, finalize, merge, write_shard
+from planner_node.dataset import FIELDS, Dataset, DatasetError, finalize, merge, read_shard, write_shard
 from planner_node.sim.generate import RECIPES, Recipe, generate
 from planner_node.sim.importers import import_dataset
 
@@ -106,6 +106,29 @@ def test_missing_key_refused(tmp_path):
     with pytest.raises(DatasetError, match="'rewards'"):
         write_shard(tmp_path / "s", e)
     assert not list((tmp_path / "s").iterdir())
+
+
+def test_optional_plans_round_trip_and_are_refused_by_name_when_malformed(tmp_path):
+    """A shard may carry the expert's plans (N, K, 56); shards without them load beside it."""
+    rng = np.random.default_rng(0)
+    e = fake_episode(rng, 5, 0)
+    with_plans = {**e, "plans": rng.uniform(-1, 1, (5, 3, spec.ACTION_DIM))}
+    entry = write_shard(tmp_path / "shards", with_plans)
+    back = read_shard(tmp_path / "shards", entry["sha256"])
+    assert back["plans"].dtype == np.float32 and back["plans"].shape == (5, 3, spec.ACTION_DIM)
+    np.testing.assert_allclose(back["plans"], with_plans["plans"], atol=5e-4)
+    plain = write_shard(tmp_path / "shards", fake_episode(rng, 4, 1))
+    finalize(tmp_path / "mixed.json", [plain, entry], ["stand"], {"kind": "test"})
+    ds = Dataset(tmp_path / "mixed.json")
+    np.testing.assert_array_equal(ds.plan_steps, [0] * 4 + [3] * 5)
+    np.testing.assert_allclose(ds.plans[4:], back["plans"])
+    assert not ds.plans[:4].any()
+    finalize(tmp_path / "plain.json", [plain], ["stand"], {"kind": "test"})
+    assert Dataset(tmp_path / "plain.json").plans is None
+    for bad, match in [(rng.uniform(-1, 1, (5, 3, 7)), r"'plans' has shape"), (np.zeros((5, 0, spec.ACTION_DIM)), "K >= 1"),
+                       (np.full((5, 2, spec.ACTION_DIM), np.nan), "'plans' contains NaN")]:
+        with pytest.raises(DatasetError, match=match):
+            write_shard(tmp_path / "bad", {**e, "plans": bad})
 
 
 def test_generate_tiny_and_refuse_other_recipe(tmp_path):
