@@ -82,6 +82,8 @@ def cmd_data_info(a) -> int:
         if r:
             print(f"  recipe {r.get('name')!r}: seed {r.get('seed')}, {r.get('episodes')} episodes x {r.get('steps')} "
                   f"steps, expert {r.get('expert')}, learner {(r.get('learner') or '-')[:12]}")
+    if ds.plans is not None:
+        print(f"  expert plans recorded on {int((ds.plan_steps > 0).sum())} rows ({ds.plans.shape[1]} steps each)")
     print(f"{'task':<12}{'episodes':>9}{'steps':>8}{'mean ret':>10}{'falls':>7}")
     for i, name in enumerate(ds.tasks):
         rows = [e for e in eps if arr["task_ids"][e[0]] == i]

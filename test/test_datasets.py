@@ -108,7 +108,7 @@ def test_missing_key_refused(tmp_path):
     assert not list((tmp_path / "s").iterdir())
 
 
-def test_optional_plans_round_trip_and_are_refused_by_name_when_malformed(tmp_path):
+def test_optional_plans_round_trip_and_are_refused_by_name_when_malformed(tmp_path, capsys):
     """A shard may carry the expert's plans (N, K, 56); shards without them load beside it."""
     rng = np.random.default_rng(0)
     e = fake_episode(rng, 5, 0)
@@ -123,6 +123,9 @@ def test_optional_plans_round_trip_and_are_refused_by_name_when_malformed(tmp_pa
     np.testing.assert_array_equal(ds.plan_steps, [0] * 4 + [3] * 5)
     np.testing.assert_allclose(ds.plans[4:], back["plans"])
     assert not ds.plans[:4].any()
+    from planner_node.cli import main
+    assert main(["data", "info", str(tmp_path / "mixed")]) == 0
+    assert "expert plans recorded on 5 rows (3 steps each)" in capsys.readouterr().out
     finalize(tmp_path / "plain.json", [plain], ["stand"], {"kind": "test"})
     assert Dataset(tmp_path / "plain.json").plans is None
     for bad, match in [(rng.uniform(-1, 1, (5, 3, 7)), r"'plans' has shape"), (np.zeros((5, 0, spec.ACTION_DIM)), "K >= 1"),
