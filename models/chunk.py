@@ -97,6 +97,9 @@ class ChunkTrainConfig:
     # the round recorded it (recipe ``plan_labels``; rows without one supervise their first
     # action only).
     label_tails: str = "none"
+    # Weight of each tail step that ``label_tails`` supervises on a label row (1 = as much as an
+    # expert row's step; the first action keeps ``label_weight``).
+    label_tail_weight: float = 1.0
     # Gaussian noise (std, in z-scored observation units) added to every batch's observations,
     # targets unchanged: the policy learns to answer states a little off the recorded ones with
     # the expert's action there, as its own drift in closed loop makes them. 0 = none.
@@ -114,7 +117,8 @@ class ChunkTrainConfig:
                          "advantage_critic": bool(self.advantage_critic) or self.advantage_beta == 0,
                          "advantage_max_weight": self.advantage_max_weight >= 1,
                          "label_weight": self.label_weight > 0,
-                         "label_tails": self.label_tails in LABEL_TAILS, "obs_noise": 0 <= self.obs_noise < float("inf"),
+                         "label_tails": self.label_tails in LABEL_TAILS,
+                         "label_tail_weight": self.label_tail_weight > 0, "obs_noise": 0 <= self.obs_noise < float("inf"),
                          "holdout_fraction": 0 <= self.holdout_fraction < 1,
                          "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
                          "threads": self.threads > 0}, self)
@@ -270,6 +274,7 @@ class ChunkTrainer:
             steps = np.arange(H)[None] < k[:, None]
             acts[steps] = self.ds.plans[rows][:, :H][steps[:, : self.ds.plans.shape[1]]]
             mask[steps] = 1.0
+        mask[labelled, 1:] *= self.cfg.train.label_tail_weight
         mask[self.labelled[rows], 0] *= self.cfg.train.label_weight
         return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in
                      (obs, task, a["commands"][rows].astype(np.float32),

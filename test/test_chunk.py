@@ -378,9 +378,10 @@ def test_label_rounds_record_the_experts_plan_and_it_supervises_the_chunk_tail(t
     merge([tiny_data, tmp_path / "plans"], tmp_path / "both")
     H = TINY["policy"]["horizon"]   # 4: past the recorded 3 steps
 
-    def targets(tails):
-        cfg = {**TINY, "train": {**TINY["train"], "steps": 0, "label_tails": tails}}
-        trainer = ChunkTrainer(config_from_dict(cfg), tmp_path / "both", tmp_path / tails, progress=False)
+    def targets(tails, tail_weight=1.0):
+        cfg = {**TINY, "train": {**TINY["train"], "steps": 0, "label_tails": tails, "label_tail_weight": tail_weight}}
+        trainer = ChunkTrainer(config_from_dict(cfg), tmp_path / "both", tmp_path / f"{tails}{tail_weight}",
+                               progress=False)
         eps = trainer.ds.episodes()
         rows = np.concatenate(eps)
         _obs, _task, _cmd, acts, mask = (x.numpy() for x in trainer._arrays(eps, H))
@@ -393,6 +394,9 @@ def test_label_rounds_record_the_experts_plan_and_it_supervises_the_chunk_tail(t
     np.testing.assert_allclose(acts[labelled, :3], trainer.ds.plans[rows[labelled]], atol=1e-5)
     expert_acts, expert_mask = chunk_targets(trainer.ds, rows[~labelled], H)
     np.testing.assert_array_equal(mask[~labelled], expert_mask)   # expert rows as before
+    _, _, _, mask_w = targets("plans", 0.25)   # label_tail_weight scales a label row's tail, nothing else
+    np.testing.assert_array_equal(mask_w[labelled], np.tile([1, 0.25, 0.25, 0], (labelled.sum(), 1)))
+    np.testing.assert_array_equal(mask_w[~labelled], expert_mask)
     _, _, acts_l, mask_l = targets("labels")
     want_acts, want_mask = chunk_targets(trainer.ds, rows[labelled], H)
     np.testing.assert_array_equal(mask_l[labelled], want_mask)   # the next labels along the learner's path
@@ -401,6 +405,8 @@ def test_label_rounds_record_the_experts_plan_and_it_supervises_the_chunk_tail(t
     assert (mask_n[labelled, 1:] == 0).all() and (mask_n[labelled, 0] == 1).all()
     with pytest.raises(ConfigError, match=r"train\.label_tails"):
         config_from_dict({**TINY, "train": {**TINY["train"], "label_tails": "chunks"}})
+    with pytest.raises(ConfigError, match=r"train\.label_tail_weight"):
+        config_from_dict({**TINY, "train": {**TINY["train"], "label_tail_weight": 0.0}})
 
 
 def test_candidates_are_the_plan_and_each_members_chunk(chunk_run, env):
