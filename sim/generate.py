@@ -181,6 +181,10 @@ RECIPES: dict[str, Recipe] = {
     # trained on data/train13).
     "dagger_labels_plans_stand": Recipe(episodes=40, steps=300, seed=37, labels="expert", expert_share=0.2,
                                         expert=FAR_EXPERT, draw=("stand",), plan_labels=8),
+    # More of the expert's own stand episodes (balance under pushes, 0.3 m/s every 50 steps), from
+    # the cheaper planning copy, which balances as well as the full one: a chunk policy's tails
+    # are learned from the expert's executed actions, and label rounds no longer move stand.
+    "fast_stand": Recipe(episodes=150, steps=100, expert=FAST_EXPERT, draw=("stand",), seed=8),
     "tiny_labels": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           labels="expert", expert_share=0.5),
