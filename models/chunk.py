@@ -95,7 +95,8 @@ class ChunkTrainConfig:
     # (with decay 0.5, ~60 % of each executed action) are then trained at the states the learner
     # visits, not only at the expert's. "plans": the expert's own plan at the row's state, where
     # the round recorded it (recipe ``plan_labels``; rows without one supervise their first
-    # action only).
+    # action only). Both far worse on stand: every episode falls (README "Supervising chunk
+    # tails at the learner's states").
     label_tails: str = "none"
     # Weight of each tail step that ``label_tails`` supervises on a label row (1 = as much as an
     # expert row's step; the first action keeps ``label_weight``).
@@ -275,7 +276,7 @@ class ChunkTrainer:
             acts[steps] = self.ds.plans[rows][:, :H][steps[:, : self.ds.plans.shape[1]]]
             mask[steps] = 1.0
         mask[labelled, 1:] *= self.cfg.train.label_tail_weight
-        mask[self.labelled[rows], 0] *= self.cfg.train.label_weight
+        mask[labelled, 0] *= self.cfg.train.label_weight
         return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in
                      (obs, task, a["commands"][rows].astype(np.float32),
                       self.norm.norm_act(acts).astype(np.float32), mask * self.weights[rows, None]))
