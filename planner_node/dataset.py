@@ -39,6 +39,7 @@ refused by name. No pickle: ``np.load(..., allow_pickle=False)``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -65,6 +66,12 @@ FIELDS = {  # name: (trailing shape, stored dtype)
 }
 # Optional fields: (shape after the row and plan-step axes, stored dtype); K varies by shard.
 OPTIONAL_FIELDS = {"plans": ((spec.ACTION_DIM,), np.float16)}
+
+
+def fields_of(arrays: dict) -> dict:
+    """The fields a shard holds: every required one, and the optional ones it has."""
+    return {**FIELDS, **{k: v for k, v in OPTIONAL_FIELDS.items() if k in arrays}}
+
 LOADED_DTYPE = {"observations": np.float32, "actions": np.float32, "plans": np.float32}  # widened on load
 STD_EPS = 1e-4
 SHARDS = "shards"
@@ -94,7 +101,7 @@ def validate_arrays(arrays: dict[str, np.ndarray], where: str) -> int:
         a = arrays[name]
         if a.ndim != 2 + len(shape) or a.shape[2:] != shape or a.shape[0] != n or a.shape[1] < 1:
             raise DatasetError(f"{where}: key {name!r} has shape {a.shape}, expected ({n}, K >= 1, *{shape})")
-    for name in ("observations", "actions", "rewards", "commands", *(k for k in OPTIONAL_FIELDS if k in arrays)):
+    for name in ("observations", "actions", "rewards", "commands", *(k for k in fields_of(arrays) if k not in FIELDS)):
         if not np.all(np.isfinite(arrays[name])):
             raise DatasetError(f"{where}: key {name!r} contains NaN or Inf")
     return int(n)
@@ -116,8 +123,7 @@ def encode(arrays: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
     if missing:
         raise DatasetError(f"{where}: missing key {missing[0]!r}")
     out = {}
-    fields = {**FIELDS, **{k: v for k, v in OPTIONAL_FIELDS.items() if k in arrays}}
-    for k, (_shape, dtype) in fields.items():
+    for k, (_shape, dtype) in fields_of(arrays).items():
         a = np.asarray(arrays[k])
         if dtype == np.float16 and np.any(np.abs(a[np.isfinite(a)]) > np.finfo(np.float16).max):
             raise DatasetError(f"{where}: key {k!r} has values beyond float16's range")
@@ -128,7 +134,7 @@ def encode(arrays: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as z:
-        for k in [*FIELDS, *(k for k in OPTIONAL_FIELDS if k in arrays)]:
+        for k in fields_of(arrays):
             info = zipfile.ZipInfo(f"{k}.npy", date_time=_ZIP_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
@@ -267,24 +273,27 @@ class Dataset:
             next_id += int(local.max()) + 1 if len(local) else 0
             parts.append(a)
         self.arrays = {k: np.concatenate([p[k] for p in parts]) for k in FIELDS}
-        # The expert's plans where shards recorded them: (N, K, 56), K the longest recorded, zero
-        # where a row has fewer steps; plan_steps (N,) says how many are recorded (0 = none).
-        K = max([p["plans"].shape[1] for p in parts if "plans" in p], default=0)
+        # The expert's plans where shards recorded them: plan_steps (N,) says how many steps a
+        # row has (0 = none); the dense (N, K, 56) array is built only when asked for (``plans``).
         self.plan_steps = np.concatenate([np.full(len(p["rewards"]), p["plans"].shape[1] if "plans" in p else 0)
                                           for p in parts]) if parts else np.zeros(0, np.int64)
-        self.plans = None
-        if K:
-            self.plans = np.zeros((len(self.plan_steps), K, spec.ACTION_DIM), np.float32)
-            start = 0
-            for p in parts:
-                n = len(p["rewards"])
-                if "plans" in p:
-                    self.plans[start:start + n, : p["plans"].shape[1]] = p["plans"]
-                start += n
+        starts = np.cumsum([0] + [len(p["rewards"]) for p in parts])
+        self._plan_parts = [(int(start), p["plans"]) for start, p in zip(starts, parts) if "plans" in p]
         self.stats = {k: np.asarray(v) for k, v in self.meta["stats"].items() if k != "std_eps"}
 
     def __len__(self) -> int:
         return len(self.arrays["rewards"])
+
+    @functools.cached_property
+    def plans(self) -> np.ndarray | None:
+        """(N, K, 56) float32: the recorded plans, K the longest, zero past a row's ``plan_steps``;
+        None if no shard recorded any."""
+        if not self._plan_parts:
+            return None
+        out = np.zeros((len(self), max(p.shape[1] for _, p in self._plan_parts), spec.ACTION_DIM), np.float32)
+        for start, p in self._plan_parts:
+            out[start:start + len(p), : p.shape[1]] = p
+        return out
 
     @property
     def sha256(self) -> str:
