@@ -1,6 +1,6 @@
 """The ``planner`` command line: one entry point, subcommands per job.
 
-    planner data generate --recipe tiny|default|large|fast|walk|dart|dagger|dagger_late|dagger_labels[_balance]
+    planner data generate --recipe tiny|default|large|fast|walk|dart|dagger|dagger_late|dagger_labels[_balance]|rescue_stand|...
                           --out STORE/NAME [--workers N]
                           [--ray [ADDRESS]] [--learner RUN]
     planner data import --format d4rl|mocapact SRC --out STORE/NAME
@@ -326,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "for --recipe large): its episodes are taken, not regenerated")
     g.add_argument("--learner", help="for the dagger recipes: the learned planner's run (dagger, dagger_late: it drives "
                    "first and the expert recovers from where it took the robot; dagger_labels: it drives the "
-                   "episode and the expert's action at every state it visits is recorded)")
+                   "episode and the expert's action at every state it visits is recorded; rescue_stand: it drives the episode "
+                   "and, where it tried ahead would fall after a push, the expert drives that window, which is recorded)")
     g.add_argument("--seed", type=int, help="replace the recipe's seed (new episodes, e.g. a second DAgger round)")
     g.add_argument("--episodes", type=int, help="replace the recipe's episode count; a generation in progress "
                                                 "resumes with another count (e.g. stop a long round early with "

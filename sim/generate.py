@@ -59,6 +59,15 @@ class Recipe:
     # state are recorded with its label (the shard's ``plans`` field), so a chunk policy's tail,
     # which blending executes, is supervised at the learner's states too. 0 = the label only.
     plan_labels: int = 0
+    # DAgger by rescue, for a learner that falls in the seconds after a push, not at once: the
+    # learner drives the whole episode, which is cut into windows at the pushes (every
+    # ``push_every`` steps from step 0). At each window's start the learner is first tried ahead
+    # on a copy (robot, push and the learner's own state); where it would fall inside the window,
+    # the copy is dropped and the expert (warmed up) drives that window from the same state under
+    # the same push instead. Only the expert's windows are recorded, each as an episode of its
+    # executed actions, so a chunk's tail is what the expert went on to do. Then the learner
+    # drives on from where the expert left the robot.
+    rescue: bool = False
 
     def __post_init__(self):
         if self.episodes < 1 or self.steps < 1:
@@ -76,6 +85,9 @@ class Recipe:
         if self.plan_labels < 0 or (self.plan_labels and self.labels != "expert"):
             raise ValueError(f"Recipe.plan_labels must be >= 0, and only given with labels='expert', "
                              f"got {self.plan_labels} with labels={self.labels!r}")
+        if self.rescue and (self.labels != "executed" or self.handover[1] > 0 or self.push_every < 1):
+            raise ValueError("Recipe.rescue cuts the learner's episode at its pushes: it needs push_every >= 1, "
+                             "labels='executed' and no handover range")
         if self.expert_warmup < 0:
             raise ValueError(f"Recipe.expert_warmup must be >= 0, got {self.expert_warmup}")
         if self.learner_planner and self.learner_planner not in KINDS:
@@ -185,6 +197,16 @@ RECIPES: dict[str, Recipe] = {
     # the cheaper planning copy, which balances as well as the full one: a chunk policy's tails
     # are learned from the expert's executed actions, and label rounds no longer move stand.
     "fast_stand": Recipe(episodes=150, steps=100, expert=FAST_EXPERT, draw=("stand",), seed=8),
+    # DAgger by rescue on stand: the stand policy falls 40-65 steps after a push in 55-65 % of
+    # 10 s episodes on schedules B and C, and from the state at such a push the far-sighted
+    # expert keeps the robot up in 5 of 6 tried (the policy's noisy continuations, in none). The
+    # expert's recoveries from the pushes the learner fails are recorded. Pushes of 0.33 m/s
+    # every 75 steps: between B and C, equal to no evaluated schedule.
+    "rescue_stand": Recipe(episodes=60, steps=300, seed=38, expert=FAR_EXPERT, draw=("stand",), push_every=75,
+                           push_speed=0.33, expert_warmup=10, rescue=True),
+    "tiny_rescue": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand",),
+                          expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
+                          expert_warmup=1, rescue=True),
     "tiny_labels": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           labels="expert", expert_share=0.5),
@@ -213,6 +235,8 @@ def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.n
     obs = env.reset(seed)
     if recipe.labels == "expert":
         return _labelled_episode(recipe, index, threads, env, obs, task_name, command, rng, seed)
+    if recipe.rescue:
+        return _rescued_episode(recipe, index, threads, env, obs, task_name, command, rng, seed)
     if recipe.learner:
         obs = _learner_prefix(recipe, env, obs, task_name, command, rng, seed, threads)
     expert = MPPIPlanner(seed=seed, **{"threads": threads, **recipe.expert})
@@ -295,6 +319,80 @@ def _labelled_episode(recipe: Recipe, index: int, threads: int, env, obs, task_n
     return arrays
 
 
+#: A rescue episode in which the learner never would have fallen records nothing; it is tried again
+#: from another start this many times, and on the last try its last window is the expert's anyway
+#: (every shard holds at least one window).
+RESCUE_TRIES = 4
+
+
+def _rescued_episode(recipe: Recipe, index: int, threads: int, env, obs, task_name: str, command, rng,
+                     seed: int) -> dict[str, np.ndarray]:
+    """One ``rescue`` episode: the expert's windows where the learner, tried ahead, would fall."""
+    import copy
+
+    from planner_node.planning import PlanRequest, planner_class
+    from planner_node.sim.mppi import MPPIPlanner
+
+    learner = planner_class(recipe.learner_planner)(checkpoint=recipe.learner, seed=seed, threads=threads)
+    expert = MPPIPlanner(seed=seed, **{"threads": threads, **recipe.expert})
+    task = get_task(task_name)
+    windows: list[dict] = []
+
+    def request(o, sim=False):
+        return PlanRequest(obs=o, task=task_name, command=tuple(command), sim_state=env.get_state() if sim else None)
+
+    def expert_window(o, n: int) -> tuple[np.ndarray, bool]:
+        nonlocal learner
+        expert.reset(seed)
+        if recipe.expert_warmup:
+            expert.warm_up(request(o, sim=True), recipe.expert_warmup)
+        rows = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts")}
+        fell = False
+        for k in range(n):
+            plan = expert.plan(request(o, sim=True))
+            learner.plan(request(o))   # keeps the learner's own state (a chunk policy's blend) current
+            action = np.clip(plan.actions[0] + rng.normal(0, recipe.action_noise, plan.actions.shape[1]), -1, 1)
+            nxt, fell = env.step(action)
+            rows["observations"].append(o)
+            rows["actions"].append(action)
+            rows["rewards"].append(float(task.reward(nxt, command)))
+            rows["terminals"].append(fell)
+            rows["timeouts"].append(not fell and k == n - 1)   # the window is cut, not ended
+            o = nxt
+            if fell:
+                break
+        windows.append(_episode_arrays(rows, recipe, len(windows), task_name, command))
+        return o, fell
+
+    try:
+        for attempt in range(RESCUE_TRIES):
+            if attempt:
+                obs = env.reset(int(rng.integers(2**31)))
+                learner.reset(seed)
+            t, fell = 0, False
+            while t < recipe.steps and not fell:
+                n = min(recipe.push_every, recipe.steps - t)
+                saved = (env.get_state(), env.t, copy.deepcopy(env.rng.bit_generator.state))
+                probe, o = copy.deepcopy(learner), obs
+                for _ in range(n):
+                    o, fell = env.step(probe.plan(request(o)).actions[0])
+                    if fell:
+                        break
+                last_chance = attempt == RESCUE_TRIES - 1 and not windows and t + n >= recipe.steps
+                if not fell and not last_chance:
+                    learner, obs = probe, o
+                else:   # the learner would fall here: back to the window's start, the expert drives
+                    env.set_state(saved[0])
+                    env.t, env.rng.bit_generator.state = saved[1], saved[2]
+                    obs, fell = expert_window(env.observation(), n)
+                t += n
+            if windows:
+                break
+    finally:
+        expert.close()
+    return {k: np.concatenate([w[k] for w in windows]) for k in windows[0]}
+
+
 def _learner_prefix(recipe: Recipe, env, obs, task_name: str, command, rng, seed: int, threads: int):
     """Let the learner drive; leave ``env`` at the state the expert takes over from."""
     from planner_node.planning import PlanRequest, planner_class
@@ -334,10 +432,16 @@ def _recipe_dict(name: str, recipe: Recipe) -> dict:
         d.pop("expert_warmup")   # recipes made before it existed still resume
     if not recipe.plan_labels:
         d.pop("plan_labels")   # recipes made before it existed still resume
+    if not recipe.rescue:
+        d.pop("rescue")   # likewise
     if recipe.labels == "executed":
         d.pop("labels")
         d.pop("expert_share")
     if recipe.labels == "expert":
+        d.pop("handover")
+        d.pop("backoff")   # the learner drives throughout: no handover
+        return {**d, **_learner_fields(recipe)}
+    if recipe.rescue:
         d.pop("handover")
         d.pop("backoff")   # the learner drives throughout: no handover
         return {**d, **_learner_fields(recipe)}
@@ -409,6 +513,9 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
     out = manifest_path(out)
     if recipe.handover[1] > 0 and not recipe.learner:
         raise DatasetError(f"recipe {recipe_name!r} starts episodes where a learned planner took the robot: "
+                           "give its run with --learner RUN")
+    if recipe.rescue and not recipe.learner:
+        raise DatasetError(f"recipe {recipe_name!r} rescues a learned planner where it would fall: "
                            "give its run with --learner RUN")
     if recipe.labels == "expert" and not recipe.learner:
         raise DatasetError(f"recipe {recipe_name!r} labels the states a learned planner visits: "

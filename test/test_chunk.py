@@ -572,3 +572,51 @@ def test_modes_train_a_mixture_and_run_its_most_likely_chunk(tiny_data, tmp_path
     export_bundle(tmp_path / "full", tmp_path / "bundle")   # parity checked inside
     with pytest.raises(ConfigError, match=r"policy\.modes"):
         config_from_dict({**TINY, "policy": {**TINY["policy"], "modes": 0}})
+
+
+def test_rescue_rounds_record_the_expert_where_the_learner_tried_ahead_would_fall(chunk_run, tmp_path):
+    """``rescue``: the learner drives; where it, tried ahead on a copy, would fall inside a push
+    window, the expert drives that window instead from the same state under the same push, and
+    only the expert's windows are recorded (each its own episode, of executed actions)."""
+    from dataclasses import replace
+
+    from planner_node.dataset import Dataset, DatasetError
+    from planner_node.planning import planner_class
+    from planner_node.sim.env import EnvConfig, HumanoidEnv
+    from planner_node.sim.generate import RECIPES, RESCUE_TRIES, Recipe, _recipe_dict, episode_start, generate
+
+    with pytest.raises(ValueError, match="Recipe.rescue"):
+        Recipe(episodes=1, steps=1, rescue=True, labels="expert")
+    with pytest.raises(DatasetError, match="--learner"):
+        generate("tiny_rescue", tmp_path / "none", progress=False)
+    assert "rescue" not in _recipe_dict("tiny", RECIPES["tiny"])   # older recipes still resume
+    # A shove no one recovers from at the second window's start (step 25; it takes the robot down
+    # in ~20 steps): the learner, tried ahead, falls there, so that window, and only it, is the
+    # expert's; the robot falls in it.
+    shove = replace(RECIPES["tiny_rescue"], steps=50, push_every=25, push_speed=5.0)
+    generate("tiny_rescue", tmp_path / "shove", recipe=shove, learner=chunk_run, progress=False)
+    ds = Dataset(tmp_path / "shove")
+    assert ds.meta["source"]["kind"] == "mppi_expert" and not ds.label_rows().any()
+    assert ds.meta["source"]["recipe"]["rescue"] is True
+    episodes = ds.episodes()
+    assert len(episodes) == shove.episodes   # one window per shard
+    for ep, rows in enumerate(episodes):
+        seed, _rng, task = episode_start(shove, ep)
+        env = HumanoidEnv(EnvConfig(push_every=shove.push_every, push_speed=shove.push_speed))
+        obs = env.reset(seed)
+        learner = planner_class("chunk")(checkpoint=str(chunk_run), seed=seed, threads=1)
+        for _ in range(shove.push_every):   # the learner's first window, not recorded
+            obs, fell = env.step(learner.plan(PlanRequest(obs=obs, task=task)).actions[0])
+            assert not fell
+        np.testing.assert_allclose(ds.arrays["observations"][rows[0]], obs, rtol=2e-3, atol=2e-3)
+        mine = learner.plan(PlanRequest(obs=obs, task=task)).actions[0]
+        assert np.abs(ds.arrays["actions"][rows[0]] - mine).max() > 0.05   # the expert's action, not the learner's
+        assert len(rows) <= shove.push_every and ds.arrays["terminals"][rows[-1]]
+    # No push: the learner never would fall; after RESCUE_TRIES starts the last window is the
+    # expert's anyway, cut by a timeout, so every shard holds a window.
+    calm = replace(shove, push_speed=0.0, episodes=1, steps=16, push_every=8)
+    generate("tiny_rescue", tmp_path / "calm", recipe=calm, learner=chunk_run, progress=False)
+    calm_ds = Dataset(tmp_path / "calm")
+    (rows,) = calm_ds.episodes()
+    assert RESCUE_TRIES > 1 and len(rows) == calm.push_every
+    assert calm_ds.arrays["timeouts"][rows[-1]] and not calm_ds.arrays["terminals"].any()
