@@ -105,6 +105,9 @@ class ChunkTrainConfig:
     # targets unchanged: the policy learns to answer states a little off the recorded ones with
     # the expert's action there, as its own drift in closed loop makes them. 0 = none.
     obs_noise: float = 0.0
+    # "RECIPE:W,RECIPE:W" ('' = every row at 1): the rows a recipe made (through merges) count W
+    # times in the loss, e.g. a small round of targeted data (``rescue_stand``) among 170k rows.
+    recipe_weights: str = ""
     seed: int = 0
     holdout_fraction: float = 0.1
     checkpoint_every: int = 500
@@ -120,9 +123,42 @@ class ChunkTrainConfig:
                          "label_weight": self.label_weight > 0,
                          "label_tails": self.label_tails in LABEL_TAILS,
                          "label_tail_weight": self.label_tail_weight > 0, "obs_noise": 0 <= self.obs_noise < float("inf"),
+                         "recipe_weights": parse_recipe_weights(self.recipe_weights) is not None,
                          "holdout_fraction": 0 <= self.holdout_fraction < 1,
                          "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
                          "threads": self.threads > 0}, self)
+
+
+def parse_recipe_weights(text: str) -> dict[str, float] | None:
+    """``recipe_weights`` ("RECIPE:W,RECIPE:W", each W a finite number > 0, each name once),
+    parsed; None if malformed."""
+    out: dict[str, float] = {}
+    if not isinstance(text, str):
+        return None
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, w = (x.strip() for x in item.partition(":"))
+        try:
+            value = float(w)
+        except ValueError:
+            return None
+        if not (sep and name and np.isfinite(value) and value > 0) or name in out:
+            return None
+        out[name] = value
+    return out
+
+
+def recipe_weights(ds: Dataset, text: str) -> np.ndarray:
+    """Per dataset row: the weight ``recipe_weights`` gives the recipe that made it (1 if none).
+    A recipe that made none of the dataset is refused by name."""
+    names = ds.recipe_rows()
+    w = np.ones(len(names), np.float32)
+    for name, value in (parse_recipe_weights(text) or {}).items():
+        rows = names == name
+        if not rows.any():
+            raise ValueError(f"train.recipe_weights: recipe {name!r} made none of {ds.path}; its recipes: "
+                             f"{', '.join(sorted(set(names.tolist()) - {''}))}")
+        w[rows] = value
+    return w
 
 
 @dataclass(frozen=True)
@@ -238,7 +274,7 @@ class ChunkTrainer:
         self.policy_tasks = list(self.ds.tasks)
         train_eps, hold_eps = split_episodes(self.ds, t.holdout_fraction, t.seed)
         self.labelled = self.ds.label_rows()
-        self.weights = advantage_weights(self.ds, t)
+        self.weights = advantage_weights(self.ds, t) * recipe_weights(self.ds, t.recipe_weights)
         self.train, self.hold = self._arrays(train_eps, H), self._arrays(hold_eps, H)
         if not len(self.train[0]):
             raise ValueError(f"{data_dir}: no training episode")

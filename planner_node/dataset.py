@@ -317,13 +317,21 @@ class Dataset:
         drove to, not the actions executed (``labels="expert"``)."""
         return [str(r.get("name")) for r, _ in self._recipes() if r.get("labels") == "expert"]
 
-    def label_rows(self) -> np.ndarray:
-        """(N,) bool: the rows whose action is an expert's label; each source's rows are one block."""
-        parts = [np.full(n, r.get("labels") == "expert") for r, n in self._recipes()]
-        rows = np.concatenate(parts) if parts else np.zeros(0, bool)
+    def _per_row(self, value, empty: np.ndarray) -> np.ndarray:
+        """(N,): ``value(recipe)`` of the source each row comes from; each source's rows are one block."""
+        parts = [np.full(n, value(r)) for r, n in self._recipes()]
+        rows = np.concatenate(parts) if parts else empty
         if len(rows) != len(self):
             raise DatasetError(f"{self.path}: its merge sources count {len(rows)} transitions, its shards {len(self)}")
         return rows
+
+    def label_rows(self) -> np.ndarray:
+        """(N,) bool: the rows whose action is an expert's label."""
+        return self._per_row(lambda r: r.get("labels") == "expert", np.zeros(0, bool))
+
+    def recipe_rows(self) -> np.ndarray:
+        """(N,) str: the name of the recipe that made each row ('' for imported data)."""
+        return self._per_row(lambda r: str(r.get("name") or ""), np.zeros(0, str))
 
     def require_executed_actions(self, user: str) -> None:
         """Refuse data whose actions are labels: a model of the dynamics or a backup over

@@ -574,7 +574,7 @@ def test_modes_train_a_mixture_and_run_its_most_likely_chunk(tiny_data, tmp_path
         config_from_dict({**TINY, "policy": {**TINY["policy"], "modes": 0}})
 
 
-def test_rescue_rounds_record_the_expert_where_the_learner_tried_ahead_would_fall(chunk_run, tmp_path):
+def test_rescue_rounds_record_the_expert_where_the_learner_tried_ahead_would_fall(tiny_data, chunk_run, tmp_path):
     """``rescue``: the learner drives; where it, tried ahead on a copy, would fall inside a push
     window, the expert drives that window instead from the same state under the same push, and
     only the expert's windows are recorded (each its own episode, of executed actions)."""
@@ -620,3 +620,25 @@ def test_rescue_rounds_record_the_expert_where_the_learner_tried_ahead_would_fal
     (rows,) = calm_ds.episodes()
     assert RESCUE_TRIES > 1 and len(rows) == calm.push_every
     assert calm_ds.arrays["timeouts"][rows[-1]] and not calm_ds.arrays["terminals"].any()
+
+    # ``recipe_weights``: a round's rows count W times in the loss, through merges; the rest once.
+    from planner_node.dataset import merge
+    from planner_node.models.chunk import ChunkTrainer
+    from planner_node.models.config import ConfigError, config_from_dict
+    merge([tiny_data, tmp_path / "shove"], tmp_path / "both")
+
+    def weights(text):
+        cfg = {**TINY, "train": {**TINY["train"], "steps": 0, "recipe_weights": text}}
+        return ChunkTrainer(config_from_dict(cfg), tmp_path / "both", tmp_path / f"run{len(text)}", progress=False)
+
+    trainer = weights("tiny_rescue:3")
+    made = trainer.ds.recipe_rows()
+    assert set(made.tolist()) == {"tiny", "tiny_rescue"}
+    np.testing.assert_array_equal(trainer.weights, np.where(made == "tiny_rescue", 3.0, 1.0))
+    _obs, _task, _cmd, _acts, mask = trainer._arrays(trainer.ds.episodes(), TINY["policy"]["horizon"])
+    assert set(np.unique(mask.numpy()).tolist()) == {0.0, 1.0, 3.0}
+    with pytest.raises(ValueError, match="recipe 'dagger' made none of .*its recipes: tiny, tiny_rescue"):
+        weights("dagger:2")
+    for bad in ("tiny:0", "tiny", "tiny:2,tiny:3", "tiny:nan"):
+        with pytest.raises(ConfigError, match=r"train\.recipe_weights"):
+            weights(bad)
