@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The shipped bundle from the committed data (`make default-bundle`; ~10 min on 2 cores): the
-# action-chunk policy (config/train/chunk_small.yaml) trained on DATA (train12: train3 + the
-# full expert's DAgger labels + two far-sighted stand label rounds), evaluated on every task
+# action-chunk policy (CONFIG: config/train/chunk_rsw4_s0.yaml, chunk_small.yaml with the rescue
+# round's rows counted 4 times) trained on DATA (train16: train3 + the full expert's DAgger labels
+# + four far-sighted stand label rounds + 150 expert stand episodes + the stand rescue round, README
+# "DAgger by rescue"), evaluated on every task
 # (20 episodes x 300 steps, seeds 0-19, pushes of 0.25 m/s every 100 steps: schedule A of
 # bench/stay_up.sh), exported with the table in its card and the Lyapunov density safety
 # filter's graphs (runs/ldm). Resumes: training continues from its checkpoint, finished
@@ -14,13 +16,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-39} RAY_USAGE_STATS_ENABLED=0
 P=.venv/bin/planner
-DATA=${DATA:-data/train12}
-RUN=${RUN:-runs/chunk_fs2}
+DATA=${DATA:-data/train16}
+RUN=${RUN:-runs/chunk_rsw4_s0}
+CONFIG=${CONFIG:-config/train/chunk_rsw4_s0.yaml}
 RES=${RES:-results/default_bundle}
 OUT=${OUT:-bundles/default}
 TASK_WEIGHTS=${TASK_WEIGHTS-rotate_x:0.3,rotate_y:0.5,rotate_z:0.3,shift_left:0.3,forward:0.7}
 TASKS="stand speed forward backward shift_left jump rotate_x rotate_y rotate_z track"
-$P train --config config/train/chunk_small.yaml --data "$DATA" --out "$RUN" --quiet
+$P train --config "$CONFIG" --data "$DATA" --out "$RUN" --quiet
 mkdir -p "$RES"
 for t in $TASKS; do
   out=$RES/chunk_$t.json
