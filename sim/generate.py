@@ -204,6 +204,12 @@ RECIPES: dict[str, Recipe] = {
     # every 75 steps: between B and C, equal to no evaluated schedule.
     "rescue_stand": Recipe(episodes=60, steps=300, seed=38, expert=FAR_EXPERT, draw=("stand",), push_every=75,
                            push_speed=0.33, expert_warmup=10, rescue=True),
+    # Round 2: the learner is round 1's shipped policy (runs/chunk_rsw4_s0, on data/train16), which
+    # falls on stand in 5 / 40 / 75 / 5 % of episodes on schedules A-D: C's 0.35 m/s pushes are
+    # where it still fails, so this round pushes at 0.36 m/s every 85 steps (equal to no
+    # evaluated schedule). Another seed.
+    "rescue_stand2": Recipe(episodes=40, steps=300, seed=39, expert=FAR_EXPERT, draw=("stand",), push_every=85,
+                            push_speed=0.36, expert_warmup=10, rescue=True),
     "tiny_rescue": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand",),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           expert_warmup=1, rescue=True),
