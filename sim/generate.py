@@ -261,14 +261,17 @@ def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.n
         expert.close()
 
 
-def _rollout(recipe: Recipe, index: int, env, obs, task_name: str, command, act) -> dict[str, np.ndarray]:
-    """Step ``env`` until the recipe's steps or a fall; ``act(request) -> (executed, recorded)``
-    chooses each step's action and what the dataset records for it."""
+def _rollout(recipe: Recipe, index: int, env, obs, task_name: str, command, act,
+             steps: int | None = None) -> dict[str, np.ndarray]:
+    """Step ``env`` until ``steps`` (default: the recipe's) or a fall, as episode ``index``;
+    ``act(request) -> (executed, recorded)`` chooses each step's action and what the dataset
+    records for it."""
     from planner_node.planning import PlanRequest
 
     task = get_task(task_name)
+    steps = recipe.steps if steps is None else steps
     rows = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts")}
-    for t in range(recipe.steps):
+    for t in range(steps):
         executed, recorded = act(PlanRequest(obs=obs, task=task_name, command=tuple(command),
                                              sim_state=env.get_state()))
         next_obs, fell = env.step(executed)
@@ -276,7 +279,7 @@ def _rollout(recipe: Recipe, index: int, env, obs, task_name: str, command, act)
         rows["actions"].append(recorded)
         rows["rewards"].append(float(task.reward(next_obs, command)))
         rows["terminals"].append(fell)
-        rows["timeouts"].append(not fell and t == recipe.steps - 1)
+        rows["timeouts"].append(not fell and t == steps - 1)
         obs = next_obs
         if fell:
             break
@@ -341,34 +344,24 @@ def _rescued_episode(recipe: Recipe, index: int, threads: int, env, obs, task_na
 
     learner = planner_class(recipe.learner_planner)(checkpoint=recipe.learner, seed=seed, threads=threads)
     expert = MPPIPlanner(seed=seed, **{"threads": threads, **recipe.expert})
-    task = get_task(task_name)
     windows: list[dict] = []
 
     def request(o, sim=False):
         return PlanRequest(obs=o, task=task_name, command=tuple(command), sim_state=env.get_state() if sim else None)
 
+    def expert_act(req):
+        plan = expert.plan(req)
+        learner.plan(request(req.obs))   # keeps the learner's own state (a chunk policy's blend) current
+        action = np.clip(plan.actions[0] + rng.normal(0, recipe.action_noise, plan.actions.shape[1]), -1, 1)
+        return action, action
+
     def expert_window(o, n: int) -> tuple[np.ndarray, bool]:
-        nonlocal learner
+        """The expert drives ``n`` steps (a window, cut by a timeout) or to a fall; recorded."""
         expert.reset(seed)
         if recipe.expert_warmup:
             expert.warm_up(request(o, sim=True), recipe.expert_warmup)
-        rows = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts")}
-        fell = False
-        for k in range(n):
-            plan = expert.plan(request(o, sim=True))
-            learner.plan(request(o))   # keeps the learner's own state (a chunk policy's blend) current
-            action = np.clip(plan.actions[0] + rng.normal(0, recipe.action_noise, plan.actions.shape[1]), -1, 1)
-            nxt, fell = env.step(action)
-            rows["observations"].append(o)
-            rows["actions"].append(action)
-            rows["rewards"].append(float(task.reward(nxt, command)))
-            rows["terminals"].append(fell)
-            rows["timeouts"].append(not fell and k == n - 1)   # the window is cut, not ended
-            o = nxt
-            if fell:
-                break
-        windows.append(_episode_arrays(rows, recipe, len(windows), task_name, command))
-        return o, fell
+        windows.append(_rollout(recipe, len(windows), env, o, task_name, command, expert_act, steps=n))
+        return env.observation(), bool(windows[-1]["terminals"][-1])
 
     try:
         for attempt in range(RESCUE_TRIES):
