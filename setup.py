@@ -65,7 +65,7 @@ setup(
     license="Apache-2.0",
     entry_points={"console_scripts": [
         "planner = planner_node.cli:main",
-        "planner_node = planner_node.node:main",
-        "sim_bridge = planner_node.sim.bridge:main",
+        "planner_node = planner_node.ros.node:main",
+        "sim_bridge = planner_node.ros.bridge:main",
     ]},
 )

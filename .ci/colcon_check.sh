@@ -24,7 +24,7 @@ deactivate
 
 # The install tree, run with the project's run-time dependencies (.venv; `make setup`), from outside
 # the source folder. No `ros2 launch` exists on these machines: the launch file takes its defaults
-# from planner_node.launch_description, which is what is checked here.
+# from planner_node.ros.launch_description, which is what is checked here.
 INST="$W/install/planner_node"
 PY="$PWD/.venv/bin/python"
 SP=$(ls -d "$INST"/lib/python3*/site-packages)
@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 inst = Path(sys.argv[1]).resolve()
 import planner_node
-from planner_node.launch_description import argument_defaults
+from planner_node.ros.launch_description import argument_defaults
 from planner_node.runtime.bundle import load_bundle
 assert inst in Path(planner_node.__file__).resolve().parents, f"imported {planner_node.__file__}, not the install tree"
 share = inst / "share" / "planner_node" / "bundles" / "default"
@@ -45,7 +45,7 @@ assert argument_defaults()["bundle"] == str(share), argument_defaults()["bundle"
 load_bundle(share)
 print(f"colcon check: launch default bundle -> {share} (verified)")
 PYEOF
-"$PY" -m planner_node.node --ros-args -r __node:=planner -p use_sim_time:=false > "$W/node.log" 2>&1 &
+"$PY" -m planner_node.ros.node --ros-args -r __node:=planner -p use_sim_time:=false > "$W/node.log" 2>&1 &
 NODE=$!
 for _ in $(seq 120); do grep -q "activated: commanding" "$W/node.log" && break; kill -0 $NODE 2>/dev/null || break; sleep 0.5; done
 kill -INT $NODE 2>/dev/null || true

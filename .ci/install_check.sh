@@ -23,8 +23,8 @@ import importlib.util, sys
 from pathlib import Path
 venv = Path(sys.argv[1]).resolve()
 import planner_node
-from planner_node.default_bundle import default_bundle_path
-from planner_node.launch_description import argument_defaults
+from planner_node.ros.default_bundle import default_bundle_path
+from planner_node.ros.launch_description import argument_defaults
 from planner_node.runtime.bundle_planner import runtime_planner  # noqa: F401 (the runtime is installed)
 assert venv in Path(planner_node.__file__).resolve().parents, f"imported from {planner_node.__file__}, not the venv"
 share = venv / "share" / "planner_node" / "bundles" / "default"

@@ -3,7 +3,7 @@
 
 Phase 1 runs the stack for ``--seconds`` without a flood; phase 2 as long while publishing
 ``--messages`` malformed /joint_states, /odom and /cmd_vel messages of every class in
-``planner_node.ros_fuzz`` (evenly spread). Same run, same stack. Reports per phase: the command
+``planner_node.ros.fuzz`` (evenly spread). Same run, same stack. Reports per phase: the command
 rate, commands that are non-finite or outside the joint ranges, commands from fresh plans, and
 the largest gap; and every rejection counter.
 
@@ -37,7 +37,7 @@ def main() -> int:
     from test_fuzz import JOINT_RANGE, latest_valid
 
     from planner_node.atomic import write_json
-    from planner_node.ros_fuzz import CLASSES, malformed
+    from planner_node.ros.fuzz import CLASSES, malformed
     lo, hi = JOINT_RANGE.T
     probe = Probe(a.domain)
     phases = {}

@@ -33,7 +33,7 @@ def main() -> int:
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import JointState
 
-    from planner_node.bringup import Bringup
+    from planner_node.ros.bringup import Bringup
     from planner_node.planning import PlanRequest
     from planner_node.runtime.bundle_planner import runtime_planner
     from planner_node.sim.env import HumanoidEnv

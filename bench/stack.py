@@ -19,7 +19,7 @@ def rss_mib(pid: int) -> float:
 
 def stack(bundle: str, log_dir: Path, **bridge):
     """A Bringup of the realtime stack (the planner on the bridge's /clock) with bridge overrides."""
-    from planner_node.bringup import Bringup
+    from planner_node.ros.bringup import Bringup
     return Bringup({"bundle": bundle, "lockstep": "false"}, extra={"sim_bridge": bridge}, log_dir=log_dir)
 
 

@@ -152,6 +152,11 @@ def run_bench(bundle_path: str, ticks: int, json_path: str | None, backends: lis
         if be == "torch-cuda" and not _cuda_available():
             skipped.append("torch-cuda: skipped (no CUDA device visible to torch on this machine)")
             continue
+        if be in ("torch", "torch-cuda") and m["reference"] is None:
+            # Only the VQ-VAE + prior kinds ship reference.pt; the others run on ONNX Runtime or TensorRT.
+            skipped.append(f"{be}: skipped (this {m['planner']} bundle carries no reference.pt torch weights; "
+                           "--checkpoint RUN adds the PyTorch reference planner instead)")
+            continue
         if be == "torch-eager":
             rows.append(time_backend(bundle, be, ticks, task, obs, checkpoint, threads))
             continue

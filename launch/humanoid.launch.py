@@ -2,7 +2,7 @@
 
 Starts the MuJoCo sim bridge and the planner node with config/humanoid.yaml; the arguments, their
 defaults (``bundle``: the shipped bundle in share/planner_node/bundles) and their mapping onto
-parameters come from planner_node.launch_description, which `planner up` uses too.
+parameters come from planner_node.ros.launch_description, which `planner up` uses too.
 """
 import os
 
@@ -12,7 +12,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from planner_node.launch_description import ARGUMENTS, NODES, PARAMS_FILE, argument_defaults, node_overrides
+from planner_node.ros.launch_description import ARGUMENTS, NODES, PARAMS_FILE, argument_defaults, node_overrides
 
 
 def _nodes(context):

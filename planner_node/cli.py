@@ -288,10 +288,20 @@ def cmd_bench(a) -> int:
 
 
 def cmd_up(a) -> int:
-    from planner_node.bringup import up
+    from planner_node.ros.bringup import up
     values = {"bundle": a.bundle or "", "backend": a.backend, "task": a.task, "planner": a.planner_kind,
               "lockstep": str(a.lockstep).lower(), "use_sim_time": a.use_sim_time}
     return up(values, a.duration, quiet=a.quiet, log_dir=a.log_dir)
+
+
+def cmd_swap(a) -> int:
+    from planner_node.ros.remote import swap
+    return swap(a.bundle, timeout=a.timeout, wait=not a.no_wait)
+
+
+def cmd_task(a) -> int:
+    from planner_node.ros.remote import set_task
+    return set_task(a.task, tuple(a.cmd_vel) if a.cmd_vel else None, timeout=a.timeout)
 
 
 def cmd_upgrade_bundle(a) -> int:
@@ -302,7 +312,7 @@ def cmd_upgrade_bundle(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from planner_node.demo import main_demo
+    from planner_node.ros.demo import main_demo
     return main_demo(a.bundle, a.out, int(os.environ.get("ROS_DOMAIN_ID", "47")), planner=a.planner,
                      safety_filter=a.filter)
 
@@ -399,6 +409,19 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--quiet", action="store_true", help="no 1 Hz status line")
     u.add_argument("--log-dir", type=Path, help="node logs here (default: a new temp dir, printed)")
     u.set_defaults(fn=cmd_up)
+
+    sw = sub.add_parser("swap", help="hot-swap the running planner's bundle (what `ros2 param set /planner "
+                                     "bundle_path DIR` does)")
+    sw.add_argument("bundle", help="bundle directory; verified by the node, which keeps the old one if it is refused")
+    sw.add_argument("--no-wait", action="store_true", help="return once the node accepted the path, before the swap")
+    sw.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the node and the swap")
+    sw.set_defaults(fn=cmd_swap)
+    tk = sub.add_parser("task", help="set the running planner's task, and /cmd_vel for task track")
+    tk.add_argument("task", help="stand, track, forward, ... (the node refuses an unknown one with the list)")
+    tk.add_argument("--cmd-vel", type=float, nargs=3, metavar=("VX", "VY", "WZ"),
+                    help="publish this twist on /cmd_vel: m/s forward, m/s left, rad/s yaw (heading frame)")
+    tk.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the node")
+    tk.set_defaults(fn=cmd_task)
 
     ub = sub.add_parser("upgrade-bundle", help="rewrite a format-2 bundle as format 3 (kind_config) in a new dir")
     ub.add_argument("bundle")

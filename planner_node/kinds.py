@@ -78,7 +78,7 @@ KINDS: dict[str, Kind] = {
         runtime="planner_node.runtime.diffuser:RuntimeDiffuserPlanner", flops="planner_node.export.diffuser:tick_flops",
         # The bundle's default is the real-time sampler: the previous plan, re-noised to level 4
         # of 20 and denoised in 2 DDIM steps, 32 samples ranked by value: p99 21 ms on one core
-        # of this CPU, where 64 samples take 40 (bench/diffuser_tradeoff.py, planner bench).
+        # of this CPU, where 64 samples take 40 (experiments/diffuser_tradeoff.py, planner bench).
         defaults={"samples": 32, "sampler": "warm", "steps": 2, "warm_start": 4, "cold_steps": 4, "guide": "rank",
                   "guide_scale": 0.1, "guide_steps": 2, "guide_stop": 2},
         batch_param="samples",

@@ -118,7 +118,7 @@ class PlannerFactory:
                 planner = ScoredPlanner(planner, self.score, threads=dict(self.kwargs).get("threads", 2),
                                         critic=self.critic)
             if self.filter != "none":
-                from planner_node.action_filter import make_filter
+                from planner_node.control.action_filter import make_filter
                 planner = FilteredPlanner(planner, make_filter(self.filter, self.filter_config,
                                                                bundle=getattr(planner, "bundle", None)))
             _WORKER_PLANNERS[key] = planner

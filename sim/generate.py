@@ -100,7 +100,7 @@ class Recipe:
 
 
 #: The data expert: 32 samples planning on a copy of the robot with its own 5 ms step and Newton
-#: solver. bench/expert_options.py measured every cheaper copy against it (results/expert/): the
+#: solver. experiments/expert_options.py measured every cheaper copy against it (results/expert/): the
 #: ones that are 1.5-3.3x faster lose quality, most visibly in walking (README "Data engine").
 EXPERT = {"samples": 32, "timestep": 0.005, "solver": "newton"}
 #: 2.5x cheaper per control step (10 ms step, PGS solver); balances about as well on the 10 tasks,
@@ -159,7 +159,7 @@ RECIPES: dict[str, Recipe] = {
     # Labels from the full expert (the walking one on locomotion tasks), on the tasks the
     # policy is weakest at: the cheaper copy's labels lost walking (round 1) and left stand level
     # (balance round), and its 1-update labels are further from its converged action on learner
-    # states (bench/label_staleness.py). ~2.5 labelled steps/s per worker.
+    # states (experiments/label_staleness.py). ~2.5 labelled steps/s per worker.
     "dagger_labels_full": Recipe(episodes=60, steps=300, expert={**EXPERT, "walk_speed": 0.2}, seed=32,
                                  labels="expert", expert_share=0.2,
                                  draw=("stand", "shift_left", "rotate_x", "rotate_y", "rotate_z")),

@@ -78,8 +78,8 @@ class MPPIConfig:
     budget_ms: float | None = None
     planning_model: bool = True  # drop observation-only sensors, looser solver (~1.4x faster)
     # The expert may plan on a cheaper copy of the model than the one it executes on
-    # (measured option by option in bench/expert_options.py; the recipes use the winners).
-    # Measured option by option in bench/expert_options.py (results/expert/, README "Data
+    # (measured option by option in experiments/expert_options.py; the recipes use the winners).
+    # Measured option by option in experiments/expert_options.py (results/expert/, README "Data
     # engine"): a 10 ms step and the PGS solver make a control step 2.5x cheaper, but the
     # expert then no longer walks; the defaults keep the executed robot's step and solver.
     timestep: float = spec.PHYSICS_TIMESTEP_S  # [s] physics step of the planning copy

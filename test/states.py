@@ -1,5 +1,5 @@
 """Test helper: the simulator's current state as the node would measure it (ROS-free)."""
-from planner_node.state_estimator import MeasuredState
+from planner_node.control.state_estimator import MeasuredState
 
 
 def measured_state(env, stamp: float) -> MeasuredState:

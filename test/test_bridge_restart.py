@@ -11,7 +11,7 @@ import numpy as np
 from hil import BLOCKED_S, Probe, log_tail
 
 from planner_node import spec
-from planner_node.bringup import Bringup
+from planner_node.ros.bringup import Bringup
 
 _domains = itertools.count(215)
 

@@ -9,8 +9,8 @@ from states import measured_state as _state
 import yaml
 
 from planner_node import spec
-from planner_node.controller import Controller, ControllerConfig
-from planner_node.launch_description import ARGUMENTS, NODES, PARAMS_FILE, node_overrides
+from planner_node.control.controller import Controller, ControllerConfig
+from planner_node.ros.launch_description import ARGUMENTS, NODES, PARAMS_FILE, node_overrides
 from planner_node.planning import Plan, Planner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_launch_file_and_runner_share_one_description():
     tree = ast.parse((ROOT / "launch" / "humanoid.launch.py").read_text())
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "planner_node.launch_description"
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "planner_node.ros.launch_description"
                 for a in n.names}
     assert {"ARGUMENTS", "NODES", "PARAMS_FILE", "node_overrides"} <= imported
     scripts = re.findall(r'"(\w+) = ([\w.]+):main"', (ROOT / "setup.py").read_text())
@@ -32,11 +32,11 @@ def test_launch_file_and_runner_share_one_description():
 
 
 def test_params_file_covers_every_declared_parameter():
-    from planner_node.node import PARAMETERS
+    from planner_node.ros.node import PARAMETERS
     params = yaml.safe_load((ROOT / "config" / PARAMS_FILE).read_text())
     assert set(params) == set(NODES)
     assert set(params["planner"]["ros__parameters"]) == set(PARAMETERS)
-    bridge_src = (ROOT / "sim" / "bridge.py").read_text()
+    bridge_src = (ROOT / "planner_node" / "ros" / "bridge.py").read_text()
     declared = set(re.findall(r'declare_parameter\("(\w+)"', bridge_src))
     assert set(params["sim_bridge"]["ros__parameters"]) == declared
 
@@ -122,7 +122,7 @@ def test_estimator_rebuilds_the_sim_observation_from_measured_state():
     """What the node builds from /joint_states + /odom equals the simulator's own observation
     (all blocks but those needing accelerations, which a robot's IMU would measure)."""
     from planner_node.sim.env import HumanoidEnv
-    from planner_node.state_estimator import StateEstimator
+    from planner_node.control.state_estimator import StateEstimator
     env = HumanoidEnv()
     env.reset(1)
     est = StateEstimator()
@@ -139,7 +139,7 @@ def test_estimator_rebuilds_the_sim_observation_from_measured_state():
 
 
 def test_demo_tracking_error_ignores_sway_but_not_bias():
-    from planner_node.demo import tracking_rmse
+    from planner_node.ros.demo import tracking_rmse
     t = np.arange(200) * 0.03
     sway = 1.0 * np.sin(2 * np.pi * t / 0.99)  # +-1 m/s at the stride period (one window)
     assert tracking_rmse(0.3 + sway, np.zeros_like(t), (0.3, 0.0, 0.0)) < 0.05

@@ -224,7 +224,7 @@ def test_cli_writes_and_evaluates_task_weights(chunk_run, tmp_path, capsys):
 def test_the_nodes_planner_settings_override_the_bundles(chunk_bundle, env):
     """``planner_settings`` (node parameter, YAML): overrides every loaded bundle's settings;
     malformed YAML or values are refused naming the parameter, unknown settings by the runtime."""
-    from planner_node.parameters import planner_settings
+    from planner_node.control.parameters import planner_settings
     from planner_node.runtime.bundle_planner import runtime_planner
     obs = env.reset(2)
     over = runtime_planner(chunk_bundle, **planner_settings("{task_weights: 'forward:0', decay: 0.5}"))

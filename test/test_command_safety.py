@@ -10,10 +10,10 @@ import pytest
 from states import measured_state as _state
 
 from planner_node import spec
-from planner_node.controller import COUNTERS, Controller, ControllerConfig
-from planner_node.output_guard import OutputGuard
+from planner_node.control.controller import COUNTERS, Controller, ControllerConfig
+from planner_node.control.output_guard import OutputGuard
 from planner_node.planning import Plan, Planner
-from planner_node.state_validation import (REJECT_REASONS, Rejected, StampGate, StateLimits, check_command,
+from planner_node.control.state_validation import (REJECT_REASONS, Rejected, StampGate, StateLimits, check_command,
                                            check_joints, check_odometry)
 
 
@@ -179,7 +179,7 @@ class _Shift(Planner):
 
 def test_action_filter_sits_between_plan_and_guard(env):
     """A filter chooses the action; what it returns still goes through the output guard."""
-    from planner_node.action_filter import ActionFilter, Filtered
+    from planner_node.control.action_filter import ActionFilter, Filtered
 
     class Halve(ActionFilter):
         def filter(self, observation, plan):
@@ -200,7 +200,7 @@ def test_action_filter_sits_between_plan_and_guard(env):
 
 
 def test_filter_registry_names_the_parameter():
-    from planner_node.action_filter import PassThrough, make_filter
+    from planner_node.control.action_filter import PassThrough, make_filter
     assert isinstance(make_filter("none"), PassThrough)
     with pytest.raises(ValueError, match="safety_filter: unknown filter 'bogus'; valid: none, ldm"):
         make_filter("bogus")
@@ -217,7 +217,7 @@ def test_one_parameter_table_for_node_config_and_yaml():
 
     import yaml
 
-    from planner_node.parameters import PARAMS
+    from planner_node.control.parameters import PARAMS
     root = Path(__file__).resolve().parents[1]
     on_file = yaml.safe_load((root / "config" / "humanoid.yaml").read_text())["planner"]["ros__parameters"]
     table = {p.name: p.default for p in PARAMS}

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from planner_node.control_loop import ControlLoop
+from planner_node.control.control_loop import ControlLoop
 
 
 def _until(cond, timeout=10.0):

@@ -15,8 +15,8 @@ from sensor_msgs.msg import JointState
 from geometry_msgs.msg import Twist
 
 from planner_node import spec
-from planner_node.bringup import Bringup
-from planner_node.ros_fuzz import CLASSES, malformed
+from planner_node.ros.bringup import Bringup
+from planner_node.ros.fuzz import CLASSES, malformed
 
 _domains = itertools.count(200)
 SHIPPED = Path(__file__).resolve().parents[1] / "bundles" / "default"
@@ -110,8 +110,8 @@ def test_fuzz_malformed_state_never_reaches_the_robot(tmp_path):
     assert float(d["command_gap_max_ms"]) <= 1e3 * BLOCKED_S, d["command_gap_max_ms"]
     print(f"during the flood: {flood_cmds} commands, {flood_plans} from fresh plans; diagnostics {d}")
     assert flood_plans >= 0.5 * flood_cmds, (flood_plans, flood_cmds)
-    from planner_node.controller import COUNTERS
-    from planner_node.state_validation import REJECT_REASONS
+    from planner_node.control.controller import COUNTERS
+    from planner_node.control.state_validation import REJECT_REASONS
     every = set(COUNTERS) | {f"rejected_{t}_{r}" for t, rs in REJECT_REASONS.items() for r in rs}
     assert every <= set(d), f"/diagnostics lacks {sorted(every - set(d))}"
     for kind, (_, counter, _) in CLASSES.items():

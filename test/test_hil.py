@@ -17,7 +17,7 @@ from hil import BLOCKED_S, Probe, log_tail, wait_or_logs
 from rosgraph_msgs.msg import Clock
 
 from planner_node import spec
-from planner_node.bringup import Bringup, node_commands
+from planner_node.ros.bringup import Bringup, node_commands
 
 _domains = itertools.count(120)
 STEPS = 200
@@ -258,7 +258,7 @@ def test_replay_recorded_mcap_reproduces_commands(probe, tmp_path, hgap_bundle):
     replay the recorded state stream into a fresh node: it must issue the recorded commands."""
     import os
 
-    from planner_node.mcap_io import McapRecorder, read_messages
+    from planner_node.ros.mcap_io import McapRecorder, read_messages
     from planner_node.sim.env import HumanoidEnv
     env = HumanoidEnv()
     env.reset(2)
@@ -305,7 +305,7 @@ def test_lifecycle_cleanup_then_configure_again(ros_domain):
     import rclpy
     from rclpy.parameter import Parameter as P
 
-    from planner_node.node import PlannerNode
+    from planner_node.ros.node import PlannerNode
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=ros_domain)
     node = PlannerNode(context=ctx, parameter_overrides=[P("planner", value="zero"), P("autostart", value=False)])
@@ -334,7 +334,7 @@ def _lockstep_node(ros_domain, env):
     from rclpy.parameter import Parameter as P
     from std_msgs.msg import Float64MultiArray
 
-    from planner_node.node import PlannerNode
+    from planner_node.ros.node import PlannerNode
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=ros_domain)
     node = PlannerNode(context=ctx, parameter_overrides=[P("planner", value="zero"), P("autostart", value=False),
@@ -384,7 +384,7 @@ def test_lockstep_answers_a_state_that_was_waiting_at_activation(ros_domain, env
     the loop starts, the worst schedule: the command must still go out."""
     from rclpy.lifecycle import TransitionCallbackReturn as R
 
-    from planner_node import node as node_mod
+    from planner_node.ros import node as node_mod
     real_start = node_mod.ControlLoop.start
 
     def start_after_one_tick(loop):

@@ -8,7 +8,7 @@ import pytest
 from states import measured_state as _state
 
 from planner_node import spec
-from planner_node.controller import Controller, ControllerConfig
+from planner_node.control.controller import Controller, ControllerConfig
 from planner_node.kinds import KINDS, Kind, resolve
 from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.runtime.bundle import load_bundle

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from planner_node.default_bundle import default_bundle_path
-from planner_node.launch_description import argument_defaults, node_overrides
+from planner_node.ros.default_bundle import default_bundle_path
+from planner_node.ros.launch_description import argument_defaults, node_overrides
 
 _domains = itertools.count(220)  # DDS domain ids stop at 232
 PLANNER = str(Path(sys.executable).with_name("planner"))

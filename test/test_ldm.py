@@ -138,7 +138,7 @@ def test_bundle_safety_filter_block_is_checked(ldm_bundle, hgap_bundle, tmp_path
     # Format 3 (before the filter existed) still loads, without a filter.
     old = edited(hgap_bundle, lambda m: (m.pop("safety_filter"), m.pop("critic"), m.update(format_version=3)), "d")
     assert load_bundle(old).manifest["safety_filter"] is None and load_bundle(old).manifest["critic"] is None
-    from planner_node.action_filter import make_filter
+    from planner_node.control.action_filter import make_filter
     with pytest.raises(ValueError, match="needs a bundle exported with a Lyapunov density model"):
         make_filter("ldm", "{}", bundle=load_bundle(hgap_bundle))
     with pytest.raises(ValueError, match="needs the planner's bundle"):
@@ -151,7 +151,7 @@ _domains = itertools.count(190)
 def test_filter_runs_in_the_node_and_its_threshold_changes_at_run_time(ldm_bundle, tmp_path):
     from hil import Probe, log_tail
 
-    from planner_node.bringup import Bringup
+    from planner_node.ros.bringup import Bringup
     probe = Probe(next(_domains))
     try:
         with Bringup({"lockstep": "true", "bundle": str(ldm_bundle)},

@@ -86,7 +86,7 @@ class TemporalEnsemble:
     actions, so the action for a step has been predicted by each of the last H chunks. The plan
     is, step by step, their weighted mean, exp(-decay x age) over the ``overlap`` latest chunks
     that reach that step. One call per control tick: ``age`` counts calls. Measured on schedule
-    A (bench/chunk_smoothing.py): mean episode length over 5 tasks 145 without, 170 with decay
+    A (experiments/chunk_smoothing.py): mean episode length over 5 tasks 145 without, 170 with decay
     0.5, 164 with 0.2, 167 with 1.0."""
 
     def __init__(self, overlap: int, decay: float):

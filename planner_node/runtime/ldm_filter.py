@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from planner_node.action_filter import ActionFilter, Filtered
+from planner_node.control.action_filter import ActionFilter, Filtered
 from planner_node.planning import Plan
 from planner_node.runtime.bundle import Bundle, load_bundle
 from planner_node.runtime.engine import make_engine

@@ -36,10 +36,10 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from planner_node import spec
-from planner_node.ros_convert import command_array
+from planner_node.ros.convert import command_array
 from planner_node.sim.env import EnvConfig, HumanoidEnv
 from planner_node.robot.humanoid import heading_world
-from planner_node.state_estimator import StateError
+from planner_node.control.state_estimator import StateError
 
 
 def _stamp(t: float) -> Time:
@@ -92,7 +92,7 @@ class SimBridge(Node):
         self.get_logger().info(f"ready: {mode}, seed {self.get_parameter('seed').value}")
 
     def close(self) -> None:
-        """Stop the lockstep thread before the node goes away (see ros_spin.spin)."""
+        """Stop the lockstep thread before the node goes away (see planner_node.ros.spin)."""
         self._stop.set()
         self._got_command.set()
         t = getattr(self, "_lockstep_thread", None)
@@ -226,7 +226,7 @@ class SimBridge(Node):
 
 
 def main(argv=None) -> int:
-    from planner_node.ros_spin import init, spin
+    from planner_node.ros.spin import init, spin
     init(argv if argv is not None else sys.argv)
     return spin(SimBridge())  # a stop requested while building the model is honoured here, at once
 

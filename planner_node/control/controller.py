@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner_node import spec
-from planner_node.action_filter import ActionFilter, PassThrough
-from planner_node.output_guard import GUARD_REASONS, OutputGuard
-from planner_node.parameters import default
+from planner_node.control.action_filter import ActionFilter, PassThrough
+from planner_node.control.output_guard import GUARD_REASONS, OutputGuard
+from planner_node.control.parameters import default
 from planner_node.planning import Plan, Planner, PlanRequest
-from planner_node.state_estimator import MeasuredState, StateEstimator
+from planner_node.control.state_estimator import MeasuredState, StateEstimator
 
 #: Why a tick commanded a fallback instead of a fresh plan (each a /diagnostics counter).
 FALLBACK_REASONS = ("no_state", "stale_state", "no_planner", "observation_non_finite", "planner_error",

@@ -7,7 +7,7 @@ steps on wall time, so it never takes ``use_sim_time`` itself.
 """
 from __future__ import annotations
 
-from planner_node.default_bundle import default_bundle_path
+from planner_node.ros.default_bundle import default_bundle_path
 
 #: launch argument -> (default, [(node, parameter, type)]); "" for bundle means the shipped one.
 ARGUMENTS = {

@@ -1,4 +1,4 @@
-"""The planner node: a thin rclpy lifecycle shell over ``planner_node.controller``.
+"""The planner node: a thin rclpy lifecycle shell over ``planner_node.control.controller``.
 
 configure: read parameters (each maps to ControllerConfig or the bundle), verify and load the
 bundle, warm it up; fail naming the parameter. activate: start the control timer.
@@ -7,7 +7,7 @@ deactivate: stop commanding. Parameters marked static are refused at run time; d
 bundle synchronously (a bad one is rejected with the reason), then loads and warms it up on a
 worker thread and swaps at a tick boundary; the old planner keeps commanding meanwhile.
 
-Threads: one executor thread (see ``ros_spin`` for why); the tick reads the latest state
+Threads: one executor thread (see ``planner_node.ros.spin`` for why); the tick reads the latest state
 under a lock, because bundle loading for a hot swap runs on a worker thread.
 """
 from __future__ import annotations
@@ -31,14 +31,14 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from planner_node import spec
-from planner_node.control_loop import ControlLoop
-from planner_node.controller import Controller, ControllerConfig
-from planner_node.action_filter import make_filter
-from planner_node.default_bundle import default_bundle_path
-from planner_node.parameters import PARAMS
-from planner_node.ros_convert import joint_state_arrays, odometry_arrays, stamp_s
-from planner_node.state_estimator import MeasuredState
-from planner_node.state_validation import (REJECT_REASONS, Rejected, StampGate, StateLimits, check_command,
+from planner_node.control.control_loop import ControlLoop
+from planner_node.control.controller import Controller, ControllerConfig
+from planner_node.control.action_filter import make_filter
+from planner_node.ros.default_bundle import default_bundle_path
+from planner_node.control.parameters import PARAMS
+from planner_node.ros.convert import joint_state_arrays, odometry_arrays, stamp_s
+from planner_node.control.state_estimator import MeasuredState
+from planner_node.control.state_validation import (REJECT_REASONS, Rejected, StampGate, StateLimits, check_command,
                                            check_joints, check_odometry)
 
 #: name -> (default, static?, description), from the one parameter table.
@@ -90,7 +90,7 @@ class PlannerNode(LifecycleNode):
         kind = self.p("planner")
         if kind == "bundle":
             bundle_path = self._bundle_path(bundle_path)
-            from planner_node.parameters import planner_settings
+            from planner_node.control.parameters import planner_settings
             from planner_node.runtime.bundle_planner import runtime_planner
             # planner_settings apply to every bundle loaded, hot swaps included: a bundle whose
             # kind lacks one is refused by name (at configure: failure; on a swap: the old stays)
@@ -413,7 +413,10 @@ class PlannerNode(LifecycleNode):
         st = DiagnosticStatus(name="planner_node", hardware_id="humanoid", message=f"bundle {self.active_bundle}")
         st.level = DiagnosticStatus.OK if s.get("deadline_misses", 0) == 0 else DiagnosticStatus.WARN
         st.values = [KeyValue(key="active_bundle", value=self.active_bundle),
-                     KeyValue(key="safety_filter", value=str(self.p("safety_filter")))] + [
+                     KeyValue(key="safety_filter", value=str(self.p("safety_filter"))),
+                     KeyValue(key="task", value=str(self.p("task"))),
+                     # the /cmd_vel in use: vx vy [m/s] wz [rad/s], heading frame
+                     KeyValue(key="cmd_vel", value=" ".join(f"{x:.3f}" for x in self._cmd_twist))] + [
             KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in sorted(s.items())]
         msg = DiagnosticArray(status=[st])
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -421,7 +424,7 @@ class PlannerNode(LifecycleNode):
 
 
 def main(argv=None) -> int:
-    from planner_node.ros_spin import init, spin
+    from planner_node.ros.spin import init, spin
     init(argv if argv is not None else sys.argv)
     node = PlannerNode()
     if node.p("autostart"):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from planner_node.parameters import yaml_mapping
+from planner_node.control.parameters import yaml_mapping
 from planner_node.planning import Plan
 
 
@@ -59,7 +59,7 @@ class PassThrough(ActionFilter):
 
 #: name -> "module:Class" (lazy: choosing one filter never imports another's dependencies).
 FILTERS: dict[str, str] = {
-    "none": "planner_node.action_filter:PassThrough",
+    "none": "planner_node.control.action_filter:PassThrough",
     "ldm": "planner_node.runtime.ldm_filter:LDMFilter",
 }
 

@@ -10,14 +10,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from planner_node.launch_description import NODES, PARAMS_FILE, node_overrides
-from planner_node.status_monitor import StatusMonitor
+from planner_node.ros.launch_description import NODES, PARAMS_FILE, node_overrides
+from planner_node.ros.status_monitor import StatusMonitor
 
 
 def params_file() -> Path:
     """The installed share/ copy, else the source tree's config/."""
     candidates = [Path(sys.prefix) / "share" / "planner_node" / "config" / PARAMS_FILE,
-                  Path(__file__).resolve().parents[1] / "config" / PARAMS_FILE]
+                  Path(__file__).resolve().parents[2] / "config" / PARAMS_FILE]
     for c in candidates:
         if c.is_file():
             return c

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner_node.state_estimator import StateError
+from planner_node.control.state_estimator import StateError
 
 #: topic -> every reason code a message on it can be rejected for.
 REJECT_REASONS: dict[str, tuple[str, ...]] = {

@@ -1,6 +1,6 @@
 """The planner node's parameters, in one table: the node declares them from it, the controller's
 config takes its defaults from it, and ``config/humanoid.yaml`` must say the same (a test checks
-names, types and defaults; ``python -m planner_node.parameters`` prints the YAML block)."""
+names, types and defaults; ``python -m planner_node.control.parameters`` prints the YAML block)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -14,11 +14,11 @@ def candidates() -> list[Path]:
     pip: the venv), the running interpreter's prefix, then the source tree."""
     here = Path(__file__).resolve()
     out = []
-    # <prefix>/lib/pythonX.Y/site-packages/planner_node/default_bundle.py -> <prefix>
+    # <prefix>/lib/pythonX.Y/site-packages/planner_node/ros/default_bundle.py -> <prefix>
     if len(here.parents) > 4 and here.parents[2].name.startswith("python"):
         out.append(here.parents[4] / SHARE / DEFAULT_BUNDLE)
     out.append(Path(sys.prefix) / SHARE / DEFAULT_BUNDLE)
-    out.append(here.parents[1] / "bundles" / DEFAULT_BUNDLE)
+    out.append(here.parents[2] / "bundles" / DEFAULT_BUNDLE)
     return out
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from planner_node import spec
-from planner_node.state_estimator import StateError
-from planner_node.state_validation import Rejected
+from planner_node.control.state_estimator import StateError
+from planner_node.control.state_validation import Rejected
 
 _INDEX = {n: i for i, n in enumerate(spec.JOINT_NAMES)}
 

@@ -57,11 +57,11 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from std_srvs.srv import Trigger
 
-    from planner_node.bringup import Bringup
-    from planner_node.mcap_io import McapRecorder
-    from planner_node.ros_convert import joint_state_arrays, odometry_arrays
+    from planner_node.ros.bringup import Bringup
+    from planner_node.ros.mcap_io import McapRecorder
+    from planner_node.ros.convert import joint_state_arrays, odometry_arrays
     from planner_node.robot.tasks import get_task, kinematics
-    from planner_node.state_estimator import MeasuredState, StateEstimator
+    from planner_node.control.state_estimator import MeasuredState, StateEstimator
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +183,7 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
     if safety_filter == "auto":
         safety_filter = "none"
         if planner == "bundle":
-            from planner_node.default_bundle import default_bundle_path
+            from planner_node.ros.default_bundle import default_bundle_path
             from planner_node.runtime.bundle import load_bundle
             sf = load_bundle(bundle or default_bundle_path(), check_graphs=False).manifest["safety_filter"]
             safety_filter = sf["name"] if sf else "none"
@@ -194,7 +194,7 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
         if not spin_until(lambda: (set_planner.service_is_ready() and set_bridge.service_is_ready()
                                    and push.service_is_ready() and state["step"] == 0) or not all(b.alive().values()),
                           120) or not all(b.alive().values()):
-            from planner_node.bringup import exit_reason, log_tail
+            from planner_node.ros.bringup import exit_reason, log_tail
             dead = {n: p.returncode for n, p in b.procs.items() if p.poll() is not None}
             why = "; ".join(f"{n} exited ({exit_reason(rc)}):\n{log_tail(out / (n + '.log'))}" for n, rc in dead.items())
             raise RuntimeError(f"nodes did not come up ({why or 'not ready in 120 s'}); logs in {out}")

@@ -2,7 +2,7 @@
 
 Why a thread of our own and not an executor timer: planning must never block message
 callbacks, and rclpy 9.1's MultiThreadedExecutor stops firing a 30 ms timer under subscription
-traffic (see ``ros_spin``). So subscriptions spin on a single-threaded executor and the tick
+traffic (see ``planner_node.ros.spin``). So subscriptions spin on a single-threaded executor and the tick
 runs here. Periods are scheduled on absolute times (no drift); a tick that overruns its period
 skips the missed slots instead of bursting to catch up (a burst would command stale plans).
 ``wake()`` runs the next tick at once: lockstep answers a new state without waiting for the slot.
