@@ -33,9 +33,9 @@ demo: setup
 
 BUNDLE ?= bundles/default
 
-# The shipped bundle from the committed data (data/train12.json: expert, walking, DART and DAgger
-# episodes and DAgger labels, two rounds of them on stand): train the chunk policy, evaluate every
-# task, export with the table in its card (~10 min).
+# The shipped bundle from the committed data (data/train16: expert, walking, DART and DAgger
+# episodes, DAgger label rounds and a stand rescue round; config/train/chunk_rsw4_s0.yaml): train
+# the chunk policy, evaluate every task, export with the table in its card (~10 min).
 default-bundle: setup
 	bash bench/default_bundle.sh
 

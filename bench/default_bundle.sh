@@ -9,7 +9,7 @@
 # filter's graphs (runs/ldm). Resumes: training continues from its checkpoint, finished
 # evaluations are kept. The previous shipped bundle (H-GAP) is bundles/hgap.
 # TASK_WEIGHTS: how much of the policy's task conditioning is each task's own rather than
-# stand's, chosen on schedule A by bench/task_weights.py (results/task_weights/sweep_A.*: the
+# stand's, chosen on schedule A by experiments/task_weights.py (results/task_weights/sweep_A.*: the
 # largest weight within one s.e. of the best return) and confirmed on B and C (README "Chunk
 # policy"); TASK_WEIGHTS= ships every task at full weight.
 set -euo pipefail

@@ -5,18 +5,18 @@
 # is merged with everything before it, and a fresh policy is trained on the union and evaluated
 # on stand and forward (20 episodes x 300 steps, schedule B: 0.3 m/s every 67 steps, seeds 9000+).
 # Round 0 is runs/chunk_r0 on data/train2 (trained here when missing). Every run uses
-# config/train/chunk_small_3k.yaml, the setting the rounds were measured with. Every step is
+# experiments/configs/chunk_small_3k.yaml, the setting the rounds were measured with. Every step is
 # skipped when its output exists, so the script resumes after a kill. The committed round-1 data
 # names its learner by the checkpoint's sha256: a runs/chunk_r0 trained on another machine may
 # differ in its bytes, and then round 1 must go to a new --out.
-#   bash bench/chunk_dagger.sh [FIRST] [LAST]     (default 1 1)
+#   bash experiments/chunk_dagger.sh [FIRST] [LAST]     (default 1 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-39} RAY_USAGE_STATS_ENABLED=0
 P=.venv/bin/planner
 FIRST=${1:-1}; LAST=${2:-$FIRST}
 data_of() { [ "$1" = 0 ] && echo data/train2 || echo "data/train_chunk$1"; }
-CONFIG=config/train/chunk_small_3k.yaml
+CONFIG=experiments/configs/chunk_small_3k.yaml
 $P train --config $CONFIG --data data/train2 --out runs/chunk_r0 --quiet   # no-op when done
 for k in $(seq "$FIRST" "$LAST"); do
   learner=runs/chunk_r$((k - 1)); data=$(data_of $((k - 1)))

@@ -9,7 +9,7 @@ Thresholds of the sweep are -log c for c the given percentiles of the training d
 (measured here with the bundle's own E graph on ``--data``). One JSON per row in ``--out``
 (kept: the script resumes); ``sweep.png`` plots the trade-off.
 
-    python bench/safety_filter.py --bundle B [--weak B2] [--task stand] [--episodes 10] [--steps 150]
+    python experiments/safety_filter.py --bundle B [--weak B2] [--task stand] [--episodes 10] [--steps 150]
                                   [--percentiles 5 20 40 60 80] [--data data/train] [--out results/safety_filter]
 """
 from __future__ import annotations

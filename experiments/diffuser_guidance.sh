@@ -3,7 +3,7 @@
 # warm start re-noised to level 9, 2 DDIM steps, so both steps are guided) ranked only, and
 # guided with the value gradient at growing scales; schedule B of bench/stay_up.sh (0.3 m/s
 # every 67 steps, seeds 9000+, not tuned on). Finished files are kept (resume).
-#   BUNDLE=build/bundles/diffuser_small bash bench/diffuser_guidance.sh [TASKS...]
+#   BUNDLE=build/bundles/diffuser_small bash experiments/diffuser_guidance.sh [TASKS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-38} RAY_USAGE_STATS_ENABLED=0

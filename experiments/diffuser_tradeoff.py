@@ -11,7 +11,7 @@ share of the reference's, fall rate, mean length, plan latency p50/p99) and writ
 ``OUT/tradeoff.json`` and ``OUT/tradeoff.png``. Finished (setting, task) results are kept in
 ``OUT/raw/``, so a killed run resumes.
 
-    python bench/diffuser_tradeoff.py --checkpoint runs/diffuser_small --out results/diffuser/tradeoff
+    python experiments/diffuser_tradeoff.py --checkpoint runs/diffuser_small --out results/diffuser/tradeoff
 """
 from __future__ import annotations
 

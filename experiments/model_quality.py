@@ -7,7 +7,7 @@ codes (it sees the chunk's actions through them) and a one-step MLP dynamics mod
 this run on the same training split, rolled out from s_0 with the chunk's true actions.
 Writes a PNG of error vs horizon.
 
-    python bench/model_quality.py --run runs/hgap_small --data data/default [--png F] [--json F]
+    python experiments/model_quality.py --run runs/hgap_small --data data/default [--png F] [--json F]
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 # trained on the union and evaluated on every task (20 episodes x 150 steps, seeds 0-19, pushes
 # of 0.25 m/s every 100 steps). Round 0 is runs/hgap_r0 on data/expert (`make data`).
 # Every step is skipped when its output exists, so the script resumes after a kill.
-#   bash bench/dagger_rounds.sh [ROUNDS]     (default 2)
+#   bash experiments/dagger_rounds.sh [ROUNDS]     (default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-39}

@@ -4,7 +4,7 @@ standing). Mean return ± standard error, mean episode length, falls and return 
 same seeds for each W; per task the chosen W is the largest whose mean return is within one
 standard error of the best (more of the task where it costs nothing measurable).
 
-    python bench/task_weights.py --bundle bundles/default [--schedule A] [--tasks rotate_x ...]
+    python experiments/task_weights.py --bundle bundles/default [--schedule A] [--tasks rotate_x ...]
         [--weights 0 0.15 0.3 0.5 0.7 1] [--episodes 20] [--steps 300] [--json OUT.json] [--plot OUT.png]
 
 Return per step shows what a lower W trades: every task's reward is healthy x (1 + its rate), so

@@ -7,7 +7,7 @@ proposals; one that raises only the model's column made scoring easier (issue "s
 Runs ``planner eval --score oracle`` per setting (finished JSON files are kept: it resumes) and
 prints mean episode length and return ± standard error per row. Same seeds for every setting.
 
-    python bench/sampling_sweep.py [--bundle bundles/hgap] [--task stand] [--temperatures 1 2 3]
+    python experiments/sampling_sweep.py [--bundle bundles/hgap] [--task stand] [--temperatures 1 2 3]
                                    [--episodes 10] [--steps 150] [--seed 9001] [--out results/stay_up/sweep]
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 likelihood of each sampled code sequence, by teacher forcing): does preferring likely plans,
 the in-distribution ones, keep the robot up longer? Same seeds and pushes for every beta.
 
-    python bench/likelihood_scoring.py [--run runs/hgap_default] [--task stand] [--betas 0 0.3 1 10 100]
+    python experiments/likelihood_scoring.py [--run runs/hgap_default] [--task stand] [--betas 0 0.3 1 10 100]
 """
 from __future__ import annotations
 

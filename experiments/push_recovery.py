@@ -11,8 +11,8 @@ and the policy's blend). At the first push where it falls, from the same state u
 
 One line per episode: when the policy falls, and how many of the alternatives do.
 
-    python bench/push_recovery.py bundles/default --seeds 9000-9010 --expert
-    python bench/push_recovery.py bundles/default --seeds 30000-30005 --noisy 8 --sigma 0.03
+    python experiments/push_recovery.py bundles/default --seeds 9000-9010 --expert
+    python experiments/push_recovery.py bundles/default --seeds 30000-30005 --noisy 8 --sigma 0.03
 """
 from __future__ import annotations
 

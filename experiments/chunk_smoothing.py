@@ -1,7 +1,7 @@
 """Temporal ensembling of the chunk policy, setting against setting in the same run: mean return ±
 standard error, mean episode length and falls over the same seeds for each (overlap, decay).
 
-    python bench/chunk_smoothing.py --bundle bundles/default [--schedule A] [--tasks stand forward ...]
+    python experiments/chunk_smoothing.py --bundle bundles/default [--schedule A] [--tasks stand forward ...]
         [--episodes 20] [--steps 300] [--settings 1:0 8:0.2 8:0.5 8:1.0] [--json OUT.json]
 
 A setting is OVERLAP:DECAY (1:0 = the newest chunk alone, no blending). Schedules as in

@@ -19,12 +19,14 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from planner_node.planning import PlanRequest
 from planner_node.robot.tasks import TASKS, get_task
-from sim_throughput import rollout_steps_per_s  # bench/: the one raw-rollout measurement
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from sim_throughput import rollout_steps_per_s  # noqa: E402  bench/: the one raw-rollout measurement
 
 from planner_node.sim.env import EnvConfig, HumanoidEnv
 from planner_node.sim.mppi import MPPIPlanner

@@ -9,7 +9,7 @@ not changed). Prints mean |difference| per joint (action units):
     learner-conv   how far the learner's own action is from it
     learner-label1 how far the learner's action is from the recorded label
 
-    .venv/bin/python bench/label_staleness.py --run runs/chunk_default --episodes 3
+    .venv/bin/python experiments/label_staleness.py --run runs/chunk_default --episodes 3
 """
 from __future__ import annotations
 

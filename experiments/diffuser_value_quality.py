@@ -6,7 +6,7 @@ against the task's true discounted return-to-go: R^2 (z-scored), and the fall AU
 window that ends within 10 steps of a fall < V of one that does not); 0.5 is chance. The same
 AUC of the true returns is the ceiling.
 
-    python bench/diffuser_value_quality.py runs/diffuser_small [--data data/train] [--json FILE]
+    python experiments/diffuser_value_quality.py runs/diffuser_small [--data data/train] [--json FILE]
 """
 from __future__ import annotations
 
