@@ -49,3 +49,14 @@ def test_planner_up_reports_why_a_node_exited(tmp_path):
     assert r.returncode == 1
     assert "planner exited (exit code 1)" in r.stderr, r.stderr
     assert "configure failed" in r.stderr and "manifest.yaml" in r.stderr, r.stderr
+
+
+def test_the_install_prefix_is_found_from_the_module_path(tmp_path):
+    """colcon and pip install this module at <prefix>/lib/pythonX.Y/site-packages/planner_node/ros/:
+    its prefix's share/ comes first; in a source tree, <repo>/bundles/ comes last."""
+    from planner_node.ros.default_bundle import candidates
+    here = tmp_path / "lib" / "python3.11" / "site-packages" / "planner_node" / "ros" / "default_bundle.py"
+    assert candidates(here)[0] == tmp_path / "share" / "planner_node" / "bundles" / "default"
+    src = tmp_path / "repo" / "planner_node" / "ros" / "default_bundle.py"
+    assert candidates(src)[-1] == tmp_path / "repo" / "bundles" / "default"
+    assert all("site-packages" not in str(c) for c in candidates(src)[:-1])

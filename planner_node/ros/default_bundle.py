@@ -9,14 +9,15 @@ DEFAULT_BUNDLE = "default"
 SHARE = Path("share") / "planner_node" / "bundles"
 
 
-def candidates() -> list[Path]:
+def candidates(here: Path | None = None) -> list[Path]:
     """In order: the install prefix this module lives under (colcon: install/planner_node;
-    pip: the venv), the running interpreter's prefix, then the source tree."""
-    here = Path(__file__).resolve()
+    pip: the venv), the running interpreter's prefix, then the source tree. ``here``: this
+    module's path (tests)."""
+    here = here or Path(__file__).resolve()
     out = []
     # <prefix>/lib/pythonX.Y/site-packages/planner_node/ros/default_bundle.py -> <prefix>
-    if len(here.parents) > 4 and here.parents[2].name.startswith("python"):
-        out.append(here.parents[4] / SHARE / DEFAULT_BUNDLE)
+    if len(here.parents) > 5 and here.parents[3].name.startswith("python"):
+        out.append(here.parents[5] / SHARE / DEFAULT_BUNDLE)
     out.append(Path(sys.prefix) / SHARE / DEFAULT_BUNDLE)
     out.append(here.parents[2] / "bundles" / DEFAULT_BUNDLE)
     return out
