@@ -77,14 +77,30 @@ class Remote:
         rclpy.try_shutdown(context=self.ctx)
 
 
+def _session(label: str, body) -> int:
+    """Run ``body(remote)`` on a fresh client: its exit code, or 1 when the node does not answer."""
+    r = Remote()
+    try:
+        return body(r)
+    except TimeoutError as e:
+        print(f"{label}: {e}")
+        return 1
+    finally:
+        r.close()
+
+
+def _counter(r: Remote, key: str) -> int:
+    return int(r.diag.get(key, 0))
+
+
 def swap(bundle: str, timeout: float = 60.0, wait: bool = True) -> int:
     """Set ``bundle_path`` to BUNDLE (an absolute path: the node does not share our cwd). The node
     verifies it at once (a bad bundle is refused with the reason, and the old one keeps running),
     then loads and warms it up off the control thread; with ``wait`` we return once /diagnostics
     names it the active bundle, or it reports the load failed."""
     path = str(Path(bundle).expanduser().resolve())
-    r = Remote()
-    try:
+
+    def body(r: Remote) -> int:
         ok, reason = r.set_param("bundle_path", path, timeout)
         if not ok:
             print(f"planner swap: refused: {reason}")
@@ -93,38 +109,31 @@ def swap(bundle: str, timeout: float = 60.0, wait: bool = True) -> int:
         if not wait:
             return 0
         r.wait_for(lambda: bool(r.diag), timeout, "/diagnostics from the planner")
-        failed0 = int(r.diag.get("rejected_bundle_path_load_failed", 0))
+        failed0 = _counter(r, "rejected_bundle_path_load_failed")
         r.wait_for(lambda: r.diag.get("active_bundle") == path
-                   or int(r.diag.get("rejected_bundle_path_load_failed", 0)) > failed0, timeout, "swap")
+                   or _counter(r, "rejected_bundle_path_load_failed") > failed0, timeout, "swap")
         if r.diag.get("active_bundle") != path:
             print(f"planner swap: load failed; still running {r.diag.get('active_bundle')} (see the node's log)")
             return 1
         print(f"planner swap: active bundle {path} (swaps {r.diag.get('swaps')})")
         return 0
-    except TimeoutError as e:
-        print(f"planner swap: {e}")
-        return 1
-    finally:
-        r.close()
+    return _session("planner swap", body)
 
 
 def set_task(task: str, cmd_vel: tuple[float, float, float] | None = None, timeout: float = 30.0) -> int:
     """Set the ``task`` parameter, then publish ``cmd_vel`` (vx, vy [m/s], wz [rad/s], heading frame)
     if given; return once /diagnostics shows both."""
-    r = Remote()
-    try:
+    def body(r: Remote) -> int:
         ok, reason = r.set_param("task", task, timeout)
         if not ok:
             print(f"planner task: refused: {reason}")
             return 1
         if cmd_vel is not None:
-            rej0 = None
             r.wait_for(lambda: bool(r.diag), timeout, "/diagnostics from the planner")
-            rej0 = sum(int(v) for k, v in r.diag.items() if k.startswith("rejected_cmd_vel"))
+            rejected0 = _counter(r, "rejected_cmd_vel")  # the node counts every /cmd_vel it refuses
             r.publish_twist(cmd_vel, timeout)
             want = " ".join(f"{x:.3f}" for x in cmd_vel)
-            r.wait_for(lambda: r.diag.get("cmd_vel") == want
-                       or sum(int(v) for k, v in r.diag.items() if k.startswith("rejected_cmd_vel")) > rej0,
+            r.wait_for(lambda: r.diag.get("cmd_vel") == want or _counter(r, "rejected_cmd_vel") > rejected0,
                        timeout, "/cmd_vel taken by the planner")
             if r.diag.get("cmd_vel") != want:
                 print(f"planner task: /cmd_vel {want} rejected by the planner (limits: 2 m/s, 3 rad/s)")
@@ -132,8 +141,4 @@ def set_task(task: str, cmd_vel: tuple[float, float, float] | None = None, timeo
         r.wait_for(lambda: r.diag.get("task") == task, timeout, f"task {task} in /diagnostics")
         print(f"planner task: {task}" + (f", cmd_vel {r.diag['cmd_vel']}" if cmd_vel is not None else ""))
         return 0
-    except TimeoutError as e:
-        print(f"planner task: {e}")
-        return 1
-    finally:
-        r.close()
+    return _session("planner task", body)
