@@ -23,7 +23,7 @@ for name, folder in SUBTREES.items():
 
 # What the node, the bridge and the CLI need at run time (no torch: that is the `train` extra).
 # The pins are requirements.txt's, read from there so they cannot drift apart.
-RUNTIME = ["numpy", "pyyaml", "mujoco", "dm-control", "protobuf", "onnx", "onnxruntime", "tqdm", "h5py",
+RUNTIME = ["numpy", "pyyaml", "cryptography", "mujoco", "dm-control", "protobuf", "onnx", "onnxruntime", "tqdm", "h5py",
            "ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-std-msgs", "ros-sensor-msgs", "ros-nav-msgs",
            "ros-geometry-msgs", "ros-trajectory-msgs", "ros-diagnostic-msgs", "ros-rosgraph-msgs", "ros-std-srvs"]
 
@@ -49,6 +49,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        # the public half of the project's test key (the node's default trusted_keys); never the private key
+        (f"share/{PACKAGE}/config/keys", glob("config/keys/*.pub")),
         # The shipped bundle: the default of `ros2 launch`, `planner up` and the node's bundle_path.
         (f"share/{PACKAGE}/{SHIPPED_BUNDLE}", sorted(glob(f"{SHIPPED_BUNDLE}/*"))),
     ],

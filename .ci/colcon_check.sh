@@ -30,6 +30,7 @@ PY="$PWD/.venv/bin/python"
 SP=$(ls -d "$INST"/lib/python3*/site-packages)
 test -f "$INST/share/planner_node/bundles/default/manifest.yaml"
 test -f "$INST/share/planner_node/launch/humanoid.launch.py"
+test -f "$INST/share/planner_node/config/keys/project_test.pub"   # trusted_keys default
 cd "$W"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${COLCON_CHECK_DOMAIN:-43} PYTHONPATH="$SP"
 "$PY" - "$INST" <<'PYEOF'

@@ -8,6 +8,7 @@ misses. Each swap is verified synchronously, loaded and warmed up on a worker th
 at a tick boundary; this script waits until /diagnostics shows the new bundle before the next.
 
     python bench/swaps.py [--swaps 100] [--a bundles/default] [--b DIR]   # --b: a copy of --a by default
+    python bench/swaps.py --verify-cost [--reps 200]   # what a signature adds to a swap's verification
 """
 from __future__ import annotations
 
@@ -27,14 +28,59 @@ def _gap_ms(times: list[float]) -> float:
     return 1e3 * float(np.max(np.diff(times))) if len(times) > 1 else float("nan")
 
 
+def verify_cost(reps: int) -> int:
+    """A swap's synchronous verification (the node's bundle gate, as ``bundle_path`` runs it, and
+    as the worker thread runs it with the ONNX graphs' check), without and with trusted keys. The
+    two gates alternate rep by rep, so machine noise lands on both; the Ed25519 check alone is
+    timed too."""
+    from planner_node.runtime.bundle_gate import BundleGate
+    from planner_node.runtime.signing import TrustStore, verify
+
+    pub = ROOT / "config" / "keys" / "project_test.pub"
+    gates = {"unsigned allowed": BundleGate([], ""), "trusted_keys": BundleGate([str(pub)], "")}
+    print(f"{'bundle':<10}{'check':<14}{'gate':<18}{'p50 ms':>8}{'p99 ms':>8}")
+    rows = {}
+    for bundle in ("default", "hgap"):
+        path = ROOT / "bundles" / bundle
+        for graphs in (False, True):
+            ms = {name: [] for name in gates}
+            for i in range(reps if not graphs else max(10, reps // 10)):
+                for name in (list(gates) if i % 2 == 0 else list(gates)[::-1]):
+                    t0 = time.perf_counter()
+                    gates[name].check(path, running_version=1, check_graphs=graphs)
+                    ms[name].append(1e3 * (time.perf_counter() - t0))
+            for name in gates:
+                p50, p99 = np.percentile(ms[name], 50), np.percentile(ms[name], 99)
+                rows[(bundle, graphs, name)] = p50
+                print(f"{bundle:<10}{'+ graphs' if graphs else 'manifest':<14}{name:<18}{p50:>8.2f}{p99:>8.2f}")
+    for bundle in ("default", "hgap"):
+        for graphs in (False, True):
+            extra = rows[(bundle, graphs, "trusted_keys")] - rows[(bundle, graphs, "unsigned allowed")]
+            print(f"signature adds {extra:+.2f} ms (p50) to {bundle} ({'with' if graphs else 'without'} the graphs' check)")
+    trust = TrustStore.from_files([pub])
+    manifest = (ROOT / "bundles" / "default" / "manifest.yaml").read_bytes()
+    ms = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        verify(manifest, ROOT / "bundles" / "default" / "manifest.sig", trust)
+        ms.append(1e3 * (time.perf_counter() - t0))
+    print(f"the signature check alone (read manifest.sig, Ed25519 verify): p50 {np.percentile(ms, 50):.3f} ms, "
+          f"p99 {np.percentile(ms, 99):.3f} ms")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--verify-cost", action="store_true", help="time the bundle gate with and without signatures")
+    ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--a", default=str(ROOT / "bundles" / "default"))
     ap.add_argument("--b", help="second bundle (default: a copy of --a at another path: a full load each swap)")
     ap.add_argument("--swaps", type=int, default=100)
     ap.add_argument("--domain", type=int, default=59)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "swaps")
     a = ap.parse_args()
+    if a.verify_cost:
+        return verify_cost(a.reps)
     from hil import Probe
 
     from planner_node.atomic import write_json

@@ -66,12 +66,16 @@ def dataset_record(ck: dict) -> dict | None:
 
 def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = False,
                   evaluations: list[dict] | None = None, batch: int | None = None, ldm: str | Path | None = None,
-                  critic: str | Path | None = None, critic_weight: float = 1.0, **overrides) -> dict:
+                  critic: str | Path | None = None, critic_weight: float = 1.0, bundle_version: int = 1,
+                  **overrides) -> dict:
     """``batch``: the kind's batch-sizing setting (its record's ``batch_param``: samples, beam);
     ``ldm``: a trained Lyapunov density model (``planner train-ldm``) whose E and G graphs go in,
     at the candidate count, for the ``ldm`` safety filter; ``critic``: a trained task critic (``planner
     train-critic``) whose V graph goes in: candidates then score predicted reward + ``critic_weight``
-    x gamma^H V(predicted last state); ``overrides``: any of the kind's settings."""
+    x gamma^H V(predicted last state); ``bundle_version``: the release number a signing node's
+    rollback check compares (raise it for every release); ``overrides``: any of the kind's settings."""
+    if isinstance(bundle_version, bool) or not isinstance(bundle_version, int) or bundle_version < 1:
+        raise ExportError(f"--bundle-version must be an integer >= 1, got {bundle_version!r}")
     ck = load_checkpoint(checkpoint)
     try:
         kind = get_kind(ck.get("kind"))
@@ -116,7 +120,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = Fals
                             "inputs": ins, "outputs": outs, "parity_max_abs_err": err}
         import onnx
         manifest = {
-            "format_version": FORMAT_VERSION, "planner": kind.name, "spec_hash": spec.SPEC_HASH,
+            "format_version": FORMAT_VERSION, "bundle_version": bundle_version, "planner": kind.name,
+            "spec_hash": spec.SPEC_HASH,
             "joint_names": list(spec.JOINT_NAMES), "obs_blocks": [[n, s] for n, s in spec.OBS_BLOCKS],
             "control_period_s": spec.CONTROL_PERIOD_S, "horizon": ex.horizon, "trained_tasks": ck.get("tasks"),
             "normalizer": ex.normalizer, "planner_defaults": settings, "kind_config": ex.kind_config,
@@ -211,3 +216,34 @@ def bundle_card(m: dict, ck: dict, evaluations: list[dict] = (), kind_lines: lis
 - Known limits: trained on MPPI-expert data generated in simulation (small next to the papers' MoCapAct);
   not validated on hardware.
 {evaluation_table(list(evaluations))}"""
+
+
+def set_bundle_version(bundle: str | Path, version: int) -> int:
+    """Set ``bundle_version`` in place, as one line of the manifest (every other byte stays, so
+    the diff is that line); a format-4 bundle becomes format 5. Verified before and after; any
+    signature over the old bytes no longer verifies (sign again). Returns the old version."""
+    import re
+
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ExportError(f"--bundle-version must be an integer >= 1, got {version!r}")
+    bundle = Path(bundle)
+    old = load_bundle(bundle, check_graphs=False)
+    mpath = bundle / "manifest.yaml"
+    original = text = mpath.read_text()
+    if old.manifest["format_version"] >= 5:
+        text, n = re.subn(r"(?m)^bundle_version: .*$", f"bundle_version: {version}", text, count=1)
+    elif old.manifest["format_version"] == 4:
+        text, n = re.subn(r"(?m)^format_version: 4$", f"format_version: {FORMAT_VERSION}\nbundle_version: {version}",
+                          text, count=1)
+    else:
+        raise ExportError(f"{mpath}: format {old.manifest['format_version']}: upgrade it first "
+                          "(`planner upgrade-bundle`)")
+    if n != 1:
+        raise ExportError(f"{mpath}: no top-level bundle_version/format_version line to edit")
+    write_text(mpath, text)
+    try:
+        load_bundle(bundle, check_graphs=False)
+    except Exception:
+        write_text(mpath, original)   # the edit broke it: put the manifest back as it was
+        raise
+    return old.version

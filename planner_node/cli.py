@@ -6,8 +6,10 @@
     planner data import --format d4rl|mocapact SRC --out STORE/NAME
     planner data merge STORE/A STORE/B ... --out STORE/C
     planner data info STORE/NAME
-    planner export --checkpoint RUN --out BUNDLE [--tensorrt] [--ldm LDM_RUN]
-    planner verify BUNDLE
+    planner export --checkpoint RUN --out BUNDLE [--tensorrt] [--ldm LDM_RUN] [--bundle-version N]
+    planner verify BUNDLE [--trusted KEY.pub ...]
+    planner keygen --out KEYDIR [--name NAME]
+    planner sign BUNDLE --key KEY [--bundle-version N]
     planner bench --bundle BUNDLE --ticks N [--checkpoint RUN] [--json FILE]
     planner up humanoid [--bundle B] [--lockstep] [--duration S] [--quiet]
     planner train --config config/train/<name>.yaml --data STORE/NAME --out RUN
@@ -173,18 +175,22 @@ def cmd_eval(a) -> int:
         if a.video:
             raise ValueError("--video records one process's episodes: leave out --ray/--workers")
         res = evaluate_parallel(factory, a.task, a.episodes, a.seed, a.steps, env_config, command=command,
-                                progress=not a.quiet, workers=a.workers, ray_address=a.ray,
+                                progress=not a.quiet, workers=a.workers, ray_address=a.ray, trace_png=a.trace,
                                 planner=a.planner if not a.bundle else f"bundle[{a.backend}]", **extra)
     else:
         planner = factory()
         if a.bundle:
             a.planner = f"{planner.name}[{a.backend}]"
         res = evaluate(planner, a.task, a.episodes, a.seed, a.steps, env_config, command=command,
-                       progress=not a.quiet, video=a.video, planner=a.planner,
+                       progress=not a.quiet, video=a.video, trace_png=a.trace, planner=a.planner,
                        samples=getattr(planner, "samples", None), **extra)
         if hasattr(planner, "close"):
             planner.close()
     print(format_table([res]))
+    from planner_node.sim.evaluate import format_falls
+    print(format_falls(res))
+    if a.trace:
+        print(f"drift traces: {a.trace}")
     if a.json:
         from planner_node.atomic import write_json
         write_json(a.json, res)
@@ -262,7 +268,8 @@ def cmd_export(a) -> int:
         if missing:
             raise ValueError(f"--evaluation {f}: missing key {missing[0]!r} (expected `planner eval --json` output)")
     m = export_bundle(a.checkpoint, a.out, tensorrt=a.tensorrt, evaluations=evaluations, batch=a.samples, ldm=a.ldm,
-                      critic=a.critic, critic_weight=a.critic_weight, **_settings(a.set))
+                      critic=a.critic, critic_weight=a.critic_weight, bundle_version=a.bundle_version,
+                      **_settings(a.set))
     errs = ", ".join(f"{k} {v['parity_max_abs_err']:.1e}" for k, v in m["graphs"].items())
     print(f"{a.out}: {m['planner']} bundle, graphs {list(m['graphs'])} (ONNX Runtime vs torch max abs err: {errs}), "
           f"{len(m['plans'])} TensorRT plans")
@@ -271,14 +278,41 @@ def cmd_export(a) -> int:
 
 def cmd_verify(a) -> int:
     from planner_node.runtime.bundle import BundleError, load_bundle
+    trust = None
+    if a.trusted:
+        from planner_node.runtime.signing import TrustStore
+        trust = TrustStore.from_files(a.trusted)
     try:
-        b = load_bundle(a.bundle)
+        b = load_bundle(a.bundle, trust=trust)
     except BundleError as e:
         print(f"planner verify: REJECTED: {e}", file=sys.stderr)
         return 1
     m = b.manifest
-    print(f"{a.bundle}: OK ({m['planner']}, spec {m['spec_hash']}, {len(m['graphs'])} graphs, "
-          f"{len(m.get('plans') or [])} plans, producer {m['producer']['planner_node']} @ {m['producer']['git_commit'][:10]})")
+    signed = f", signed by {b.signed_by}" if b.signed_by else ""
+    print(f"{a.bundle}: OK ({m['planner']}, bundle_version {b.version}{signed}, spec {m['spec_hash']}, "
+          f"{len(m['graphs'])} graphs, {len(m.get('plans') or [])} plans, "
+          f"producer {m['producer']['planner_node']} @ {m['producer']['git_commit'][:10]})")
+    return 0
+
+
+def cmd_keygen(a) -> int:
+    from planner_node.runtime.signing import generate_keypair, key_id, load_public_key
+    priv, pub = generate_keypair(a.out, a.name)
+    print(f"{priv}: private signing key (keep it off the robot)\n{pub}: public key, id "
+          f"{key_id(load_public_key(pub))} (list it in the node's trusted_keys)")
+    return 0
+
+
+def cmd_sign(a) -> int:
+    from planner_node.runtime.bundle import load_bundle
+    from planner_node.runtime.signing import sign_manifest
+    if a.bundle_version is not None:
+        from planner_node.export.bundle_writer import set_bundle_version
+        old = set_bundle_version(a.bundle, a.bundle_version)
+        print(f"{a.bundle}: bundle_version {old} -> {a.bundle_version}")
+    b = load_bundle(a.bundle)   # sign only what verifies (hashes, spec, paths, graphs)
+    kid = sign_manifest(a.bundle, a.key)
+    print(f"{a.bundle}: signed by {kid} (bundle_version {b.version}): {Path(a.bundle) / 'manifest.sig'}")
     return 0
 
 
@@ -290,7 +324,9 @@ def cmd_bench(a) -> int:
 def cmd_up(a) -> int:
     from planner_node.ros.bringup import up
     values = {"bundle": a.bundle or "", "backend": a.backend, "task": a.task, "planner": a.planner_kind,
-              "lockstep": str(a.lockstep).lower(), "use_sim_time": a.use_sim_time}
+              "lockstep": str(a.lockstep).lower(), "use_sim_time": a.use_sim_time,
+              "trusted_keys": a.trusted_keys, "bundle_root": a.bundle_root,
+              "lock_parameters": str(a.lock_parameters).lower()}
     return up(values, a.duration, quiet=a.quiet, log_dir=a.log_dir)
 
 
@@ -380,9 +416,23 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--ldm", help="a trained Lyapunov density model (planner train-ldm): its E and G graphs go in, "
                                  "for the ldm safety filter")
     x.set_defaults(fn=cmd_export)
-    v = sub.add_parser("verify", help="verify a bundle's hashes, spec, shapes and paths")
+    x.add_argument("--bundle-version", type=int, default=1,
+                   help="the release number (>= 1) a node trusting signers compares: it refuses an older one")
+    v = sub.add_parser("verify", help="verify a bundle's hashes, spec, shapes and paths (and signature)")
     v.add_argument("bundle")
+    v.add_argument("--trusted", nargs="+", metavar="KEY.pub",
+                   help="public keys: the bundle must also carry a valid signature by one of them")
     v.set_defaults(fn=cmd_verify)
+    k = sub.add_parser("keygen", help="an Ed25519 key pair for signing bundles")
+    k.add_argument("--out", required=True, help="directory for NAME.key (private, 0600) and NAME.pub")
+    k.add_argument("--name", default="bundle_signing")
+    k.set_defaults(fn=cmd_keygen)
+    sg = sub.add_parser("sign", help="sign a bundle's manifest (detached Ed25519 signature in manifest.sig)")
+    sg.add_argument("bundle")
+    sg.add_argument("--key", required=True, help="private key (planner keygen)")
+    sg.add_argument("--bundle-version", type=int,
+                    help="set the manifest's bundle_version first (a release number: raise it every release)")
+    sg.set_defaults(fn=cmd_sign)
     b = sub.add_parser("bench", help="per-tick planning latency: torch eager vs runtime backends")
     b.add_argument("--bundle", required=True)
     b.add_argument("--ticks", type=int, default=1000)
@@ -405,6 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--lockstep", action="store_true", help="sim waits for each command (deterministic)")
     u.add_argument("--use-sim-time", choices=["true", "false"], default="true",
                    help="planner on the bridge's /clock (default true: state stamps are sim time)")
+    u.add_argument("--trusted-keys", default="config/keys/project_test.pub",
+                   help="comma-separated public key files the node trusts ('' = accept unsigned bundles; "
+                        "default: the project test key, relative to the package share dir)")
+    u.add_argument("--bundle-root", default="", help="accept bundles only under this directory ('' = anywhere)")
+    u.add_argument("--lock-parameters", action="store_true",
+                   help="make safety_filter, safety_filter_threshold, deadline_ms, planner_settings read-only")
     u.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
     u.add_argument("--quiet", action="store_true", help="no 1 Hz status line")
     u.add_argument("--log-dir", type=Path, help="node logs here (default: a new temp dir, printed)")
@@ -466,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--push-speed", type=float, default=0.25, help="push velocity impulse [m/s]")
     e.add_argument("--json", help="write the results here")
     e.add_argument("--video", help="render the episodes to this MP4")
+    e.add_argument("--trace", metavar="PNG", help="record each episode's drift (base height and yaw, feet slide, "
+                   "the joints that moved most, activation error): a PNG of the traces, and a per-episode "
+                   "'drift' summary in --json")
     e.add_argument("--score", help="oracle: choose among a learned planner's candidates by the model, by true "
                    "rollouts, and by true rollouts with the previous plan as a candidate; prints the three side "
                    "by side (simulation only)")

@@ -23,20 +23,31 @@ class EpisodeResult:
     # the machine's speed when each worker starts, so the same command can run 7 samples one day
     # and 2 (no better than zero action) another (README "Results", schedule D).
     samples: int | None = None
+    # With ``trace=True``: the drift summary (sim/drift.py, JSON-ready) and the per-step arrays
+    # (for the PNG; not serialized).
+    drift: dict | None = None
+    trace: dict | None = None
 
     def to_dict(self) -> dict:
         p = np.asarray(self.plan_ms) if self.plan_ms else np.zeros(1)
         return {"seed": self.seed, "return": self.ret, "length": self.length, "fell": self.fell,
+                "fell_at": self.length if self.fell else None,
                 "wall_s": self.wall_s, "plan_ms_p50": float(np.percentile(p, 50)),
                 "plan_ms_p99": float(np.percentile(p, 99)),
-                **({"samples": self.samples} if self.samples is not None else {})}
+                **({"samples": self.samples} if self.samples is not None else {}),
+                **({"drift": self.drift} if self.drift is not None else {})}
 
 
 def run_episode(env: HumanoidEnv, planner: Planner, task: str, steps: int, seed: int,
-                command=None, frame_cb=None) -> EpisodeResult:
+                command=None, frame_cb=None, trace: bool = False) -> EpisodeResult:
     t = get_task(task)
     obs = env.reset(seed)
     planner.reset(seed)
+    drift = None
+    if trace:
+        from planner_node.sim.drift import DriftTrace
+        drift = DriftTrace(env.model)
+        drift.record(env)
     ret, fell, plan_ms = 0.0, False, []
     t0 = time.perf_counter()
     k = 0
@@ -48,11 +59,15 @@ def run_episode(env: HumanoidEnv, planner: Planner, task: str, steps: int, seed:
         ret += float(t.reward(obs, command))
         if frame_cb is not None:
             frame_cb(env)
+        if drift is not None:
+            drift.record(env)
         if fell:
             break
     samples = getattr(planner, "samples", None)
     return EpisodeResult(seed, ret, k, fell, time.perf_counter() - t0, plan_ms,
-                         int(samples) if isinstance(samples, (int, np.integer)) else None)
+                         int(samples) if isinstance(samples, (int, np.integer)) else None,
+                         drift=drift.summary(env.layout.joint_range) if drift else None,
+                         trace=drift.arrays() if drift else None)
 
 
 def summarize(results: list[EpisodeResult], **extra) -> dict:
@@ -69,7 +84,7 @@ def summarize(results: list[EpisodeResult], **extra) -> dict:
 
 def evaluate(agent: Planner, task: str, episodes: int, seed: int, steps: int,
              env_config: EnvConfig = EnvConfig(), command=None, progress: bool = True,
-             video: str | None = None, **extra) -> dict:
+             video: str | None = None, trace_png: str | None = None, **extra) -> dict:
     from tqdm import tqdm
 
     env = HumanoidEnv(env_config)
@@ -82,11 +97,19 @@ def evaluate(agent: Planner, task: str, episodes: int, seed: int, steps: int,
         for i in tqdm(range(episodes), desc=f"eval {getattr(agent, 'name', '?')}/{task}",
                       unit="episode", disable=not progress):
             results.append(run_episode(env, agent, task, steps, seed + i, command,
-                                       frame_cb=recorder.add if recorder else None))
+                                       frame_cb=recorder.add if recorder else None, trace=bool(trace_png)))
     finally:
         if recorder is not None:
             recorder.close()
+    _plot_traces(results, trace_png, f"{getattr(agent, 'name', '?')} / {task}")
     return summarize(results, task=task, seed=seed, steps=steps, **extra)
+
+
+def _plot_traces(results: list[EpisodeResult], png: str | None, title: str) -> None:
+    if png:
+        from planner_node.sim.drift import plot
+        plot([(f"seed {r.seed}" + (f" fell@{r.length}" if r.fell else " up"), r.trace)
+              for r in results if r.trace is not None], png, title)
 
 
 @dataclass(frozen=True)
@@ -150,14 +173,15 @@ _WORKER_ENVS: dict[EnvConfig, HumanoidEnv] = {}  # likewise (reset() seeds every
 
 
 def _episode_task(factory: PlannerFactory, task: str, steps: int, seed: int, env_config: EnvConfig,
-                  command) -> EpisodeResult:
+                  command, trace: bool = False) -> EpisodeResult:
     env = _WORKER_ENVS.get(env_config) or _WORKER_ENVS.setdefault(env_config, HumanoidEnv(env_config))
-    return run_episode(env, factory(), task, steps, seed, command)
+    return run_episode(env, factory(), task, steps, seed, command, trace=trace)
 
 
 def evaluate_parallel(factory: PlannerFactory, task: str, episodes: int, seed: int, steps: int,
                       env_config: EnvConfig = EnvConfig(), command=None, progress: bool = True,
-                      workers: int = 1, ray_address: str | None = None, **extra) -> dict:
+                      workers: int = 1, ray_address: str | None = None, trace_png: str | None = None,
+                      **extra) -> dict:
     """``evaluate`` with episodes as Ray tasks (``sim/parallel.py``): the same episodes (seed,
     seed + 1, ...), the same per-episode results, in episode order."""
     from tqdm import tqdm
@@ -167,12 +191,14 @@ def evaluate_parallel(factory: PlannerFactory, task: str, episodes: int, seed: i
     results: dict[int, EpisodeResult] = {}
     bar = tqdm(total=episodes, desc=f"eval {factory.name}/{task}", unit="episode", disable=not progress)
     with EpisodePool(workers, ray_address) as pool:
-        args = [(factory, task, steps, seed + i, env_config, command) for i in range(episodes)]
+        args = [(factory, task, steps, seed + i, env_config, command, bool(trace_png)) for i in range(episodes)]
         for i, r in pool.run(_episode_task, args):
             results[i] = r
             bar.update(1)
     bar.close()
-    return summarize([results[i] for i in range(episodes)], task=task, seed=seed, steps=steps, **extra)
+    ordered = [results[i] for i in range(episodes)]
+    _plot_traces(ordered, trace_png, f"{factory.name} / {task}")
+    return summarize(ordered, task=task, seed=seed, steps=steps, **extra)
 
 
 def se_return(r: dict) -> float:
@@ -189,4 +215,24 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"{r.get('planner', '?'):<16}{r['task']:<12}"
                      f"{r['mean_return']:>10.2f} ± {se_return(r):<5.2f}{r['mean_length']:>9.1f}"
                      f"{r['fall_rate']:>7.0%}{r['ctrl_steps_per_s']:>9.2f}")
+    return "\n".join(lines)
+
+
+def format_falls(r: dict) -> str:
+    """When each episode fell (its step), and its drift summary where it was traced."""
+    eps = r.get("episodes", [])
+    falls = [f"{e['fell_at']}" if e.get("fell_at") else "up" for e in eps]
+    lines = [f"fell at (step, per episode from seed {r.get('seed')}): {', '.join(falls)}"]
+    for e in eps:
+        d = e.get("drift")
+        if not d:
+            continue
+        joints = ", ".join(f"{j['joint']} {j['change_rad']:+.2f} ({j['margin_to_limit_rad']:.2f} to limit)"
+                           for j in d["joints_moved_most"][:3])
+        lines.append(f"  seed {e['seed']}: {'fell@' + str(e['fell_at']) if e['fell'] else 'up'}; "
+                     f"height {d['base_height_change_m']:+.3f} m, yaw {d['base_yaw_change_rad']:+.2f} rad, "
+                     f"travel {d['base_travel_m']:.2f} m, feet slid {d['feet_slide_m'][0]:.2f}/"
+                     f"{d['feet_slide_m'][1]:.2f} m, stance {d.get('stance_width_change_m', 0):+.3f} m, "
+                     f"activation error {d['activation_error_start']:.3f}"
+                     f"->{d['activation_error_end']:.3f}; joints {joints} [rad]")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Test-wide environment: headless GL, loopback-only DDS, a unique ROS domain per test."""
 import os
+from pathlib import Path
 
 import pytest
 
@@ -64,12 +65,24 @@ def tap_run(tiny_data, tmp_path_factory):
 
 
 
+#: The project's test signing key (config/humanoid.yaml trusts its public half): a node started
+#: with the shipped parameters accepts only bundles it signed.
+PROJECT_TEST_KEY = Path(__file__).resolve().parents[1] / "config" / "keys" / "project_test.key"
+
+
+def signed(bundle):
+    """``bundle``, signed by the project test key (as the shipped bundles are)."""
+    from planner_node.runtime.signing import sign_manifest
+    sign_manifest(bundle, PROJECT_TEST_KEY)
+    return bundle
+
+
 @pytest.fixture(scope="session")
 def hgap_bundle(hgap_run, tmp_path_factory):
     from planner_node.export.bundle_writer import export_bundle
     out = tmp_path_factory.mktemp("bundles") / "hgap"
     export_bundle(hgap_run, out, samples=16)
-    return out
+    return signed(out)
 
 
 @pytest.fixture(scope="session")
@@ -77,4 +90,4 @@ def tap_bundle(tap_run, tmp_path_factory):
     from planner_node.export.bundle_writer import export_bundle
     out = tmp_path_factory.mktemp("bundles") / "tap"
     export_bundle(tap_run, out, beam=8, expansion=2)
-    return out
+    return signed(out)

@@ -82,11 +82,12 @@ class Probe:
                     return {kv.key: kv.value for kv in st.values}
         return {}
 
-    def set_param(self, node: str, name: str, value: str, timeout: float = 30.0):
+    def set_param(self, node: str, name: str, value: str | float, timeout: float = 30.0):
         cli = self.node.create_client(SetParameters, f"/{node}/set_parameters")
         self.wait_for(lambda: cli.service_is_ready(), timeout, f"/{node}/set_parameters")
-        req = SetParameters.Request(parameters=[Parameter(name=name, value=ParameterValue(
-            type=ParameterType.PARAMETER_STRING, string_value=value))])
+        pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value) if isinstance(value, float) \
+            else ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        req = SetParameters.Request(parameters=[Parameter(name=name, value=pv)])
         fut = cli.call_async(req)
         self.wait_for(fut.done, timeout, f"set {name}")
         return fut.result().results[0]

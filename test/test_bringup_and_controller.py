@@ -27,8 +27,13 @@ def test_launch_file_and_runner_share_one_description():
     from planner_node.cli import build_parser
     up = build_parser()._subparsers._group_actions[0].choices["up"]
     flags = {a.dest for a in up._actions} - {"help", "system", "duration", "quiet", "log_dir"}
-    assert {"bundle", "backend", "task", "planner_kind", "lockstep", "use_sim_time"} == flags
-    assert set(ARGUMENTS) == {"bundle", "backend", "task", "planner", "lockstep", "use_sim_time"}
+    trust = {"trusted_keys", "bundle_root", "lock_parameters"}
+    assert {"bundle", "backend", "task", "planner_kind", "lockstep", "use_sim_time"} | trust == flags
+    assert set(ARGUMENTS) == {"bundle", "backend", "task", "planner", "lockstep", "use_sim_time"} | trust
+    # the launch defaults are the parameters file's, so `ros2 launch` and `planner up` trust alike
+    planner = yaml.safe_load((ROOT / "config" / PARAMS_FILE).read_text())["planner"]["ros__parameters"]
+    for arg in trust:
+        assert str(ARGUMENTS[arg][0]).lower() == str(planner[arg]).lower(), arg
 
 
 def test_params_file_covers_every_declared_parameter():

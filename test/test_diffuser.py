@@ -8,6 +8,7 @@ import torch
 from planner_node import spec
 from planner_node.kinds import KINDS
 from planner_node.planning import PlanRequest
+from conftest import signed
 
 TINY = {"kind": "diffuser", **KINDS["diffuser"].tiny}
 TINY_TRAIN = {**TINY, "train": {**TINY["train"], "diffusion_steps": 150, "value_steps": 60, "checkpoint_every": 50,
@@ -39,7 +40,7 @@ def diffuser_bundles(diffuser_run, tmp_path_factory):
     out = {}
     for name, settings in SAMPLERS.items():
         export_bundle(diffuser_run, root / name, samples=8, **settings)
-        out[name] = root / name
+        out[name] = signed(root / name)
     return out
 
 

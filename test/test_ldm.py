@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
+from conftest import signed
 
 from planner_node.planning import Plan
 from planner_node.runtime.bundle import BundleError, load_bundle
@@ -28,7 +29,7 @@ def ldm_bundle(hgap_run, ldm_run, tmp_path_factory):
     from planner_node.export.bundle_writer import export_bundle
     out = tmp_path_factory.mktemp("bundles") / "hgap_ldm"
     export_bundle(hgap_run, out, samples=16, ldm=ldm_run)
-    return out
+    return signed(out)
 
 
 def test_training_lowers_nll_and_g_is_at_least_e_on_held_out_pairs(ldm_run, tiny_data):
@@ -136,7 +137,8 @@ def test_bundle_safety_filter_block_is_checked(ldm_bundle, hgap_bundle, tmp_path
     with pytest.raises(BundleError, match=r"safety_filter: unknown keys \['loader'\]"):
         load_bundle(edited(ldm_bundle, lambda m: m["safety_filter"].update(loader="x.so"), "c"))
     # Format 3 (before the filter existed) still loads, without a filter.
-    old = edited(hgap_bundle, lambda m: (m.pop("safety_filter"), m.pop("critic"), m.update(format_version=3)), "d")
+    old = edited(hgap_bundle, lambda m: (m.pop("safety_filter"), m.pop("critic"), m.pop("bundle_version"),
+                                         m.update(format_version=3)), "d")
     assert load_bundle(old).manifest["safety_filter"] is None and load_bundle(old).manifest["critic"] is None
     from planner_node.control.action_filter import make_filter
     with pytest.raises(ValueError, match="needs a bundle exported with a Lyapunov density model"):

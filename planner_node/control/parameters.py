@@ -36,7 +36,16 @@ PARAMS: tuple[Param, ...] = (
     Param("stamp_future_tolerance_s", 0.1, True, "reject a state stamped more than this ahead of the node's clock [s]"),
     Param("stamp_max_age_s", 0.5, True, "reject a state stamped more than this behind the node's clock [s]"),
     Param("autostart", True, True, "configure and activate on start (pip installs have no lifecycle manager)"),
+    Param("trusted_keys", "config/keys/project_test.pub", True,
+          "public keys (comma-separated; relative to the package share dir): bundles must be signed by one "
+          "('' = unsigned allowed). The project TEST key: deploy with your own"),
+    Param("bundle_root", "", True, "bundles load only from under this directory, symlinks resolved ('' = anywhere)"),
+    Param("lock_parameters", False, True,
+          "refuse run-time changes to safety_filter, safety_filter_threshold, deadline_ms, planner_settings"),
 )
+#: What ``lock_parameters: true`` makes read-only at run time (the static ones are refused anyway;
+#: listing them makes the refusal say "locked", which is what a deployment wants to read).
+LOCKED_WHEN_DEPLOYED = ("safety_filter", "safety_filter_threshold", "deadline_ms", "planner_settings")
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 
 

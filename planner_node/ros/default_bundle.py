@@ -29,3 +29,13 @@ def default_bundle_path() -> Path | None:
         if (c / "manifest.yaml").is_file():
             return c
     return None
+
+
+def share_dir(here: Path | None = None) -> Path:
+    """The package's data root, where ``config/`` and ``bundles/`` sit: ``<prefix>/share/planner_node``
+    when installed, the source tree otherwise. Relative ``trusted_keys`` resolve against it."""
+    for bundle in candidates(here):
+        root = bundle.parents[1]
+        if (root / "config").is_dir():
+            return root
+    return (here or Path(__file__).resolve()).parents[2]

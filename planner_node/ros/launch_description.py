@@ -17,6 +17,10 @@ ARGUMENTS = {
     "planner": ("bundle", [("planner", "planner", str)]),
     "use_sim_time": ("true", [("planner", "use_sim_time", bool)]),
     "lockstep": ("false", [("planner", "lockstep", bool), ("sim_bridge", "mode", "lockstep")]),
+    # deployment trust (docs/safety.md): relative key paths resolve against the package share dir
+    "trusted_keys": ("config/keys/project_test.pub", [("planner", "trusted_keys", str)]),
+    "bundle_root": ("", [("planner", "bundle_root", str)]),
+    "lock_parameters": ("false", [("planner", "lock_parameters", bool)]),
 }
 #: node name -> console_scripts executable
 NODES = {"sim_bridge": "sim_bridge", "planner": "planner_node"}

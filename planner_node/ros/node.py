@@ -34,8 +34,8 @@ from planner_node import spec
 from planner_node.control.control_loop import ControlLoop
 from planner_node.control.controller import Controller, ControllerConfig
 from planner_node.control.action_filter import make_filter
-from planner_node.ros.default_bundle import default_bundle_path
-from planner_node.control.parameters import PARAMS
+from planner_node.ros.default_bundle import default_bundle_path, share_dir
+from planner_node.control.parameters import LOCKED_WHEN_DEPLOYED, PARAMS
 from planner_node.ros.convert import joint_state_arrays, odometry_arrays, stamp_s
 from planner_node.control.state_estimator import MeasuredState
 from planner_node.control.state_validation import (REJECT_REASONS, Rejected, StampGate, StateLimits, check_command,
@@ -62,8 +62,10 @@ class PlannerNode(LifecycleNode):
         self._gate = StampGate()
         self._limits = StateLimits()
         self._cmd_twist = (0.0, 0.0, 0.0)
-        self._pending = None   # (planner, bundle_path, action_filter) ready to swap in
+        self._pending = None   # (planner, bundle_path, action_filter, bundle_version) ready to swap in
         self.active_bundle = ""
+        self._bundle_gate = None     # runtime/bundle_gate.BundleGate, from trusted_keys and bundle_root
+        self._bundle_version = None  # the running bundle's bundle_version (rollback check)
         # Every counter exists from the start, so /diagnostics lists the zeros too.
         self._rejects: dict[str, int] = {f"rejected_{t}": 0 for t in REJECT_REASONS}
         self._rejects.update({f"rejected_{t}_{r}": 0 for t, rs in REJECT_REASONS.items() for r in rs})
@@ -86,15 +88,15 @@ class PlannerNode(LifecycleNode):
         return ControllerConfig(control_period=float(self.p("control_period")), deadline_ms=float(self.p("deadline_ms")),
                                 task=self.p("task"), fallback=self.p("fallback"))
 
-    def _make_planner(self, bundle_path: str):
+    def _make_planner(self, bundle=None):
+        """``bundle``: a Bundle the gate verified (planner=bundle)."""
         kind = self.p("planner")
         if kind == "bundle":
-            bundle_path = self._bundle_path(bundle_path)
             from planner_node.control.parameters import planner_settings
             from planner_node.runtime.bundle_planner import runtime_planner
             # planner_settings apply to every bundle loaded, hot swaps included: a bundle whose
             # kind lacks one is refused by name (at configure: failure; on a swap: the old stays)
-            return runtime_planner(bundle_path, backend=self.p("backend"), seed=int(self.p("seed")),
+            return runtime_planner(bundle, backend=self.p("backend"), seed=int(self.p("seed")),
                                    **planner_settings(self.p("planner_settings")))
         if kind == "mppi":
             from planner_node.sim.mppi import MPPIPlanner
@@ -131,11 +133,20 @@ class PlannerNode(LifecycleNode):
             time.sleep(pause_s)  # yield between plans (a hot swap: a control period, so ticks keep their CPU)
         planner.reset(int(self.p("seed")))
 
+    def _make_gate(self):
+        from planner_node.runtime.bundle_gate import BundleGate, split_paths
+        return BundleGate(split_paths(self.p("trusted_keys")), str(self.p("bundle_root")), base=share_dir())
+
     def _on_set_parameters(self, params) -> SetParametersResult:
         for prm in params:
             if not self._configured:
                 continue
+            if self.p("lock_parameters") and prm.name in LOCKED_WHEN_DEPLOYED:
+                why = f"{prm.name} is locked (lock_parameters: true): it cannot change while deployed"
+                self._reject("parameters", "locked", why)
+                return SetParametersResult(successful=False, reason=why)
             if prm.name in self._static:
+                self._reject("parameters", "static", f"{prm.name} is static")
                 return SetParametersResult(successful=False, reason=f"{prm.name} is static: set it before configure")
             if prm.name == "task":
                 from planner_node.robot.tasks import TASKS
@@ -156,14 +167,17 @@ class PlannerNode(LifecycleNode):
                 except (ValueError, TypeError) as e:
                     return SetParametersResult(successful=False, reason=str(e))
             if prm.name == "bundle_path":
-                from planner_node.runtime.bundle import BundleError, load_bundle
+                from planner_node.runtime.bundle_gate import BundleRefused
                 try:
                     path = self._bundle_path(prm.value)
-                    # Verify the manifest, paths and hashes synchronously (a bad bundle is refused with the
-                    # reason); the ONNX graphs' own check runs with the load on the worker thread, so
-                    # the executor is not held up parsing protobufs while states arrive.
-                    load_bundle(path, check_graphs=False)
-                except (BundleError, OSError, ValueError) as e:
+                    # Verify root, signature, manifest, paths and hashes synchronously (a bad bundle
+                    # is refused with the reason); the ONNX graphs' own check runs with the load on
+                    # the worker thread, so the executor is not held up parsing protobufs.
+                    self._bundle_gate.check(path, self._bundle_version, check_graphs=False)
+                except BundleRefused as e:
+                    self._reject("bundle_path", e.reason, str(e))
+                    return SetParametersResult(successful=False, reason=f"bundle_path: {e.reason}: {e}")
+                except (OSError, ValueError) as e:
                     self._reject("bundle_path", "invalid", str(e))
                     return SetParametersResult(successful=False, reason=f"bundle_path: {e}")
                 threading.Thread(target=self._load_swap, args=(path,), daemon=True).start()
@@ -187,15 +201,22 @@ class PlannerNode(LifecycleNode):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         except (AttributeError, OSError):
             pass
+        from planner_node.runtime.bundle_gate import BundleRefused
         try:
-            planner = self._make_planner(path)
+            # verified again as it is loaded: what runs is what was checked, not what the
+            # directory held when the parameter was set
+            bundle = self._bundle_gate.check(path, self._bundle_version, check_graphs=True)
+            planner = self._make_planner(bundle)
             action_filter = self._make_filter(planner)  # the filter's graphs come with the new bundle
             self._warm_up(planner, pause_s=0.03)
+        except BundleRefused as e:
+            self._reject("bundle_path", e.reason, f"keeping {self.active_bundle}: {e}")
+            return
         except Exception as e:  # noqa: BLE001 - keep the old bundle on any failure
             self._reject("bundle_path", "load_failed", f"load/warm-up failed, keeping {self.active_bundle}: {e}")
             return
         with self._lock:
-            self._pending = (planner, path, action_filter)
+            self._pending = (planner, path, action_filter, bundle.version)
 
     def _reject(self, topic: str, reason: str, why: str) -> None:
         """Count it for /diagnostics (per topic and per reason); log it, throttled to 1/s per
@@ -213,7 +234,10 @@ class PlannerNode(LifecycleNode):
             cfg = self._config()
             self._gate = StampGate(float(self.p("stamp_future_tolerance_s")), float(self.p("stamp_max_age_s")))
             bundle = self._bundle_path(self.p("bundle_path")) if self.p("planner") == "bundle" else ""
-            planner = self._make_planner(bundle)
+            self._bundle_gate = self._make_gate()
+            verified = self._bundle_gate.check(bundle, check_graphs=True) if bundle else None
+            self._bundle_version = verified.version if verified else None
+            planner = self._make_planner(verified)
             action_filter = self._make_filter(planner)
             self._warm_up(planner)
         except Exception as e:  # noqa: BLE001 - report any configure failure by parameter
@@ -229,7 +253,9 @@ class PlannerNode(LifecycleNode):
                       self.create_subscription(Odometry, "/odom", self._on_odom, 10),
                       self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, 10)]
         self._configured = True
-        self.get_logger().info(f"configured: planner {self.active_bundle} ({self.p('backend')}), task {cfg.task}")
+        self.get_logger().info(f"configured: planner {self.active_bundle} ({self.p('backend')}), task {cfg.task}; "
+                               f"bundles: {self._bundle_gate.describe()}"
+                               + ("; safety parameters locked" if self.p("lock_parameters") else ""))
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -364,12 +390,17 @@ class PlannerNode(LifecycleNode):
             self._new_state = False
             joint, odom = self._joint, self._odom
             if self._pending is not None:  # hot swap at a tick boundary
-                planner, path, action_filter = self._pending
+                planner, path, action_filter, version = self._pending
                 self._pending = None
-                self.controller.action_filter = action_filter
-                self.controller.swap_planner(planner)
-                self.active_bundle = path
-                self.get_logger().info(f"swapped to bundle {path}")
+                if self._bundle_gate.signed_only and self._bundle_version is not None and version < self._bundle_version:
+                    # two swaps in flight: a newer one landed first; this one would roll back
+                    self._reject("bundle_path", "rollback", f"{path}: bundle_version {version} < running "
+                                 f"{self._bundle_version}; keeping {self.active_bundle}")
+                else:
+                    self.controller.action_filter = action_filter
+                    self.controller.swap_planner(planner)
+                    self.active_bundle, self._bundle_version = path, version
+                    self.get_logger().info(f"swapped to bundle {path} (bundle_version {version})")
         state = None
         if joint is not None and odom is not None:
             state = MeasuredState(self._received, joint[1], joint[2], odom[1], odom[2], odom[3], odom[4])
@@ -413,6 +444,8 @@ class PlannerNode(LifecycleNode):
         st = DiagnosticStatus(name="planner_node", hardware_id="humanoid", message=f"bundle {self.active_bundle}")
         st.level = DiagnosticStatus.OK if s.get("deadline_misses", 0) == 0 else DiagnosticStatus.WARN
         st.values = [KeyValue(key="active_bundle", value=self.active_bundle),
+                     KeyValue(key="bundle_version", value=str(self._bundle_version)),
+                     KeyValue(key="parameters_locked", value=str(bool(self.p("lock_parameters"))).lower()),
                      KeyValue(key="safety_filter", value=str(self.p("safety_filter"))),
                      KeyValue(key="task", value=str(self.p("task"))),
                      # the /cmd_vel in use: vx vy [m/s] wz [rad/s], heading frame

@@ -1,8 +1,11 @@
 """Engine bundles: a directory a robot can receive and swap to (reading and verifying; no torch).
 
-``manifest.yaml`` (format version 4; format 3, which lacks ``safety_filter``, loads as if it were null)::
+``manifest.yaml`` (format version 5; format 4 loads as bundle_version 0; format 3, which also
+lacks ``safety_filter`` and ``critic``, loads as if they were null)::
 
-    format_version: 4
+    format_version: 5
+    bundle_version: <int >= 1>       # monotonically increasing per release: a node that trusts
+                                     # signers refuses a bundle older than the one it runs (rollback)
     planner: <kind>                                           # a record of planner_node.kinds
     spec_hash, joint_names, obs_blocks, control_period_s      # checked against this build
     horizon, trained_tasks
@@ -19,6 +22,8 @@
                dataset: {sha256 (of the dataset's meta.json), path (relative to the repo)} or null}
 
 Every key above is required and no other is accepted (``_check_schema`` names what differs).
+``manifest.sig`` (optional, ``runtime/signing.py``) holds Ed25519 signatures over the manifest's
+exact bytes; ``load_bundle(..., trust=TrustStore)`` refuses a bundle that no trusted key signed.
 Loading is a trust boundary: ``yaml.safe_load``, every file path must stay inside the bundle
 directory, every file's sha256 must match, the spec must match, and each ONNX graph's
 declared inputs/outputs must match the graph itself (and may not pull external data from
@@ -36,15 +41,25 @@ from planner_node import spec
 from planner_node.atomic import sha256_file
 from planner_node.kinds import KINDS
 
-FORMAT_VERSION = 4  # 2: prior_step outputs only the new KV slot; 3: kind-specific fields under kind_config;
+FORMAT_VERSION = 5  # 2: prior_step outputs only the new KV slot; 3: kind-specific fields under kind_config;
 #                    4: safety_filter (the Lyapunov density model's graphs and threshold, or null),
 #                       critic (the task critic's graph, task order, discount, weight, or null)
-READABLE_VERSIONS = (3, 4)
+#                    5: bundle_version (rollback protection for signed bundles)
+READABLE_VERSIONS = (3, 4, 5)
 DTYPES = {"float32": np.float32, "int64": np.int64, "float16": np.float16}
 
 
 class BundleError(ValueError):
     """The bundle is unusable; the message names the file or field and the reason."""
+
+
+class BundleSignatureError(BundleError):
+    """A trusted load refused the bundle's signature; ``reason``: unsigned, unknown_key,
+    bad_signature or malformed (``runtime/signing.py``)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 #: The manifest's schema: every key is required and no other is accepted (a key the runtime does
@@ -53,6 +68,7 @@ TOP_KEYS = frozenset((
     "format_version", "planner", "spec_hash", "joint_names", "obs_blocks", "control_period_s", "horizon",
     "trained_tasks", "normalizer", "planner_defaults", "kind_config", "graphs", "reference", "plans", "producer",
     "safety_filter", "critic"))
+TOP_KEYS_V5 = TOP_KEYS | {"bundle_version"}
 TOP_KEYS_V3 = TOP_KEYS - {"safety_filter", "critic"}
 CRITIC_KEYS = frozenset(("graph", "tasks", "discount", "weight", "source"))
 SAFETY_FILTER_KEYS = frozenset(("name", "energy", "lyapunov", "threshold", "percentile", "source"))
@@ -76,7 +92,12 @@ def _exact_keys(d, allowed: frozenset, where: str, mpath: Path) -> None:
 
 
 def _check_schema(m: dict, mpath: Path) -> None:
-    _exact_keys(m, TOP_KEYS if m["format_version"] >= 4 else TOP_KEYS_V3, "top level", mpath)
+    version = m["format_version"]
+    _exact_keys(m, TOP_KEYS_V5 if version >= 5 else TOP_KEYS if version == 4 else TOP_KEYS_V3, "top level", mpath)
+    if version >= 5:
+        v = m["bundle_version"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise BundleError(f"{mpath}: bundle_version must be an integer >= 1, got {v!r}")
     sf = m.get("safety_filter")
     if sf is not None:
         _exact_keys(sf, SAFETY_FILTER_KEYS, "safety_filter", mpath)
@@ -162,10 +183,16 @@ class TensorSpec:
 class Bundle:
     root: Path
     manifest: dict
+    signed_by: str | None = None   # the trusted key id whose signature verified (load_bundle(trust=...))
 
     @property
     def planner(self) -> str:
         return self.manifest["planner"]
+
+    @property
+    def version(self) -> int:
+        """``bundle_version`` (0 for a format 3-4 bundle, which has none)."""
+        return int(self.manifest.get("bundle_version", 0))
 
     def graph_path(self, name: str) -> Path:
         return _inside(self.root, self.manifest["graphs"][name]["file"], f"graphs.{name}")
@@ -201,15 +228,27 @@ def _check_onnx_io(path: Path, declared: dict, where: str) -> None:
             raise BundleError(f"{path}: {which} {actual} do not match manifest {where}.{which} {want}")
 
 
-def load_bundle(path: str | Path, check_graphs: bool = True) -> Bundle:
-    """Read and verify a bundle; raises BundleError naming what is wrong."""
+def load_bundle(path: str | Path, check_graphs: bool = True, trust=None) -> Bundle:
+    """Read and verify a bundle; raises BundleError naming what is wrong.
+
+    ``trust`` (a ``signing.TrustStore``): the manifest's bytes must carry a signature by one of
+    its keys (``signing.SignatureError``, a BundleError, otherwise). The signature is checked
+    before the YAML is parsed, and the bytes checked are the bytes parsed."""
     root = Path(path)
     mpath = root / "manifest.yaml"
     if not mpath.is_file():
         raise BundleError(f"{mpath}: missing (not a bundle directory)")
+    raw = mpath.read_bytes()
+    signed_by = None
+    if trust is not None:
+        from planner_node.runtime.signing import SIGNATURE_FILE, SignatureError, verify
+        try:
+            signed_by = verify(raw, root / SIGNATURE_FILE, trust)
+        except SignatureError as e:
+            raise BundleSignatureError(str(e), e.reason) from e
     try:
-        m = yaml.load(mpath.read_text(), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
+        m = yaml.load(raw.decode("utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise BundleError(f"{mpath}: invalid YAML ({e})") from e
     if not isinstance(m, dict):
         raise BundleError(f"{mpath}: expected a mapping")
@@ -237,7 +276,7 @@ def load_bundle(path: str | Path, check_graphs: bool = True) -> Bundle:
         v = np.asarray(m["normalizer"].get(key, []), dtype=np.float64)
         if v.shape != (size,) or not np.all(np.isfinite(v)):
             raise BundleError(f"{mpath}: normalizer.{key} must be {size} finite numbers")
-    b = Bundle(root, m)
+    b = Bundle(root, m, signed_by)
     for name, g in m["graphs"].items():
         for field in ("file", "sha256", "inputs", "outputs"):
             if field not in g:
