@@ -7,6 +7,13 @@ rejections, the largest command gap, and whether any node crashed. The bridge re
 each fall (so the planner keeps planning on live states) and pushes it every 100 steps.
 
     python bench/soak.py [--seconds 3600] [--bundle bundles/default] [--out results/soak]
+
+``--stand``: the stand soak. Lockstep and as fast as the planner answers, task stand, no pushes,
+no reset on a fall, for ``--steps`` simulation steps (20,000 = 10 simulated minutes), ``--runs``
+times with bridge seeds ``--seed``+i: whether the robot is up at the end and, if it fell, the
+step the bridge's 1 Hz /diagnostics first showed the fall (within a second of wall time).
+
+    python bench/soak.py --stand [--runs 5] [--steps 20000] [--bundle bundles/default] [--seed 71000]
 """
 from __future__ import annotations
 
@@ -20,7 +27,71 @@ from pathlib import Path
 from stack import ROOT, counters, rss_mib, stack
 
 
+def soak_once(bundle: str, steps: int, seed: int, domain: int, log_dir: Path) -> dict:
+    from hil import Probe
+
+    from planner_node.ros.bringup import Bringup
+    probe = Probe(domain)
+    t0 = time.monotonic()
+    fell_at, sim, crashed = None, {}, {}
+    try:
+        bridge = {"seed": seed, "push_every": 0, "reset_on_fall": False, "max_steps": steps,
+                  "lockstep_timeout_s": 5.0}
+        with Bringup({"bundle": bundle, "lockstep": "true", "task": "stand"}, extra={"sim_bridge": bridge},
+                     log_dir=log_dir) as b:
+            while True:
+                probe.spin(1.0)
+                for topic in list(probe.msgs):       # keep the probe's own memory flat
+                    if topic != "/diagnostics":
+                        probe.msgs[topic].clear()
+                del probe.msgs["/diagnostics"][:-20]
+                probe.events.clear()
+                crashed = {n: p.returncode for n, p in b.procs.items() if p.poll() is not None}
+                sim = probe.diagnostics("sim_bridge")
+                n = int(sim.get("steps", 0))
+                if crashed or (fell_at is None and int(sim.get("falls", 0)) > 0):
+                    fell_at = n if not crashed else None
+                    break
+                if n >= steps:
+                    break
+    finally:
+        probe.close()
+    return {"seed": seed, "steps": int(sim.get("steps", 0)), "up_at_end": fell_at is None and not crashed,
+            "fell_at_step": fell_at, "crashed": crashed, "wall_s": round(time.monotonic() - t0, 1)}
+
+
+def stand_main(argv: list[str]) -> int:
+    """``--stand``: the stand soak (see the module docstring)."""
+    ap = argparse.ArgumentParser(description="the stand soak")
+    ap.add_argument("--stand", action="store_true")
+    ap.add_argument("--bundle", default=str(ROOT / "bundles" / "default"))
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--seed", type=int, default=71000)
+    ap.add_argument("--domain", type=int, default=57)
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "long_stand")
+    a = ap.parse_args(argv)
+    from planner_node.atomic import write_json
+    a.out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    print(f"{'run':>4}{'seed':>8}{'steps':>8}{'up at end':>11}{'fell at':>9}{'wall s':>8}")
+    for i in range(a.runs):
+        r = soak_once(a.bundle, a.steps, a.seed + i, a.domain, Path(tempfile.mkdtemp(prefix="stand_soak_")))
+        runs.append(r)
+        print(f"{i:>4}{r['seed']:>8}{r['steps']:>8}{str(r['up_at_end']):>11}{str(r['fell_at_step']):>9}"
+              f"{r['wall_s']:>8}" + (f"  crashed {r['crashed']}" if r["crashed"] else ""), flush=True)
+    up = sum(r["up_at_end"] for r in runs)
+    summary = {"bundle": Path(a.bundle).name, "steps": a.steps, "runs": runs, "up_at_end": up}
+    out = a.out / f"soak_{Path(a.bundle).name}.json"
+    write_json(out, summary)
+    print(f"up at the end of {a.steps} steps: {up} of {len(runs)} ({Path(a.bundle).name}); wrote {out}")
+    return 0
+
+
+
 def main() -> int:
+    if "--stand" in sys.argv[1:]:
+        return stand_main(sys.argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", default=str(ROOT / "bundles" / "default"))
     ap.add_argument("--seconds", type=float, default=3600.0)

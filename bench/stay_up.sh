@@ -10,10 +10,46 @@
 # BUNDLE may list several bundles (space-separated); each is labelled by its directory name.
 # OFFLINE=1 adds offline MPPI (64 samples, no budget: ~2 control steps/s, hours for all tasks).
 #   BUNDLE="bundles/default /tmp/other" CRITIC=runs/critic bash bench/stay_up.sh [TASKS...]
+# LONG=1 runs the long-stand protocol instead (docs/experiments/long_stand.md): stand for 2,000
+# steps (60 s), every bundle side by side on the same seeds, L with no pushes (seeds 61000+) and LP
+# with 0.25 m/s every 100 steps (seeds 62000+), with `planner eval --trace` (fall steps, drift
+# PNGs); SOAK=1 adds 5 x 20,000 lockstep steps over the whole stack per bundle
+# (bench/soak.py --stand). Results in results/long_stand/.
+#   LONG=1 SOAK=1 BUNDLE="bundles/default bundles/hgap" bash bench/stay_up.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-39} RAY_USAGE_STATS_ENABLED=0
 P=.venv/bin/planner
+if [ -n "${LONG:-}" ]; then
+  BUNDLE=${BUNDLE:-bundles/default bundles/hgap}
+  EPISODES=${EPISODES:-20}
+  STEPS=${STEPS:-2000}
+  PAR=(--workers "${WORKERS:-2}")
+  [ -n "${RAY:-}" ] && PAR+=(--ray "$RAY")
+  OUT=${OUT:-results/long_stand}
+  declare -A SCHED=([L]="L 0 0.25 61000" [LP]="LP 100 0.25 62000")
+  for s in L LP; do
+    read -r name every speed seed <<< "${SCHED[$s]}"
+    mkdir -p "$OUT/$name"
+    common=(--task stand --episodes "$EPISODES" --steps "$STEPS" --seed "$seed" --push-every "$every" --push-speed "$speed")
+    run() {
+      local label=$1; shift
+      local f=$OUT/$name/$label.json
+      [ -f "$f" ] || $P eval "${common[@]}" "${PAR[@]}" --json "$f" --trace "$OUT/$name/$label.png" "$@" \
+        | sed -n '/^planner /,$p'
+    }
+    for b in $BUNDLE; do run "$(basename "$b")" --bundle "$b"; done
+    run zero --planner zero
+    .venv/bin/python bench/eval_table.py "$OUT/$name"/*.json
+  done
+  if [ -n "${SOAK:-}" ]; then
+    for b in $BUNDLE; do
+      f=$OUT/soak_$(basename "$b").json
+      [ -f "$f" ] || .venv/bin/python bench/soak.py --stand --bundle "$b" --runs "${SOAK_RUNS:-5}" --out "$OUT"
+    done
+  fi
+  exit 0
+fi
 BUNDLE=${BUNDLE:-bundles/default}
 EPISODES=${EPISODES:-20}
 STEPS=${STEPS:-300}

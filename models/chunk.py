@@ -37,7 +37,7 @@ from planner_node.models.config import ConfigError, check_fields
 from planner_node.models.data import Normalizer, returns_to_go, split_episodes
 from planner_node.models.train import append_metrics, open_run, plot_metrics
 from planner_node.planning import Candidates, Plan, Planner, PlanRequest
-from planner_node.runtime.chunk import COMMAND_DIM, TemporalEnsemble, check_settings, policy_inputs
+from planner_node.runtime.chunk import COMMAND_DIM, StanceHold, TemporalEnsemble, check_settings, policy_inputs
 
 KIND = "chunk"
 LABEL_TAILS = ("none", "labels", "plans")
@@ -445,9 +445,11 @@ class ChunkPlanner(Planner):
         self.settings = {**get_kind(KIND).defaults, **settings}
         self.task_weights = check_settings(self.settings, self.cfg.policy.horizon, self.tasks)
         self.blend = TemporalEnsemble(self.settings["overlap"], self.settings["decay"])
+        self.stance = StanceHold(self.settings["stance_gain"], self.settings["stance_width"])
 
     def reset(self, seed: int | None = None) -> None:
         self.blend.reset()
+        self.stance.reset()
 
     @torch.no_grad()
     def _members(self, request: PlanRequest) -> torch.Tensor:
@@ -461,7 +463,7 @@ class ChunkPlanner(Planner):
         return self.blend(np.clip(self.norm.unnorm_act(z.mean(0).numpy()), -1.0, 1.0))
 
     def plan(self, request: PlanRequest) -> Plan:
-        return Plan(self._blend(self._members(request)), 0.0)
+        return Plan(self.stance(self._blend(self._members(request)), request.obs), 0.0)
 
     def candidates(self, request: PlanRequest) -> Candidates:
         """What ``planner eval --score`` chooses among: the blended plan (what ``plan`` returns, the
@@ -469,7 +471,7 @@ class ChunkPlanner(Planner):
         updated as ``plan`` updates it, whichever is executed. The policy predicts no states:
         ``final_obs`` is NaN, so scoring by a critic of predicted states is refused."""
         z = self._members(request)
-        blended = self._blend(z)
+        blended = self.stance(self._blend(z), request.obs)
         own = np.clip(self.norm.unnorm_act(z.numpy()), -1.0, 1.0)
         actions = np.concatenate([blended[None], own]).astype(np.float32)
         n = len(actions)

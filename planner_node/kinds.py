@@ -97,7 +97,10 @@ KINDS: dict[str, Kind] = {
         # plan blends the last 8 chunks, weighted exp(-0.5 x age) (temporal ensembling).
         # task_weights: per task, how much of the policy's task conditioning is the task's rather
         # than stand's ('' = every task fully its own; runtime/chunk.py: parse_task_weights).
-        defaults={"batch": 1, "overlap": 8, "decay": 0.5, "task_weights": ""}, batch_param="batch",
+        # stance_gain, stance_width: the posture term against the feet sliding apart
+        # (runtime/chunk.py: StanceHold; 0 = off; width: the standing pose's feet apart [m]).
+        defaults={"batch": 1, "overlap": 8, "decay": 0.5, "task_weights": "", "stance_gain": 0.5, "stance_width": 0.91},
+        batch_param="batch",
         kind_config_keys=("obs_dim", "act_dim", "tasks", "model_config"),
         tiny={"policy": {"horizon": 4, "width": 32, "layers": 1, "ensemble": 2},
               "train": {"steps": 40, "batch_size": 16, "checkpoint_every": 20, "eval_every": 20,

@@ -68,11 +68,17 @@ class Recipe:
     # executed actions, so a chunk's tail is what the expert went on to do. Then the learner
     # drives on from where the expert left the robot.
     rescue: bool = False
+    # With labels="expert", for a learner whose failure is slow drift (the shipped stand policy
+    # falls 40-50 s into a no-push stand, its feet sliding apart): the learner first drives alone
+    # and unrecorded for a number of steps drawn from this range, so the labels fall where the
+    # drift has built up; then the expert warms up (``expert_warmup``) and labelling begins for
+    # ``steps`` steps. A fall in the prefix backs off ``backoff`` steps. (0, 0) = from the start.
+    label_from: tuple[int, int] = (0, 0)
 
     def __post_init__(self):
         if self.episodes < 1 or self.steps < 1:
             raise ValueError(f"Recipe.episodes and Recipe.steps must be >= 1, got {self.episodes}, {self.steps}")
-        for name in ("handover", "backoff"):
+        for name in ("handover", "backoff", "label_from"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"Recipe.{name} must be a range 0 <= lo <= hi, got {getattr(self, name)!r}")
@@ -82,6 +88,8 @@ class Recipe:
             raise ValueError(f"Recipe.expert_share must be in [0, 1], got {self.expert_share}")
         if self.labels == "expert" and self.handover[1] > 0:
             raise ValueError("Recipe.labels='expert' records the whole episode: it takes no handover range")
+        if self.label_from[1] > 0 and self.labels != "expert":
+            raise ValueError("Recipe.label_from delays the labels of labels='expert': give labels='expert'")
         if self.plan_labels < 0 or (self.plan_labels and self.labels != "expert"):
             raise ValueError(f"Recipe.plan_labels must be >= 0, and only given with labels='expert', "
                              f"got {self.plan_labels} with labels={self.labels!r}")
@@ -187,6 +195,14 @@ RECIPES: dict[str, Recipe] = {
     "dagger_labels_far_stand3": Recipe(episodes=40, steps=300, seed=36, labels="expert", expert_share=0.2,
                                        expert=FAR_EXPERT,
                                        draw=("stand",)),
+    # Labels where the drift is (docs/experiments/long_stand.md): the shipped policy
+    # (runs/chunk_rsw4_s0) stands unpushed, alone and unrecorded, for 300-900 steps, and then for
+    # 1,200 more steps the cheaper planning copy labels every state it visits (executing 10 % of
+    # them). From the policy's drifted state (feet ~25 cm apart, base 12 cm lower) the copy
+    # holds the robot up for 300 of 300 steps where the policy falls after 193.
+    "dagger_labels_long": Recipe(episodes=24, steps=1200, seed=40, labels="expert", expert_share=0.1,
+                                 expert=FAST_EXPERT, draw=("stand",), push_every=0, label_from=(300, 900),
+                                 expert_warmup=10),
     # Round 4, with the expert's plan recorded at each state (its first 8 actions: a chunk):
     # label rows supervised only their first action, while ~60 % of each executed action comes
     # from chunk tails (blending, decay 0.5). The learner is round 3's policy (runs/chunk_fs3,
@@ -306,6 +322,11 @@ def _labelled_episode(recipe: Recipe, index: int, threads: int, env, obs, task_n
     expert = MPPIPlanner(seed=seed, **{"threads": threads, **recipe.expert})
 
     plans = []
+    if recipe.label_from[1] > 0:
+        obs = _unrecorded_prefix(recipe, learner, env, obs, task_name, command, rng)
+    if recipe.expert_warmup and recipe.label_from[1] > 0:
+        expert.warm_up(PlanRequest(obs=obs, task=task_name, command=tuple(command), sim_state=env.get_state()),
+                       recipe.expert_warmup)
 
     def act(request):
         plan = expert.plan(request).actions
@@ -326,6 +347,24 @@ def _labelled_episode(recipe: Recipe, index: int, threads: int, env, obs, task_n
     if recipe.plan_labels:
         arrays["plans"] = np.stack(plans)   # one per recorded row: act runs once per step
     return arrays
+
+
+def _unrecorded_prefix(recipe: Recipe, learner, env, obs, task_name: str, command, rng) -> np.ndarray:
+    """The learner drives alone for ``label_from`` (drawn) steps; on a fall, back off
+    ``backoff`` (drawn) steps. Leaves ``env`` where the labels begin."""
+    from planner_node.planning import PlanRequest
+
+    k = int(rng.integers(recipe.label_from[0], recipe.label_from[1] + 1))
+    states = [(env.get_state(), env.t)]
+    for _ in range(k):
+        obs, fell = env.step(learner.plan(PlanRequest(obs=obs, task=task_name, command=tuple(command))).actions[0])
+        if fell:
+            state, t = states[max(0, len(states) - int(rng.integers(recipe.backoff[0], recipe.backoff[1] + 1)))]
+            env.set_state(state)
+            env.t = t
+            return env.observation()
+        states.append((env.get_state(), env.t))
+    return obs
 
 
 #: A rescue episode in which the learner never would have fallen records nothing; it is tried again
@@ -433,12 +472,19 @@ def _recipe_dict(name: str, recipe: Recipe) -> dict:
         d.pop("plan_labels")   # recipes made before it existed still resume
     if not recipe.rescue:
         d.pop("rescue")   # likewise
+    if recipe.label_from[1] == 0:
+        d.pop("label_from")   # likewise
+    else:
+        d["label_from"] = list(recipe.label_from)
     if recipe.labels == "executed":
         d.pop("labels")
         d.pop("expert_share")
     if recipe.labels == "expert":
         d.pop("handover")
-        d.pop("backoff")   # the learner drives throughout: no handover
+        if recipe.label_from[1] == 0:
+            d.pop("backoff")   # the learner drives throughout: no handover
+        else:
+            d["backoff"] = list(recipe.backoff)   # a fall in the unrecorded prefix backs off
         return {**d, **_learner_fields(recipe)}
     if recipe.rescue:
         d.pop("handover")

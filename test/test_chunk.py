@@ -642,3 +642,41 @@ def test_rescue_rounds_record_the_expert_where_the_learner_tried_ahead_would_fal
     for bad in ("tiny:0", "tiny", "tiny:2,tiny:3", "tiny:nan"):
         with pytest.raises(ConfigError, match=r"train\.recipe_weights"):
             weights(bad)
+
+
+def test_stance_hold_pulls_splaying_feet_together():
+    """The posture term against the long-stand drift: feet wider than the reference bring the
+    hip abduction targets toward each other (after the ramp), and it leaves a plan alone at gain
+    0, on a non-finite observation, and at the reference width."""
+    from planner_node import spec
+    from planner_node.runtime.chunk import StanceHold
+    obs = np.zeros(spec.OBS_DIM)
+    ee = obs[spec.OBS_SLICES["end_effectors_pos"]].reshape(4, 3)
+    ee[2] = -0.6 * spec.BODY_LEFT    # rfoot
+    ee[3] = +0.6 * spec.BODY_LEFT    # lfoot: 1.2 m apart
+    obs[spec.OBS_SLICES["end_effectors_pos"]] = ee.ravel()
+    plan = np.zeros((8, spec.ACTION_DIM))
+    left, right = spec.JOINT_NAMES.index("lfemurrz"), spec.JOINT_NAMES.index("rfemurrz")
+    s = StanceHold(0.5, 0.9)
+    assert s.feet_apart(obs) == pytest.approx(1.2)
+    for _ in range(StanceHold.RAMP_TICKS):
+        out = s(plan, obs)
+    assert out[:, left] == pytest.approx(-0.15) and out[:, right] == pytest.approx(0.15)   # 0.5 x 0.3 m
+    others = np.delete(out, [left, right], axis=1)
+    assert np.all(others == 0.0)
+    assert np.array_equal(StanceHold(0.0, 0.9)(plan, obs), plan)
+    bad = obs.copy()
+    bad[spec.OBS_SLICES["end_effectors_pos"]] = np.nan
+    assert np.array_equal(StanceHold(0.5, 0.9)(plan, bad), plan)
+    at_ref = StanceHold(0.5, 1.2)
+    assert np.allclose(at_ref(plan, obs), plan)
+    s.reset()
+    assert np.abs(s(plan, obs)[:, left]).max() < 0.01   # the ramp starts again after a reset
+
+
+@pytest.mark.parametrize("name,value", [("stance_gain", -1.0), ("stance_gain", "abc"), ("stance_width", 5.0)])
+def test_stance_settings_are_checked(name, value):
+    from planner_node.runtime.chunk import check_settings
+    settings = {"overlap": 8, "decay": 0.5, "task_weights": "", "stance_gain": 0.5, "stance_width": 0.91, name: value}
+    with pytest.raises(ValueError, match=name):
+        check_settings(settings, 8, ["stand"])

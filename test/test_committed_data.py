@@ -8,7 +8,7 @@ from planner_node.atomic import sha256_file
 from planner_node.dataset import read_manifest
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-BUDGET_MB = 140  # the repo's data budget (README "Data that does not fit the repo")
+BUDGET_MB = 150  # the repo's data budget (README "Data that does not fit the repo")
 MANIFESTS = sorted(DATA.glob("*.json"))
 
 

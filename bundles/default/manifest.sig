@@ -3,7 +3,7 @@
   {
    "key_id": "613401efe73b59f9",
    "algorithm": "ed25519",
-   "signature": "MfOtJSy3BW1ouSZGXzQ9bUhjG/WfCM001yYsc/KKK/G5Hh7FQHqV/dYLyQEfAM+4LcMTRqj7KVi+Vf/N6hDdDQ=="
+   "signature": "s846qqKtETe8wbCj+4uI/Y6ajd1kkf7myDWlmFw2xv/H2TeKagxyRJRMtZjbwxHI/fgHCclWsmSI0P+qSX4LDQ=="
   }
  ]
 }

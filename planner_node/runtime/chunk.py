@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from planner_node import spec
 from planner_node.planning import Plan, PlanRequest
 from planner_node.robot.tasks import get_task
 from planner_node.runtime.bundle_planner import BundlePlanner
@@ -68,6 +69,50 @@ def policy_inputs(obs_z: np.ndarray, tasks: list[str], task: str, command,
     return onehot, np.tile(cmd, (n, 1))
 
 
+class StanceHold:
+    """The posture term (docs/experiments/long_stand.md): unpushed, the policy lets its feet slide
+    apart sideways, ~1 cm/s, until the legs split and the robot falls after 40-55 s. This pulls
+    the feet back together through the hip abduction targets: each plan step's ``lfemurrz`` target
+    goes down and ``rfemurrz`` up by ``gain`` x (width - ``width``), normalized action units per
+    metre. The width (feet apart along the body's left axis, from the observation's
+    ``end_effectors_pos``: feet minus root, root frame [m]) is low-passed with a time constant of
+    ``TAU_S``, and the gain ramps up over ``RAMP_TICKS`` after a reset: the drift is slow, and the
+    first seconds' settling and a push's fast stepping are left to the policy."""
+
+    TAU_S = 2.0
+    RAMP_TICKS = 200       # 6 s
+
+    def __init__(self, gain: float, width: float):
+        self.gain, self.width = float(gain), float(width)
+        self.left, self.right = spec.JOINT_NAMES.index("lfemurrz"), spec.JOINT_NAMES.index("rfemurrz")
+        self.alpha = spec.CONTROL_PERIOD_S / self.TAU_S
+        self.smoothed: float | None = None
+        self.ticks = 0
+
+    def reset(self) -> None:
+        self.smoothed, self.ticks = None, 0
+
+    @staticmethod
+    def feet_apart(obs: np.ndarray) -> float:
+        """lfoot minus rfoot along the root's left axis [m] (end effectors: rradius, lradius, rfoot, lfoot)."""
+        ee = spec.obs_block(np.asarray(obs, np.float64), "end_effectors_pos").reshape(4, 3)
+        return float((ee[3] - ee[2]) @ spec.BODY_LEFT)
+
+    def __call__(self, plan: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        if self.gain == 0.0:
+            return plan
+        w = self.feet_apart(obs)
+        if not np.isfinite(w):       # the guard refuses such states; the term then adds nothing
+            return plan
+        self.smoothed = w if self.smoothed is None else self.smoothed + self.alpha * (w - self.smoothed)
+        self.ticks += 1
+        k = self.gain * min(1.0, self.ticks / self.RAMP_TICKS) * (self.smoothed - self.width)
+        out = np.array(plan, np.float64)
+        out[:, self.left] -= k
+        out[:, self.right] += k
+        return np.clip(out, spec.ACTION_LOW, spec.ACTION_HIGH)
+
+
 def check_settings(settings: dict, horizon: int, tasks: list[str]) -> dict[str, float]:
     """``overlap``: how many of the latest chunks are blended (1 = the newest alone; a chunk older
     than its ``horizon`` steps reaches no step ahead, so more than that counts as ``horizon``);
@@ -78,6 +123,10 @@ def check_settings(settings: dict, horizon: int, tasks: list[str]) -> dict[str, 
         raise ValueError(f"overlap={k!r}: must be an integer >= 1 (1 = no blending)")
     if not isinstance(d, (int, float)) or isinstance(d, bool) or not 0 <= d < float("inf"):
         raise ValueError(f"decay={d!r}: must be a finite number >= 0")
+    for name, hi in (("stance_gain", 10.0), ("stance_width", 2.0)):   # absent in bundles before it
+        v = settings.get(name, 0.0)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= hi:
+            raise ValueError(f"{name}={v!r}: must be a number in [0, {hi:g}]")
     return parse_task_weights(settings["task_weights"], tasks)
 
 
@@ -122,14 +171,16 @@ class RuntimeChunkPlanner(BundlePlanner):
         self.task_weights = check_settings(self.params, self.H, self.tasks)
         self.batch, self.engine = self._fit(self.engines("policy"), 1)
         self.blend = TemporalEnsemble(self.params["overlap"], self.params["decay"])
+        self.stance = StanceHold(self.params.get("stance_gain", 0.0), self.params.get("stance_width", 0.0))
 
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
         if hasattr(self, "blend"):
             self.blend.reset()
+            self.stance.reset()
 
     def plan(self, request: PlanRequest) -> Plan:
         obs = self.norm_obs(request.obs, self.batch)
         task, cmd = policy_inputs(obs, self.tasks, request.task, request.command, self.task_weights)
         z = self.engine.run({"obs": obs, "task": task, "command": cmd})["actions"][0]
-        return Plan(self.blend(self.unnorm_act(z.astype(np.float64))), 0.0)
+        return Plan(self.stance(self.blend(self.unnorm_act(z.astype(np.float64))), request.obs), 0.0)
