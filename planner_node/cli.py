@@ -326,7 +326,7 @@ def cmd_up(a) -> int:
     values = {"bundle": a.bundle or "", "backend": a.backend, "task": a.task, "planner": a.planner_kind,
               "lockstep": str(a.lockstep).lower(), "use_sim_time": a.use_sim_time,
               "trusted_keys": a.trusted_keys, "bundle_root": a.bundle_root,
-              "lock_parameters": str(a.lock_parameters).lower()}
+              "lock_parameters": str(a.lock_parameters).lower(), "reset_on_fall": str(a.reset_on_fall).lower()}
     return up(values, a.duration, quiet=a.quiet, log_dir=a.log_dir)
 
 
@@ -461,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--bundle-root", default="", help="accept bundles only under this directory ('' = anywhere)")
     u.add_argument("--lock-parameters", action="store_true",
                    help="make safety_filter, safety_filter_threshold, deadline_ms, planner_settings read-only")
+    u.add_argument("--reset-on-fall", action="store_true", help="the sim bridge resets the robot on the step it falls")
     u.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
     u.add_argument("--quiet", action="store_true", help="no 1 Hz status line")
     u.add_argument("--log-dir", type=Path, help="node logs here (default: a new temp dir, printed)")

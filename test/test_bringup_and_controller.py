@@ -28,12 +28,14 @@ def test_launch_file_and_runner_share_one_description():
     up = build_parser()._subparsers._group_actions[0].choices["up"]
     flags = {a.dest for a in up._actions} - {"help", "system", "duration", "quiet", "log_dir"}
     trust = {"trusted_keys", "bundle_root", "lock_parameters"}
-    assert {"bundle", "backend", "task", "planner_kind", "lockstep", "use_sim_time"} | trust == flags
-    assert set(ARGUMENTS) == {"bundle", "backend", "task", "planner", "lockstep", "use_sim_time"} | trust
+    base = {"bundle", "backend", "task", "lockstep", "use_sim_time", "reset_on_fall"}
+    assert base | {"planner_kind"} | trust == flags
+    assert set(ARGUMENTS) == base | {"planner"} | trust
     # the launch defaults are the parameters file's, so `ros2 launch` and `planner up` trust alike
-    planner = yaml.safe_load((ROOT / "config" / PARAMS_FILE).read_text())["planner"]["ros__parameters"]
-    for arg in trust:
-        assert str(ARGUMENTS[arg][0]).lower() == str(planner[arg]).lower(), arg
+    params = yaml.safe_load((ROOT / "config" / PARAMS_FILE).read_text())
+    for arg in trust | {"reset_on_fall"}:
+        (node, param, _), = ARGUMENTS[arg][1]
+        assert str(ARGUMENTS[arg][0]).lower() == str(params[node]["ros__parameters"][param]).lower(), arg
 
 
 def test_params_file_covers_every_declared_parameter():

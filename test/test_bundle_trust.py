@@ -21,6 +21,7 @@ from planner_node.runtime.signing import TrustStore, generate_keypair, sign_mani
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "bundles" / "default"
 PROJECT_PUB = PROJECT_TEST_KEY.with_suffix(".pub")
+V = load_bundle(SHIPPED).version     # the shipped bundle's bundle_version
 _domains = itertools.count(175)   # apart from conftest 60-159, test_hil 120+, test_remote 170+
 
 
@@ -74,7 +75,7 @@ def trust_dirs(tmp_path):
     other_priv, _ = generate_keypair(keys, "intruder")
     good = _copy(SHIPPED, root / "good")
     newer = _copy(SHIPPED, root / "newer")
-    set_bundle_version(newer, 2)
+    set_bundle_version(newer, V + 1)
     sign_manifest(newer, PROJECT_TEST_KEY)
     return root, good, newer, attack_bundles(root, outside, other_priv)
 
@@ -89,23 +90,23 @@ def test_the_shipped_bundles_are_signed_by_the_project_key():
 def test_every_attack_is_refused_by_name(trust_dirs):
     root, good, newer, attacks = trust_dirs
     gate = BundleGate([str(PROJECT_PUB)], str(root))
-    assert gate.check(good).version == 1
-    assert gate.check(newer, running_version=1).version == 2
+    assert gate.check(good).version == V
+    assert gate.check(newer, running_version=V).version == V + 1
     for name, (path, reason) in attacks.items():
         with pytest.raises(BundleRefused) as e:
-            gate.check(path, running_version=1, check_graphs=True)
+            gate.check(path, running_version=V, check_graphs=True)
         assert e.value.reason == reason, (name, str(e.value))
     with pytest.raises(BundleRefused) as e:
-        gate.check(good, running_version=2)
-    assert e.value.reason == "rollback" and "older than the running bundle's 2" in str(e.value)
+        gate.check(good, running_version=V + 1)
+    assert e.value.reason == "rollback" and f"older than the running bundle's {V + 1}" in str(e.value)
     assert set(r for _, r in attacks.values()) | {"rollback"} == set(REASONS)
 
 
 def test_without_trusted_keys_unsigned_bundles_load_as_before(trust_dirs):
     root, good, newer, attacks = trust_dirs
     gate = BundleGate([], "")
-    assert gate.check(attacks["unsigned"][0]).version == 1
-    assert gate.check(good, running_version=2).version == 1   # no rollback check without trust
+    assert gate.check(attacks["unsigned"][0]).version == V
+    assert gate.check(good, running_version=V + 1).version == V   # no rollback check without trust
     with pytest.raises(BundleRefused, match="sha256 mismatch"):
         gate.check(attacks["changed_graph_byte"][0])
 
@@ -122,9 +123,9 @@ def test_keygen_refuses_to_overwrite_and_keeps_the_private_key_private(tmp_path)
 def test_set_bundle_version_changes_one_line(tmp_path):
     b = _copy(SHIPPED, tmp_path / "b")
     before = (b / "manifest.yaml").read_text().splitlines()
-    assert set_bundle_version(b, 5) == 1
+    assert set_bundle_version(b, V + 4) == V
     after = (b / "manifest.yaml").read_text().splitlines()
-    assert [x for x in after if x not in before] == ["bundle_version: 5"]
+    assert [x for x in after if x not in before] == [f"bundle_version: {V + 4}"]
     assert len(before) == len(after)
 
 
@@ -140,10 +141,10 @@ def test_cli_keygen_sign_verify(tmp_path):
     assert r.returncode == 0, r.stderr
     r = run("verify", str(b), "--trusted", str(tmp_path / "keys" / "lab.pub"))
     assert r.returncode == 1 and "unsigned" in r.stderr, r.stderr
-    r = run("sign", str(b), "--key", str(tmp_path / "keys" / "lab.key"), "--bundle-version", "3")
-    assert r.returncode == 0 and "bundle_version 1 -> 3" in r.stdout, r.stdout + r.stderr
+    r = run("sign", str(b), "--key", str(tmp_path / "keys" / "lab.key"), "--bundle-version", str(V + 2))
+    assert r.returncode == 0 and f"bundle_version {V} -> {V + 2}" in r.stdout, r.stdout + r.stderr
     r = run("verify", str(b), "--trusted", str(tmp_path / "keys" / "lab.pub"))
-    assert r.returncode == 0 and "bundle_version 3, signed by" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and f"bundle_version {V + 2}, signed by" in r.stdout, r.stdout + r.stderr
     r = run("verify", str(b), "--trusted", str(PROJECT_PUB))
     assert r.returncode == 1 and "signed by an unknown key" in r.stderr, r.stderr
 
@@ -173,11 +174,11 @@ def test_a_running_node_refuses_every_attack_and_keeps_commanding(trust_dirs, tm
             probe.wait_for(lambda: len(probe.msgs["/humanoid/joint_commands"]) > n0 + 20, 60,
                            "commands after the attacks")
             d = probe.diagnostics()
-            assert d["active_bundle"] == str(good) and d["bundle_version"] == "1", d
+            assert d["active_bundle"] == str(good) and d["bundle_version"] == str(V), d
             # a newer signed bundle swaps in; then the older one is a rollback
             res = probe.set_param("planner", "bundle_path", str(newer))
             assert res.successful, res.reason
-            probe.wait_for(lambda: probe.diagnostics().get("bundle_version") == "2", 60, "the swap to version 2")
+            probe.wait_for(lambda: probe.diagnostics().get("bundle_version") == str(V + 1), 60, "the swap to the newer version")
             res = probe.set_param("planner", "bundle_path", str(good))
             assert not res.successful and res.reason.startswith("bundle_path: rollback:"), res.reason
             probe.spin(2.2)

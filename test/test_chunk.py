@@ -672,6 +672,16 @@ def test_stance_hold_pulls_splaying_feet_together():
     assert np.allclose(at_ref(plan, obs), plan)
     s.reset()
     assert np.abs(s(plan, obs)[:, left]).max() < 0.01   # the ramp starts again after a reset
+    # the left foot 0.2 m ahead of the right (the pelvis yawed over the feet): both hip rotations down
+    ahead = obs.copy()
+    ee[3] += 0.2 * spec.BODY_FORWARD
+    ahead[spec.OBS_SLICES["end_effectors_pos"]] = ee.ravel()
+    s = StanceHold(0.5, 1.2)
+    for _ in range(StanceHold.RAMP_TICKS):
+        out = s(plan, ahead)
+    for name in ("lfemurry", "rfemurry"):
+        assert out[:, spec.JOINT_NAMES.index(name)] == pytest.approx(-0.1)
+    assert out[:, left] == pytest.approx(0.0) and out[:, right] == pytest.approx(0.0)
 
 
 @pytest.mark.parametrize("name,value", [("stance_gain", -1.0), ("stance_gain", "abc"), ("stance_width", 5.0)])

@@ -227,3 +227,17 @@ def test_one_parameter_table_for_node_config_and_yaml():
     for f in dataclasses.fields(ControllerConfig):
         if f.name in table:
             assert f.default == table[f.name], f.name
+
+
+def test_clock_mismatch_is_named_only_when_two_clocks_explain_it():
+    from planner_node.control.state_validation import clock_mismatch_hint
+    wall = 1.79e9
+    hint = clock_mismatch_hint("stamp_past", 86.55, wall, use_sim_time=False, clock_publishers=1)
+    assert hint and "use_sim_time:=true" in hint and "86.550" in hint
+    assert clock_mismatch_hint("stamp_past", 86.55, wall, use_sim_time=False, clock_publishers=0) is None
+    assert clock_mismatch_hint("stamp_past", wall - 2.0, wall, use_sim_time=False, clock_publishers=1) is None  # late
+    hint = clock_mismatch_hint("stamp_future", wall, 0.0, use_sim_time=True, clock_publishers=0)
+    assert hint and "use_sim_time:=false" in hint
+    assert clock_mismatch_hint("stamp_future", wall, 0.0, use_sim_time=True, clock_publishers=1) is None
+    assert clock_mismatch_hint("stamp_backwards", 86.55, wall, use_sim_time=False, clock_publishers=1) is None
+    assert clock_mismatch_hint("stamp_past", float("nan"), wall, use_sim_time=False, clock_publishers=1) is None

@@ -421,3 +421,52 @@ def test_lockstep_waits_for_a_subscriber_before_answering(ros_domain, env):
         got, ex = listen()
         _resend_until_answered(node, js, od, got, ex)
         assert len(got) >= 1, "the state that waited for a subscriber was never answered"
+
+
+def test_realtime_bridge_holds_until_the_first_command(probe, tmp_path):
+    """Realtime bring-up never drops the robot: until a planner commands, the bridge re-publishes
+    its initial state instead of stepping physics under its initial action."""
+    import os
+
+    from std_msgs.msg import Float64MultiArray
+    cmd = Bringup({"lockstep": "false"}, log_dir=tmp_path).cmds["sim_bridge"]
+    proc = subprocess.Popen(cmd, env={**os.environ}, stdout=open(tmp_path / "bridge.log", "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        probe.wait_for(lambda: len(probe.msgs["/joint_states"]) >= 5 and probe.diagnostics("sim_bridge"), 60,
+                       "the bridge's state and diagnostics")
+        probe.spin(1.5)      # ~50 control periods with nobody commanding
+        d = probe.diagnostics("sim_bridge")
+        assert d["steps"] == "0" and d["fell"] == "False", d
+        stamps = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in probe.msgs["/joint_states"]}
+        assert stamps == {0}, "the state was stepped before any command"
+        pub = probe.node.create_publisher(Float64MultiArray, "/humanoid/joint_commands", 10)
+        from planner_node.sim.env import HumanoidEnv
+        env = HumanoidEnv()
+        env.reset(0)
+        hold = env.layout.action_to_joint_pos(env.zero_action)
+        probe.wait_for(lambda: pub.get_subscription_count() > 0, 30, "the bridge's command subscription")
+        pub.publish(Float64MultiArray(data=hold.tolist()))
+        probe.wait_for(lambda: int(probe.diagnostics("sim_bridge").get("steps", 0)) > 0, 30,
+                       "the bridge stepping after the first command")
+        assert proc.poll() is None
+    except AssertionError:
+        raise AssertionError((tmp_path / "bridge.log").read_text()[-3000:])
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(10)
+        probe.close()
+
+
+def test_a_node_off_the_simulation_clock_says_so_once(probe, tmp_path):
+    """Started without use_sim_time next to the bridge, the planner rejects every state as
+    stamp_past; it names the cause once: the states carry simulation time, set use_sim_time."""
+    with Bringup({"lockstep": "false", "use_sim_time": "false", "planner": "zero"}, log_dir=tmp_path) as b:
+        wait_or_logs(probe, tmp_path, lambda: int(probe.diagnostics().get("rejected_joint_states_stamp_past", 0)) > 20,
+                     120, "stamp_past rejections")
+        probe.spin(1.0)
+        assert all(b.alive().values())
+    log = log_tail(tmp_path, 200000)
+    assert log.count("use_sim_time:=true") == 1, log[-3000:]
+    assert "every state is rejected for its stamp: the states carry simulation time" in log
+    probe.close()

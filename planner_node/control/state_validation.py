@@ -141,3 +141,24 @@ class StampGate:
         if last is not None and stamp < last:
             raise Rejected(topic, "stamp_backwards", f"stamp went backwards ({stamp:.3f} < {last:.3f})")
         self.last[topic] = stamp
+
+
+#: A stamp this far from the node's clock is another time source, not a late message [s].
+CLOCK_MISMATCH_S = 3600.0
+
+
+def clock_mismatch_hint(reason: str, stamp: float, now: float, use_sim_time: bool, clock_publishers: int) -> str | None:
+    """The likely cause when every state is rejected for its stamp: the states and the node run
+    on different clocks. Simulation time next to a node on the system clock (a /clock publisher
+    exists), or system time next to a node waiting on a /clock nobody publishes. None otherwise."""
+    if not (np.isfinite(stamp) and np.isfinite(now)):
+        return None
+    if reason == "stamp_past" and not use_sim_time and clock_publishers > 0 and now - stamp > CLOCK_MISMATCH_S:
+        return (f"the states carry simulation time (stamp {stamp:.3f} s, {now - stamp:.0f} s behind this node's "
+                f"system clock) and /clock has {clock_publishers} publisher(s): start this node with "
+                f"use_sim_time:=true")
+    if reason == "stamp_future" and use_sim_time and clock_publishers == 0 and stamp - now > CLOCK_MISMATCH_S:
+        return (f"this node runs on /clock (use_sim_time: true), nothing publishes /clock, and the states carry "
+                f"system time (stamp {stamp:.0f} s): start this node with use_sim_time:=false, or start the "
+                f"clock's publisher")
+    return None

@@ -4,7 +4,9 @@ Publishes /clock, /joint_states (56 joints: position, velocity, effort = actuato
 /odom (floating base pose in the world frame ``odom``; twist in the base frame ``base``, as
 nav_msgs/Odometry specifies); applies /humanoid/joint_commands (56 position targets [rad],
 spec order). Modes: ``realtime`` steps one control period per timer tick with the latest
-command; ``lockstep`` steps once per received command (or after ``lockstep_timeout_s`` with
+command, from the first command on (before it, the simulation holds and re-publishes its
+state, so a planner that is still loading does not find the robot already on the floor);
+``lockstep`` steps once per received command (or after ``lockstep_timeout_s`` with
 the last one), so closed-loop tests are deterministic on a slow machine. Services:
 ``~/reset`` and ``~/push`` (std_srvs/Trigger).
 
@@ -71,6 +73,8 @@ class SimBridge(Node):
         self.falls = 0
         self.fell_counted = False  # without reset_on_fall, one fall counts once until a reset
         self._got_command = threading.Event()
+        self._commanded = False     # realtime: the simulation holds until the first command
+        self._republished = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -85,7 +89,7 @@ class SimBridge(Node):
         self.create_timer(1.0, self._publish_diagnostics, callback_group=cb)
         self._publish_state()
         if mode == "realtime":
-            self.create_timer(spec.CONTROL_PERIOD_S, self._step, callback_group=MutuallyExclusiveCallbackGroup())
+            self.create_timer(spec.CONTROL_PERIOD_S, self._realtime_tick, callback_group=MutuallyExclusiveCallbackGroup())
         else:
             self._lockstep_thread = threading.Thread(target=self._lockstep_loop, daemon=True)
             self._lockstep_thread.start()
@@ -129,6 +133,9 @@ class SimBridge(Node):
             return
         with self._lock:
             self.action = self.env.layout.hold_action(positions)
+        if not self._commanded and self.mode == "realtime":
+            self.get_logger().info("first command received: stepping")
+        self._commanded = True
         self._got_command.set()
 
     def _on_reset(self, req, resp):
@@ -184,6 +191,17 @@ class SimBridge(Node):
             return True
         max_steps = int(self.get_parameter("max_steps").value)
         return bool(max_steps) and self.steps >= max_steps
+
+    def _realtime_tick(self) -> None:
+        """Realtime: one step per control period once the planner commands. Before its first
+        command the simulation holds, re-publishing its state (as lockstep does), so the robot
+        is not stepped under the initial action and dropped before control begins."""
+        if not self._commanded:
+            if time.monotonic() - self._republished > 0.2:
+                self._publish_state()
+                self._republished = time.monotonic()
+            return
+        self._step()
 
     def _step(self) -> None:
         if self._halted():

@@ -21,6 +21,8 @@ ARGUMENTS = {
     "trusted_keys": ("config/keys/project_test.pub", [("planner", "trusted_keys", str)]),
     "bundle_root": ("", [("planner", "bundle_root", str)]),
     "lock_parameters": ("false", [("planner", "lock_parameters", bool)]),
+    # the simulated robot is reset on the step it falls (sim bridge only)
+    "reset_on_fall": ("false", [("sim_bridge", "reset_on_fall", bool)]),
 }
 #: node name -> console_scripts executable
 NODES = {"sim_bridge": "sim_bridge", "planner": "planner_node"}

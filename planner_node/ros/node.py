@@ -39,7 +39,7 @@ from planner_node.control.parameters import LOCKED_WHEN_DEPLOYED, PARAMS
 from planner_node.ros.convert import joint_state_arrays, odometry_arrays, stamp_s
 from planner_node.control.state_estimator import MeasuredState
 from planner_node.control.state_validation import (REJECT_REASONS, Rejected, StampGate, StateLimits, check_command,
-                                           check_joints, check_odometry)
+                                           check_joints, check_odometry, clock_mismatch_hint)
 
 #: name -> (default, static?, description), from the one parameter table.
 PARAMETERS = {p.name: (p.default, p.static, p.description) for p in PARAMS}
@@ -60,6 +60,7 @@ class PlannerNode(LifecycleNode):
         self._received = 0.0
         self._answered = None  # stamp of the last state answered in lockstep
         self._gate = StampGate()
+        self._clock_hint_given = False   # the clock-mismatch hint is logged once per configure
         self._limits = StateLimits()
         self._cmd_twist = (0.0, 0.0, 0.0)
         self._pending = None   # (planner, bundle_path, action_filter, bundle_version) ready to swap in
@@ -233,6 +234,7 @@ class PlannerNode(LifecycleNode):
         try:
             cfg = self._config()
             self._gate = StampGate(float(self.p("stamp_future_tolerance_s")), float(self.p("stamp_max_age_s")))
+            self._clock_hint_given = False
             bundle = self._bundle_path(self.p("bundle_path")) if self.p("planner") == "bundle" else ""
             self._bundle_gate = self._make_gate()
             verified = self._bundle_gate.check(bundle, check_graphs=True) if bundle else None
@@ -332,6 +334,16 @@ class PlannerNode(LifecycleNode):
                 self._answered = None
                 self._resume_t0 = time.monotonic()  # first state of the new time source: plan again soon
 
+    def _hint_clock_mismatch(self, reason: str, msg) -> None:
+        """Once per configure: when the rejections point at two clocks, say which parameter to set."""
+        if self._clock_hint_given or reason not in ("stamp_past", "stamp_future"):
+            return
+        hint = clock_mismatch_hint(reason, stamp_s(msg.header), self.get_clock().now().nanoseconds * 1e-9,
+                                   bool(self.get_parameter("use_sim_time").value), self.count_publishers("/clock"))
+        if hint:
+            self._clock_hint_given = True
+            self.get_logger().error(f"every state is rejected for its stamp: {hint}")
+
     def _on_joint_states(self, msg: JointState) -> None:
         try:
             pos, vel = joint_state_arrays(msg)
@@ -339,6 +351,7 @@ class PlannerNode(LifecycleNode):
             t = stamp_s(msg.header)
             self._accept_stamp("joint_states", t)
         except Rejected as e:
+            self._hint_clock_mismatch(e.reason, msg)
             return self._reject(e.topic, e.reason, str(e))
         with self._lock:
             self._joint = (t, pos, vel)

@@ -70,46 +70,60 @@ def policy_inputs(obs_z: np.ndarray, tasks: list[str], task: str, command,
 
 
 class StanceHold:
-    """The posture term (docs/experiments/long_stand.md): unpushed, the policy lets its feet slide
-    apart sideways, ~1 cm/s, until the legs split and the robot falls after 40-55 s. This pulls
-    the feet back together through the hip abduction targets: each plan step's ``lfemurrz`` target
-    goes down and ``rfemurrz`` up by ``gain`` x (width - ``width``), normalized action units per
-    metre. The width (feet apart along the body's left axis, from the observation's
-    ``end_effectors_pos``: feet minus root, root frame [m]) is low-passed with a time constant of
-    ``TAU_S``, and the gain ramps up over ``RAMP_TICKS`` after a reset: the drift is slow, and the
-    first seconds' settling and a push's fast stepping are left to the policy."""
+    """The posture term (docs/experiments/long_stand.md). Unpushed, the policy alone lets its feet
+    slide apart sideways, ~1 cm/s, until the legs split after 40-55 s; held apart, its feet then
+    scissor fore and aft (the pelvis yaws over them) until it falls after ~95 s. Both are slow,
+    and both are read from the observation's ``end_effectors_pos`` (feet minus root, root frame
+    [m]), along the body's left axis (how far apart: ``width`` is the standing pose's) and along
+    its forward axis (left foot ahead of the right: 0 in the standing pose). Against the excess,
+    in normalized action units per metre times ``gain``: the hip abduction targets close
+    (``lfemurrz`` down, ``rfemurrz`` up) and the hip rotation targets (``l/rfemurry``, both down)
+    turn the pelvis back. Each reading is low-passed (time constant ``TAU_S``) and the gain ramps
+    in over ``RAMP_TICKS`` after a reset: the first seconds' settling and a push's fast stepping
+    are left to the policy."""
 
     TAU_S = 2.0
     RAMP_TICKS = 200       # 6 s
 
     def __init__(self, gain: float, width: float):
         self.gain, self.width = float(gain), float(width)
-        self.left, self.right = spec.JOINT_NAMES.index("lfemurrz"), spec.JOINT_NAMES.index("rfemurrz")
+        j = spec.JOINT_NAMES.index
+        self.abduct = (j("lfemurrz"), j("rfemurrz"))
+        self.rotate = (j("lfemurry"), j("rfemurry"))
         self.alpha = spec.CONTROL_PERIOD_S / self.TAU_S
-        self.smoothed: float | None = None
+        self.smoothed: np.ndarray | None = None     # (feet apart, left foot ahead) [m]
         self.ticks = 0
 
     def reset(self) -> None:
         self.smoothed, self.ticks = None, 0
 
     @staticmethod
-    def feet_apart(obs: np.ndarray) -> float:
-        """lfoot minus rfoot along the root's left axis [m] (end effectors: rradius, lradius, rfoot, lfoot)."""
+    def feet(obs: np.ndarray) -> np.ndarray:
+        """(lfoot - rfoot along the root's left axis, along its forward axis) [m] (end effectors:
+        rradius, lradius, rfoot, lfoot)."""
         ee = spec.obs_block(np.asarray(obs, np.float64), "end_effectors_pos").reshape(4, 3)
-        return float((ee[3] - ee[2]) @ spec.BODY_LEFT)
+        d = ee[3] - ee[2]
+        return np.array([d @ spec.BODY_LEFT, d @ spec.BODY_FORWARD])
+
+    @classmethod
+    def feet_apart(cls, obs: np.ndarray) -> float:
+        return float(cls.feet(obs)[0])
 
     def __call__(self, plan: np.ndarray, obs: np.ndarray) -> np.ndarray:
         if self.gain == 0.0:
             return plan
-        w = self.feet_apart(obs)
-        if not np.isfinite(w):       # the guard refuses such states; the term then adds nothing
+        f = self.feet(obs)
+        if not np.all(np.isfinite(f)):     # the guard refuses such states; the term adds nothing
             return plan
-        self.smoothed = w if self.smoothed is None else self.smoothed + self.alpha * (w - self.smoothed)
+        self.smoothed = f if self.smoothed is None else self.smoothed + self.alpha * (f - self.smoothed)
         self.ticks += 1
-        k = self.gain * min(1.0, self.ticks / self.RAMP_TICKS) * (self.smoothed - self.width)
+        k = self.gain * min(1.0, self.ticks / self.RAMP_TICKS)
+        wide, ahead = k * (self.smoothed[0] - self.width), k * self.smoothed[1]
         out = np.array(plan, np.float64)
-        out[:, self.left] -= k
-        out[:, self.right] += k
+        out[:, self.abduct[0]] -= wide
+        out[:, self.abduct[1]] += wide
+        out[:, self.rotate[0]] -= ahead
+        out[:, self.rotate[1]] -= ahead
         return np.clip(out, spec.ACTION_LOW, spec.ACTION_HIGH)
 
 
