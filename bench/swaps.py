@@ -9,6 +9,7 @@ at a tick boundary; this script waits until /diagnostics shows the new bundle be
 
     python bench/swaps.py [--swaps 100] [--a bundles/default] [--b DIR]   # --b: a copy of --a by default
     python bench/swaps.py --verify-cost [--reps 200]   # what a signature adds to a swap's verification
+    python bench/swaps.py --attacks     # each trust attack against a running node: refused how fast
 """
 from __future__ import annotations
 
@@ -69,8 +70,55 @@ def verify_cost(reps: int) -> int:
     return 0
 
 
+def attacks(domain: int) -> int:
+    """The attacks of test/test_bundle_trust.py against a running node (realtime, trusted keys,
+    bundle_root, locked parameters): each refusal's reason and how long the parameter service
+    took to answer, and the largest gap between commands across them."""
+    from hil import Probe
+    from test_bundle_trust import SHIPPED, attack_bundles   # the test's attack makers
+
+    from planner_node.runtime.signing import generate_keypair
+    tmp = Path(tempfile.mkdtemp(prefix="attacks_"))
+    root, outside = tmp / "root", tmp / "outside"
+    root.mkdir(), outside.mkdir()
+    other, _ = generate_keypair(tmp / "keys", "intruder")
+    good = root / "good"
+    shutil.copytree(SHIPPED, good)
+    cases = attack_bundles(root, outside, other)
+    probe = Probe(domain)
+    rows = []
+    try:
+        from planner_node.ros.bringup import Bringup
+        planner = {"bundle_root": str(root), "lock_parameters": True}
+        with Bringup({"bundle": str(good), "lockstep": "false"}, extra={"planner": planner}, log_dir=tmp):
+            probe.wait_for(lambda: len(probe.msgs["/humanoid/joint_commands"]) > 5, 180, "commands")
+            t_start = time.monotonic()
+            for name, (path, _) in cases.items():
+                t0 = time.perf_counter()
+                res = probe.set_param("planner", "bundle_path", str(path))
+                rows.append((f"bundle_path: {name}", res.successful, res.reason.split(":")[1].strip(),
+                             1e3 * (time.perf_counter() - t0)))
+            for name, value in (("safety_filter_threshold", "1e9"), ("deadline_ms", 1000.0)):
+                t0 = time.perf_counter()
+                res = probe.set_param("planner", name, value)
+                rows.append((name, res.successful, "locked" if "locked" in res.reason else res.reason,
+                             1e3 * (time.perf_counter() - t0)))
+            probe.spin(1.0)
+            times = [t for t, _ in probe.msgs["/humanoid/joint_commands"] if t >= t_start]
+            d = probe.diagnostics()
+    finally:
+        probe.close()
+    print(f"{'attack':<38}{'accepted':>9}  {'reason':<22}{'answer ms':>10}")
+    for name, ok, reason, ms in rows:
+        print(f"{name:<38}{str(ok):>9}  {reason:<22}{ms:>10.1f}")
+    print(f"largest gap between commands across the attacks: {_gap_ms(times):.1f} ms; "
+          f"active bundle {d.get('active_bundle')}; ticks {d.get('ticks')}")
+    return 0 if not any(ok for _, ok, _, _ in rows) else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--attacks", action="store_true", help="each trust attack against a running node, timed")
     ap.add_argument("--verify-cost", action="store_true", help="time the bundle gate with and without signatures")
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--a", default=str(ROOT / "bundles" / "default"))
@@ -81,6 +129,8 @@ def main() -> int:
     a = ap.parse_args()
     if a.verify_cost:
         return verify_cost(a.reps)
+    if a.attacks:
+        return attacks(a.domain)
     from hil import Probe
 
     from planner_node.atomic import write_json

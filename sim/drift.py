@@ -132,7 +132,7 @@ def plot(traces: list[tuple[str, dict[str, np.ndarray]]], out: str | Path, title
     ax[0, 0].set_ylabel("base height [m]")
     ax[0, 1].set_ylabel("base yaw change [deg]")
     ax[1, 0].set_ylabel("largest foot slide [cm]")
-    ax[1, 1].set_ylabel("base travel (-), stance width change (--) [cm]")
+    ax[1, 1].set_ylabel("travel (-), feet apart Δ (--) [cm]")
     names = ", ".join(spec.JOINT_NAMES[i] for i in (joint_ids if joint_ids is not None else []))
     ax[2, 0].set_ylabel("joint change [deg]")
     ax[2, 0].set_title(f"moved most (-, --, :): {names}", fontsize=9)
