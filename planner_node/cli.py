@@ -162,14 +162,18 @@ def cmd_eval(a) -> int:
         raise ValueError(f"--filter {a.filter}: give --bundle B (its graphs hold the filter's model)")
     filter_config = json.dumps({"threshold": a.filter_threshold} if a.filter_threshold is not None else {})
     factory = PlannerFactory(name or "bundle", tuple(sorted(kwargs.items())), bundle=a.bundle or None,
-                             backend=a.backend, seed=a.seed, filter=a.filter, filter_config=filter_config)
+                             backend=a.backend, seed=a.seed, filter=a.filter, filter_config=filter_config,
+                             plan_latency_ms=a.plan_latency_ms)
     command = tuple(a.command) if a.command else None
     env_config = EnvConfig(push_every=a.push_every, push_speed=a.push_speed)
     extra = dict(budget_ms=a.budget_ms, push_every=a.push_every, push_speed=a.push_speed,
                  temperature=a.temperature, checkpoint=a.checkpoint, bundle=a.bundle, critic_weight=a.critic_weight,
                  **({"settings": _settings(a.set)} if a.set else {}),
-                 **({"filter": a.filter, "filter_threshold": a.filter_threshold} if a.filter != "none" else {}))
+                 **({"filter": a.filter, "filter_threshold": a.filter_threshold} if a.filter != "none" else {}),
+                 **({"plan_latency_ms": a.plan_latency_ms} if a.plan_latency_ms else {}))
     if a.score:
+        if a.plan_latency_ms:
+            raise ValueError("--plan-latency-ms applies to a planner's own plans, not to --score")
         return _eval_scored(a, factory, env_config, command, extra)
     if a.ray or a.workers > 1:
         if a.video:
@@ -534,6 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--filter", default="none", help="safety filter between plan and action: none | ldm (needs a "
                                                     "bundle exported with --ldm)")
     e.add_argument("--filter-threshold", type=float, help="ldm: admissible while G <= this (default: the bundle's)")
+    e.add_argument("--plan-latency-ms", type=float, default=0.0,
+                   help="plans reach the robot this late, shifted by their age, as a command clock uses them")
     e.add_argument("--workers", type=int, default=1,
                    help="episodes at once: > 1 runs them as tasks on a local Ray with this many CPUs")
     e.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from planner_node import spec
 from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.sim.env import EnvConfig, HumanoidEnv
 from planner_node.robot.tasks import get_task
@@ -125,6 +126,7 @@ class PlannerFactory:
     critic: str | None = None     # a trained critic's run, for score="critic"
     filter: str = "none"          # an ActionFilter between plan and action (as the node has), by name
     filter_config: str = "{}"     # its YAML config
+    plan_latency_ms: float = 0.0  # plans reach the robot this late (DelayedPlanner), as a command clock would
 
     def __call__(self) -> Planner:
         key = repr(self)
@@ -144,8 +146,44 @@ class PlannerFactory:
                 from planner_node.control.action_filter import make_filter
                 planner = FilteredPlanner(planner, make_filter(self.filter, self.filter_config,
                                                                bundle=getattr(planner, "bundle", None)))
+            if self.plan_latency_ms > 0:
+                planner = DelayedPlanner(planner, self.plan_latency_ms)
             _WORKER_PLANNERS[key] = planner
         return _WORKER_PLANNERS[key]
+
+
+class DelayedPlanner(Planner):
+    """Plans that arrive late, as a command clock apart from planning would use them: the plan
+    made on the state of step k is ready at step k + d (d = ``latency_ms`` / the control period,
+    rounded up); a new plan starts every step (pipelined: the best case for that age). Each step
+    commands the newest ready plan, shifted by its age (its action
+    ``age``, the last one held past its horizon). Before the first plan is ready it commands the
+    first plan's first action (a node holds the robot then). d = 0 is the planner itself."""
+
+    def __init__(self, inner: Planner, latency_ms: float):
+        if not np.isfinite(latency_ms) or latency_ms < 0:
+            raise ValueError(f"plan_latency_ms={latency_ms!r}: must be a finite number >= 0")
+        self.inner = inner
+        self.delay = int(np.ceil(latency_ms / 1e3 / spec.CONTROL_PERIOD_S - 1e-9))
+        self.name = f"{inner.name}@{latency_ms:g}ms"
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        self.inner.reset(seed)
+        self.step = 0
+        self.pending: list[tuple[int, Plan]] = []     # (step the plan was made on, plan)
+        self.active: tuple[int, Plan] | None = None
+
+    def plan(self, request: PlanRequest) -> Plan:
+        self.pending.append((self.step, self.inner.plan(request)))
+        while self.pending and self.pending[0][0] + self.delay <= self.step:
+            self.active = self.pending.pop(0)
+        made, plan = self.active or (self.step, self.pending[0][1])
+        age = self.step - made if self.active else 0
+        self.step += 1
+        actions = np.asarray(plan.actions, float)
+        shifted = actions[min(age, len(actions) - 1):]
+        return Plan(shifted, plan.score, info={**plan.info, "plan_age_steps": age})
 
 
 class FilteredPlanner(Planner):

@@ -55,3 +55,41 @@ def test_hold_posture_does_not_name_a_creep():
     r = evaluate(ZeroPlanner(), "stand", episodes=1, seed=3, steps=40, env_config=EnvConfig(push_every=0),
                  progress=False, trace_png=None)
     assert "drift" not in r["episodes"][0] or not r["episodes"][0]["drift"]
+
+
+class _Counting(ZeroPlanner):
+    """Plan k (made on the k-th call) is the actions 100 k + 0, 100 k + 1, ... (first joint)."""
+
+    name = "counting"
+
+    def __init__(self):
+        super().__init__()
+        self.k = 0
+
+    def reset(self, *_a, **_k):
+        self.k = 0
+
+    def plan(self, request) -> Plan:
+        a = np.zeros((8, spec.ACTION_DIM))
+        a[:, 0] = 100 * self.k + np.arange(8)
+        self.k += 1
+        return Plan(a, 0.0)
+
+
+def test_delayed_plans_are_shifted_by_their_age():
+    """`planner eval --plan-latency-ms`: the plan made on step k is commanded from step k + d,
+    shifted by its age; before the first is ready, the first plan's first action; d = 0 is the
+    planner itself."""
+    from planner_node.sim.evaluate import DelayedPlanner
+    p = DelayedPlanner(_Counting(), latency_ms=61.0)      # 3 control periods (rounded up)
+    p.reset(0)
+    first = [p.plan(None).actions[0, 0] for _ in range(6)]
+    assert first == [0, 0, 0, 3, 103, 203]               # plan 0 at age 3, then plans 1, 2 at age 3
+    assert p.plan(None).info["plan_age_steps"] == 3
+    p = DelayedPlanner(_Counting(), latency_ms=0.0)
+    p.reset(0)
+    assert [p.plan(None).actions[0, 0] for _ in range(3)] == [0, 100, 200]
+    p = DelayedPlanner(_Counting(), latency_ms=1000.0)    # older than the horizon: its last action held
+    p.reset(0)
+    out = [p.plan(None).actions[0, 0] for _ in range(40)]
+    assert out[34] == 7 and out[35] == 107
