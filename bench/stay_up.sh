@@ -16,10 +16,51 @@
 # PNGs); SOAK=1 adds 5 x 20,000 lockstep steps over the whole stack per bundle
 # (bench/soak.py --stand). Results in results/long_stand/.
 #   LONG=1 SOAK=1 BUNDLE="bundles/default bundles/hgap" bash bench/stay_up.sh
+# WALK=1 runs the walking protocol instead (the walk issue): task track, 20 x 300 steps with
+# schedule A's pushes (0.25 m/s every 100 steps, seeds 0+), at forward 0.2/0.4/0.6, backward
+# 0.2, sideways 0.2 m/s and yaw 0.5 rad/s (CMDS to change), each bundle against the recipe's MPPI
+# expert (32 samples, no budget) and the walk recipes' (the same, capture point led 0.2 m/s);
+# achieved against commanded velocity per episode in the JSON.
+# Results in results/walk_track/; prints mean velocity, displacement fraction, RMSE and falls.
+#   WALK=1 BUNDLE=bundles/default bash bench/stay_up.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-39} RAY_USAGE_STATS_ENABLED=0
 P=.venv/bin/planner
+if [ -n "${WALK:-}" ]; then
+  BUNDLE=${BUNDLE:-bundles/default}
+  OUT=${OUT:-results/walk_track}
+  CMDS=${CMDS:-"fwd0.2:0.2,0,0 fwd0.4:0.4,0,0 fwd0.6:0.6,0,0 back0.2:-0.2,0,0 side0.2:0,0.2,0 yaw0.5:0,0,0.5"}
+  for c in $CMDS; do
+    name=${c%%:*}; IFS=, read -r vx vy wz <<< "${c#*:}"
+    mkdir -p "$OUT/$name"
+    common=(--task track --command "$vx" "$vy" "$wz" --episodes "${EPISODES:-20}" --steps 300 --seed 0
+            --push-every 100 --push-speed 0.25 --quiet --workers "${WORKERS:-2}")
+    for b in $BUNDLE; do
+      f=$OUT/$name/$(basename "$b").json
+      [ -f "$f" ] || $P eval "${common[@]}" --bundle "$b" --json "$f" > /dev/null
+    done
+    f=$OUT/$name/mppi_expert.json
+    [ -f "$f" ] || $P eval "${common[@]}" --planner mppi --samples 32 --json "$f" > /dev/null
+    f=$OUT/$name/mppi_expert_walk.json    # the walk recipes' expert: capture point led 0.2 m/s
+    [ -f "$f" ] || $P eval "${common[@]}" --planner mppi --samples 32 --walk-speed 0.2 --json "$f" > /dev/null
+  done
+  .venv/bin/python - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+import numpy as np
+print(f"{'command':<9}{'planner':<22}{'v_fwd':>8}{'v_left':>8}{'yaw':>8}{'of cmd':>8}{'rmse':>7}{'falls':>7}")
+for d in sorted(Path(sys.argv[1]).iterdir()):
+    for f in sorted(d.glob("*.json")):
+        eps = json.loads(f.read_text())["episodes"]
+        t = [e["tracking"] for e in eps]
+        frac = [v for e in t for k, v in e.items() if k.endswith("_fraction")]
+        m = lambda k: np.mean([x[k] for x in t])  # noqa: E731
+        print(f"{d.name:<9}{f.stem:<22}{m('v_fwd_mean'):>8.3f}{m('v_left_mean'):>8.3f}{m('yaw_rate_mean'):>8.3f}"
+              f"{np.mean(frac):>8.2f}{m('rmse'):>7.3f}{np.mean([e['fell'] for e in eps]):>7.0%}")
+PY
+  exit 0
+fi
 if [ -n "${LONG:-}" ]; then
   BUNDLE=${BUNDLE:-bundles/default bundles/hgap}
   EPISODES=${EPISODES:-20}

@@ -191,8 +191,10 @@ def cmd_eval(a) -> int:
         if hasattr(planner, "close"):
             planner.close()
     print(format_table([res]))
-    from planner_node.sim.evaluate import format_falls
+    from planner_node.sim.evaluate import format_falls, format_tracking
     print(format_falls(res))
+    if format_tracking(res):
+        print(format_tracking(res))
     if a.trace:
         print(f"drift traces: {a.trace}")
     if a.json:

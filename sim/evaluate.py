@@ -9,7 +9,7 @@ import numpy as np
 from planner_node import spec
 from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.sim.env import EnvConfig, HumanoidEnv
-from planner_node.robot.tasks import get_task
+from planner_node.robot.tasks import get_task, kinematics
 
 
 @dataclass
@@ -28,6 +28,8 @@ class EpisodeResult:
     # (for the PNG; not serialized).
     drift: dict | None = None
     trace: dict | None = None
+    # With a command (task track): achieved against commanded velocity (``tracking``), JSON-ready.
+    tracking: dict | None = None
 
     def to_dict(self) -> dict:
         p = np.asarray(self.plan_ms) if self.plan_ms else np.zeros(1)
@@ -36,7 +38,32 @@ class EpisodeResult:
                 "wall_s": self.wall_s, "plan_ms_p50": float(np.percentile(p, 50)),
                 "plan_ms_p99": float(np.percentile(p, 99)),
                 **({"samples": self.samples} if self.samples is not None else {}),
-                **({"drift": self.drift} if self.drift is not None else {})}
+                **({"drift": self.drift} if self.drift is not None else {}),
+                **({"tracking": self.tracking} if self.tracking is not None else {})}
+
+
+#: Tracking is judged on ~1 s moving averages: what a user calls tracking, not the stride's sway.
+TRACK_WINDOW = 33
+
+
+def tracking_summary(rows: list[tuple[float, float, float]], command) -> dict:
+    """Per step (forward, left [m/s], yaw rate [rad/s]) in the heading frame -> their means, the
+    displacement as a fraction of the commanded one (per commanded component), and the RMSE of the
+    ~1 s averages against the command (all three components)."""
+    v = np.asarray(rows, float).reshape(-1, 3)
+    cmd = np.asarray(command, float)
+    k = min(TRACK_WINDOW, len(v))
+    if k == 0:
+        return {}
+    box = np.ones(k) / k
+    avg = np.stack([np.convolve(v[:, i], box, mode="valid") for i in range(3)], axis=1)
+    mean = v.mean(axis=0)
+    out = {"v_fwd_mean": float(mean[0]), "v_left_mean": float(mean[1]), "yaw_rate_mean": float(mean[2]),
+           "rmse": float(np.sqrt(np.mean(np.sum((avg - cmd) ** 2, axis=1))))}
+    for i, name in enumerate(("fwd", "left", "yaw")):
+        if abs(cmd[i]) > 1e-9:
+            out[f"{name}_fraction"] = float(mean[i] / cmd[i])   # of the commanded rate, over the episode
+    return out
 
 
 def run_episode(env: HumanoidEnv, planner: Planner, task: str, steps: int, seed: int,
@@ -49,7 +76,7 @@ def run_episode(env: HumanoidEnv, planner: Planner, task: str, steps: int, seed:
         from planner_node.sim.drift import DriftTrace
         drift = DriftTrace(env.model)
         drift.record(env)
-    ret, fell, plan_ms = 0.0, False, []
+    ret, fell, plan_ms, velocities = 0.0, False, [], []
     t0 = time.perf_counter()
     k = 0
     for k in range(1, steps + 1):
@@ -58,6 +85,9 @@ def run_episode(env: HumanoidEnv, planner: Planner, task: str, steps: int, seed:
         plan_ms.append((time.perf_counter() - t1) * 1e3)
         obs, fell = env.step(plan.actions[0])
         ret += float(t.reward(obs, command))
+        if command is not None:
+            kin = kinematics(obs)
+            velocities.append((float(kin["v_fwd"]), float(kin["v_left"]), float(kin["yaw_rate"])))
         if frame_cb is not None:
             frame_cb(env)
         if drift is not None:
@@ -68,7 +98,8 @@ def run_episode(env: HumanoidEnv, planner: Planner, task: str, steps: int, seed:
     return EpisodeResult(seed, ret, k, fell, time.perf_counter() - t0, plan_ms,
                          int(samples) if isinstance(samples, (int, np.integer)) else None,
                          drift=drift.summary(env.layout.joint_range) if drift else None,
-                         trace=drift.arrays() if drift else None)
+                         trace=drift.arrays() if drift else None,
+                         tracking=tracking_summary(velocities, command) if command is not None else None)
 
 
 def summarize(results: list[EpisodeResult], **extra) -> dict:
@@ -254,6 +285,16 @@ def format_table(rows: list[dict]) -> str:
                      f"{r['mean_return']:>10.2f} ± {se_return(r):<5.2f}{r['mean_length']:>9.1f}"
                      f"{r['fall_rate']:>7.0%}{r['ctrl_steps_per_s']:>9.2f}")
     return "\n".join(lines)
+
+
+def format_tracking(r: dict) -> str:
+    """Achieved against commanded velocity, over the episodes that carry it ('' if none do)."""
+    eps = [e for e in r.get("episodes", []) if e.get("tracking")]
+    if not eps:
+        return ""
+    m = {k: np.mean([e["tracking"][k] for e in eps]) for k in ("v_fwd_mean", "v_left_mean", "yaw_rate_mean", "rmse")}
+    return (f"tracking (mean of {len(eps)} episodes): forward {m['v_fwd_mean']:+.3f} m/s, left {m['v_left_mean']:+.3f} "
+            f"m/s, yaw {m['yaw_rate_mean']:+.3f} rad/s; RMSE of 1 s averages {m['rmse']:.3f}")
 
 
 def format_falls(r: dict) -> str:

@@ -152,3 +152,23 @@ def test_demo_tracking_error_ignores_sway_but_not_bias():
     assert tracking_rmse(0.3 + sway, np.zeros_like(t), (0.3, 0.0, 0.0)) < 0.05
     assert abs(tracking_rmse(0.1 + sway, np.zeros_like(t), (0.3, 0.0, 0.0)) - 0.2) < 0.05  # 0.2 m/s too slow
     assert abs(tracking_rmse(np.zeros_like(t), np.full_like(t, 0.1), (0.0, 0.0, 0.5)) - 0.4) < 1e-9
+
+
+def test_demo_marks_a_segment_that_does_not_track():
+    from planner_node.ros.demo import tracks
+    assert tracks(0.008, 0.0, (0.3, 0.0, 0.0)) == "NO"        # the shipped policy's walk segment
+    assert tracks(0.25, 0.0, (0.3, 0.0, 0.0)) == "yes"
+    assert tracks(0.25, 0.1, (0.3, 0.0, 0.5)) == "NO"         # walks, but does not turn
+    assert tracks(-0.2, 0.0, (0.3, 0.0, 0.0)) == "NO"         # backwards is not tracking
+    assert tracks(0.0, 0.0, (0.0, 0.0, 0.0)) == "-"
+
+
+def test_eval_tracking_summary():
+    from planner_node.sim.evaluate import tracking_summary
+    rows = [(0.3, 0.0, 0.0)] * 100
+    t = tracking_summary(rows, (0.3, 0.0, 0.0))
+    assert t["fwd_fraction"] == pytest.approx(1.0) and t["rmse"] == pytest.approx(0.0)
+    assert "left_fraction" not in t and "yaw_fraction" not in t
+    t = tracking_summary([(0.0, 0.1, 0.0)] * 100, (0.0, 0.2, 0.0))
+    assert t["left_fraction"] == pytest.approx(0.5) and t["rmse"] == pytest.approx(0.1)
+    assert tracking_summary([], (0.3, 0.0, 0.0)) == {}

@@ -243,6 +243,15 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
 TRACK_WINDOW = 33  # control steps (~1 s): a humanoid's root sways ~1 m/s within each stride
 
 
+def tracks(v_fwd: float, yaw_rate: float, cmd) -> str:
+    """'yes' when a segment's mean achieves at least half of each commanded rate (forward, yaw),
+    'NO' when it does not, '-' for a segment that commands no motion: visible at a glance."""
+    wanted = [(got, want) for got, want in ((v_fwd, cmd[0]), (yaw_rate, cmd[2])) if abs(want) > 1e-9]
+    if not wanted:
+        return "-"
+    return "yes" if all(got / want >= 0.5 for got, want in wanted) else "NO"
+
+
 def tracking_rmse(v_fwd: np.ndarray, yaw_rate: np.ndarray, cmd) -> float:
     """RMS error of the ~1 s moving averages of forward velocity [m/s] and yaw rate [rad/s]
     against the command (vx, vy, wz): what a user calls tracking, not the stride's sway."""
@@ -264,7 +273,9 @@ def _report(out, segments, samples, falls, lat_ros, diags, qpos_log, wall, video
         w = np.array([x.yaw_rate for x in s]) if s else np.zeros(1)
         err = tracking_rmse(v, w, cmd)
         rows.append({"segment": name, "task": task, "steps": len(s), "return": float(sum(x.reward for x in s)),
-                     "falls": falls[i], "track_rmse": err, "mean_v_fwd": float(v.mean()), "mean_yaw_rate": float(w.mean())})
+                     "falls": falls[i], "track_rmse": err, "mean_v_fwd": float(v.mean()), "mean_yaw_rate": float(w.mean()),
+                     "cmd_v_fwd": float(cmd[0]), "cmd_yaw_rate": float(cmd[2]),
+                     "tracks": tracks(float(v.mean()), float(w.mean()), cmd)})
     lat = np.asarray(lat_ros) if lat_ros else np.zeros(1)
     summary = {"segments": rows, "plan_latency_p50_ms": float(last.get("latency_p50_ms", "nan")),
                "plan_latency_p99_ms": float(last.get("latency_p99_ms", "nan")),
@@ -274,10 +285,12 @@ def _report(out, segments, samples, falls, lat_ros, diags, qpos_log, wall, video
                "state_to_command_p99_ms": float(np.percentile(lat, 99)), "wall_s": wall,
                "active_bundle": last.get("active_bundle"), "safety_filter": last.get("safety_filter", "none"),
                "filter_interventions": int(last.get("filter_interventions", 0))}
-    print(f"{'segment':<16}{'task':<7}{'steps':>6}{'return':>9}{'falls':>6}{'track rmse':>11}{'v_fwd':>7}{'yaw':>7}")
+    print(f"{'segment':<16}{'task':<7}{'steps':>6}{'return':>9}{'falls':>6}{'v_fwd cmd/got':>15}{'yaw cmd/got':>13}"
+          f"{'track rmse':>11}{'tracks':>8}")
     for r in rows:
         print(f"{r['segment']:<16}{r['task']:<7}{r['steps']:>6}{r['return']:>9.1f}{r['falls']:>6}"
-              f"{r['track_rmse']:>11.2f}{r['mean_v_fwd']:>7.2f}{r['mean_yaw_rate']:>7.2f}")
+              f"{r['cmd_v_fwd']:>9.2f}/{r['mean_v_fwd']:<5.2f}{r['cmd_yaw_rate']:>7.2f}/{r['mean_yaw_rate']:<5.2f}"
+              f"{r['track_rmse']:>11.2f}{r['tracks']:>8}")
     print(f"plan latency p50 {summary['plan_latency_p50_ms']:.1f} ms, p99 {summary['plan_latency_p99_ms']:.1f} ms; "
           f"deadline misses {summary['deadline_misses']} (wall-clock overruns {summary['wall_overruns']}, "
           f"lockstep: the sim waits); state->command over ROS 2 p50 "
