@@ -137,13 +137,24 @@ def export_bundle(checkpoint: str | Path, out: str | Path, tensorrt: bool = Fals
         if tensorrt:
             from planner_node.runtime.tensorrt_build import build_plans
             manifest["plans"] = build_plans(tmp, graphs)
-        write_text(tmp / "manifest.yaml", yaml.safe_dump(manifest, sort_keys=False, width=120))
         write_text(tmp / "CARD.md", bundle_card(manifest, ck, evaluations or [], ex.card))
+        manifest = _with_card(manifest, tmp / "CARD.md")
+        write_text(tmp / "manifest.yaml", yaml.safe_dump(manifest, sort_keys=False, width=120))
         load_bundle(tmp)  # verify what we wrote, exactly as a robot will
         os.replace(tmp, out)
         return manifest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _with_card(manifest: dict, card: Path) -> dict:
+    """The manifest with ``card`` (file, sha256) right after ``bundle_version``."""
+    out = {}
+    for k, v in manifest.items():
+        out[k] = v
+        if k == "bundle_version":
+            out["card"] = {"file": card.name, "sha256": sha256_file(card)}
+    return out
 
 
 def upgrade_bundle(src: str | Path, out: str | Path) -> dict:
@@ -233,8 +244,10 @@ def set_bundle_version(bundle: str | Path, version: int) -> int:
     if old.manifest["format_version"] >= 5:
         text, n = re.subn(r"(?m)^bundle_version: .*$", f"bundle_version: {version}", text, count=1)
     elif old.manifest["format_version"] == 4:
-        text, n = re.subn(r"(?m)^format_version: 4$", f"format_version: {FORMAT_VERSION}\nbundle_version: {version}",
-                          text, count=1)
+        card = bundle / "CARD.md"
+        card_yaml = (f"card:\n  file: CARD.md\n  sha256: {sha256_file(card)}" if card.is_file() else "card: null")
+        text, n = re.subn(r"(?m)^format_version: 4$",
+                          f"format_version: {FORMAT_VERSION}\nbundle_version: {version}\n{card_yaml}", text, count=1)
     else:
         raise ExportError(f"{mpath}: format {old.manifest['format_version']}: upgrade it first "
                           "(`planner upgrade-bundle`)")

@@ -42,6 +42,9 @@ def attack_bundles(root: Path, outside: Path, other_key: Path) -> dict[str, tupl
     b = _copy(SHIPPED, root / "changed_graph_byte")
     _flip_byte(b / "policy.onnx")
     attacks["changed_graph_byte"] = (b, "invalid")            # sha256 mismatch: the manifest pins it
+    b = _copy(SHIPPED, root / "changed_card_byte")
+    (b / "CARD.md").write_text((b / "CARD.md").read_text().replace("not validated on hardware", "validated on hardware"))
+    attacks["changed_card_byte"] = (b, "invalid")             # the card is pinned too: what it claims is signed
     b = _copy(SHIPPED, root / "changed_manifest_byte")
     text = (b / "manifest.yaml").read_text().replace("decay: 0.5", "decay: 0.9")
     (b / "manifest.yaml").write_text(text)

@@ -137,7 +137,7 @@ def test_bundle_safety_filter_block_is_checked(ldm_bundle, hgap_bundle, tmp_path
     with pytest.raises(BundleError, match=r"safety_filter: unknown keys \['loader'\]"):
         load_bundle(edited(ldm_bundle, lambda m: m["safety_filter"].update(loader="x.so"), "c"))
     # Format 3 (before the filter existed) still loads, without a filter.
-    old = edited(hgap_bundle, lambda m: (m.pop("safety_filter"), m.pop("critic"), m.pop("bundle_version"),
+    old = edited(hgap_bundle, lambda m: (m.pop("safety_filter"), m.pop("critic"), m.pop("bundle_version"), m.pop("card"),
                                          m.update(format_version=3)), "d")
     assert load_bundle(old).manifest["safety_filter"] is None and load_bundle(old).manifest["critic"] is None
     from planner_node.control.action_filter import make_filter

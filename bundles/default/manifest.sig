@@ -3,7 +3,7 @@
   {
    "key_id": "613401efe73b59f9",
    "algorithm": "ed25519",
-   "signature": "s846qqKtETe8wbCj+4uI/Y6ajd1kkf7myDWlmFw2xv/H2TeKagxyRJRMtZjbwxHI/fgHCclWsmSI0P+qSX4LDQ=="
+   "signature": "xb5rEkQy4/u1WHiHTJMwCeQ/b3FCKUbSgD0OEXyHMDrORw6BEf4svTfn3WtPsGjQxp2ZVimwIApSsTFDcruLDA=="
   }
  ]
 }

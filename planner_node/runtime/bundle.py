@@ -6,6 +6,7 @@ lacks ``safety_filter`` and ``critic``, loads as if they were null)::
     format_version: 5
     bundle_version: <int >= 1>       # monotonically increasing per release: a node that trusts
                                      # signers refuses a bundle older than the one it runs (rollback)
+    card: {file: CARD.md, sha256} or null   # pinned like the graphs, so a signature covers its claims
     planner: <kind>                                           # a record of planner_node.kinds
     spec_hash, joint_names, obs_blocks, control_period_s      # checked against this build
     horizon, trained_tasks
@@ -68,7 +69,7 @@ TOP_KEYS = frozenset((
     "format_version", "planner", "spec_hash", "joint_names", "obs_blocks", "control_period_s", "horizon",
     "trained_tasks", "normalizer", "planner_defaults", "kind_config", "graphs", "reference", "plans", "producer",
     "safety_filter", "critic"))
-TOP_KEYS_V5 = TOP_KEYS | {"bundle_version"}
+TOP_KEYS_V5 = TOP_KEYS | {"bundle_version", "card"}   # card: {file, sha256} or null (pinned, so signed)
 TOP_KEYS_V3 = TOP_KEYS - {"safety_filter", "critic"}
 CRITIC_KEYS = frozenset(("graph", "tasks", "discount", "weight", "source"))
 SAFETY_FILTER_KEYS = frozenset(("name", "energy", "lyapunov", "threshold", "percentile", "source"))
@@ -76,6 +77,7 @@ GRAPH_KEYS = frozenset(("file", "sha256", "inputs", "outputs", "parity_max_abs_e
 TENSOR_KEYS = frozenset(("name", "dtype", "shape"))
 NORMALIZER_KEYS = frozenset(("obs_mean", "obs_std", "act_mean", "act_std", "ret_mean", "ret_std"))
 REFERENCE_KEYS = frozenset(("file", "sha256"))
+CARD_KEYS = frozenset(("file", "sha256"))
 PLAN_KEYS = frozenset(("graph", "file", "sha256", "key", "tensorrt_version", "compute_capability", "precision"))
 PRODUCER_KEYS = frozenset(("planner_node", "torch", "onnx", "opset", "python", "git_commit", "checkpoint", "dataset"))
 DATASET_KEYS = frozenset(("sha256", "path"))
@@ -296,4 +298,9 @@ def load_bundle(path: str | Path, check_graphs: bool = True, trust=None) -> Bund
         p = _inside(root, plan.get("file", ""), f"plans[{i}]")
         if not p.is_file() or sha256_file(p) != plan.get("sha256"):
             raise BundleError(f"{p}: missing or sha256 mismatch (plans[{i}])")
+    if m.get("card") is not None:   # format 5: the card is pinned too, so a signature covers its text
+        _exact_keys(m["card"], CARD_KEYS, "card", mpath)
+        p = _inside(root, m["card"]["file"], "card")
+        if not p.is_file() or sha256_file(p) != m["card"]["sha256"]:
+            raise BundleError(f"{p}: missing or sha256 mismatch (card): modified or corrupt")
     return b
