@@ -27,6 +27,15 @@ from pathlib import Path
 from stack import ROOT, counters, rss_mib, stack
 
 
+def drain(probe) -> None:
+    """Keep the probe's own memory flat on a long run: only the latest diagnostics are read."""
+    for topic in list(probe.msgs):
+        if topic != "/diagnostics":
+            probe.msgs[topic].clear()
+    del probe.msgs["/diagnostics"][:-20]
+    probe.events.clear()
+
+
 def soak_once(bundle: str, steps: int, seed: int, domain: int, log_dir: Path) -> dict:
     from hil import Probe
 
@@ -41,11 +50,7 @@ def soak_once(bundle: str, steps: int, seed: int, domain: int, log_dir: Path) ->
                      log_dir=log_dir) as b:
             while True:
                 probe.spin(1.0)
-                for topic in list(probe.msgs):       # keep the probe's own memory flat
-                    if topic != "/diagnostics":
-                        probe.msgs[topic].clear()
-                del probe.msgs["/diagnostics"][:-20]
-                probe.events.clear()
+                drain(probe)
                 crashed = {n: p.returncode for n, p in b.procs.items() if p.poll() is not None}
                 sim = probe.diagnostics("sim_bridge")
                 n = int(sim.get("steps", 0))
@@ -60,17 +65,8 @@ def soak_once(bundle: str, steps: int, seed: int, domain: int, log_dir: Path) ->
             "fell_at_step": fell_at, "crashed": crashed, "wall_s": round(time.monotonic() - t0, 1)}
 
 
-def stand_main(argv: list[str]) -> int:
+def stand_main(a) -> int:
     """``--stand``: the stand soak (see the module docstring)."""
-    ap = argparse.ArgumentParser(description="the stand soak")
-    ap.add_argument("--stand", action="store_true")
-    ap.add_argument("--bundle", default=str(ROOT / "bundles" / "default"))
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=20000)
-    ap.add_argument("--seed", type=int, default=71000)
-    ap.add_argument("--domain", type=int, default=57)
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "long_stand")
-    a = ap.parse_args(argv)
     from planner_node.atomic import write_json
     a.out.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -90,16 +86,22 @@ def stand_main(argv: list[str]) -> int:
 
 
 def main() -> int:
-    if "--stand" in sys.argv[1:]:
-        return stand_main(sys.argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", default=str(ROOT / "bundles" / "default"))
     ap.add_argument("--seconds", type=float, default=3600.0)
     ap.add_argument("--warmup", type=float, default=60.0, help="RSS 'start' is taken after this [s]")
     ap.add_argument("--sample", type=float, default=60.0)
-    ap.add_argument("--domain", type=int, default=58)
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "soak")
+    ap.add_argument("--domain", type=int, help="ROS domain (default 58; --stand: 57)")
+    ap.add_argument("--out", type=Path, help="default results/soak (--stand: results/long_stand)")
+    ap.add_argument("--stand", action="store_true", help="the stand soak instead (lockstep, no pushes, no reset)")
+    ap.add_argument("--runs", type=int, default=5, help="--stand: runs")
+    ap.add_argument("--steps", type=int, default=20000, help="--stand: simulation steps per run")
+    ap.add_argument("--seed", type=int, default=71000, help="--stand: the first run's bridge seed")
     a = ap.parse_args()
+    a.domain = a.domain if a.domain is not None else (57 if a.stand else 58)
+    a.out = a.out or ROOT / "results" / ("long_stand" if a.stand else "soak")
+    if a.stand:
+        return stand_main(a)
     from hil import Probe
 
     from planner_node.atomic import write_json
@@ -114,13 +116,7 @@ def main() -> int:
             next_sample = t0 + a.warmup
             while time.monotonic() - t0 < a.seconds:
                 probe.spin(1.0)
-                probe.msgs["/joint_states"].clear()  # keep the probe's own memory flat
-                probe.msgs["/odom"].clear()
-                probe.msgs["/clock"].clear()
-                probe.msgs["/planner/plan"].clear()
-                probe.msgs["/humanoid/joint_commands"].clear()
-                del probe.msgs["/diagnostics"][:-20]
-                probe.events.clear()
+                drain(probe)
                 dead = {n: p.returncode for n, p in b.procs.items() if p.poll() is not None}
                 if dead:
                     crashed = dead

@@ -24,6 +24,14 @@ WINDOW = 30
 TOP_JOINTS = 5
 
 
+def windows(n: int) -> tuple[slice, slice]:
+    """The start and end windows of an n-step trace (each ``WINDOW`` steps, fewer when short). The
+    fall itself is fast: the end is taken a window before the last step, so a change is the drift
+    that led up to the fall, not the fall."""
+    w = max(1, min(WINDOW, n // 4))
+    return slice(0, w), (slice(n - 2 * w, n - w) if n > 3 * w else slice(n - w, n))
+
+
 def _yaw(quat_wxyz: np.ndarray) -> float:
     w, x, y, z = quat_wxyz
     return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
@@ -66,12 +74,7 @@ class DriftTrace:
         n = len(a["base_height"])
         if n == 0:
             return {}
-        w = max(1, min(WINDOW, n // 4))
-        start, end = slice(0, w), slice(n - w, n)
-        # The fall itself is fast: measure the end a window before the last step, so the change
-        # is the drift that led up to the fall, not the fall.
-        if n > 3 * w:
-            end = slice(n - 2 * w, n - w)
+        start, end = windows(n)
 
         def change(x):
             return float(np.mean(x[end], axis=0).mean() - np.mean(x[start], axis=0).mean()) if x.ndim == 1 \
@@ -112,9 +115,8 @@ def plot(traces: list[tuple[str, dict[str, np.ndarray]]], out: str | Path, title
     joint_ids = None
     if len(longest.get("base_height", [])):
         j = longest["joints"]
-        w = max(1, min(WINDOW, len(j) // 4))
-        end = j[len(j) - 2 * w:len(j) - w] if len(j) > 3 * w else j[-w:]
-        joint_ids = np.argsort(-np.abs(end.mean(0) - j[:w].mean(0)))[:3]
+        start, end = windows(len(j))
+        joint_ids = np.argsort(-np.abs(j[end].mean(0) - j[start].mean(0)))[:3]
     for label, a in traces:
         if not len(a.get("base_height", [])):
             continue

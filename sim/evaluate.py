@@ -9,7 +9,7 @@ import numpy as np
 from planner_node import spec
 from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.sim.env import EnvConfig, HumanoidEnv
-from planner_node.robot.tasks import get_task, kinematics
+from planner_node.robot.tasks import get_task, kinematics, tracking_rmse
 
 
 @dataclass
@@ -42,24 +42,17 @@ class EpisodeResult:
                 **({"tracking": self.tracking} if self.tracking is not None else {})}
 
 
-#: Tracking is judged on ~1 s moving averages: what a user calls tracking, not the stride's sway.
-TRACK_WINDOW = 33
-
-
 def tracking_summary(rows: list[tuple[float, float, float]], command) -> dict:
     """Per step (forward, left [m/s], yaw rate [rad/s]) in the heading frame -> their means, the
     displacement as a fraction of the commanded one (per commanded component), and the RMSE of the
     ~1 s averages against the command (all three components)."""
     v = np.asarray(rows, float).reshape(-1, 3)
     cmd = np.asarray(command, float)
-    k = min(TRACK_WINDOW, len(v))
-    if k == 0:
+    if len(v) == 0:
         return {}
-    box = np.ones(k) / k
-    avg = np.stack([np.convolve(v[:, i], box, mode="valid") for i in range(3)], axis=1)
     mean = v.mean(axis=0)
     out = {"v_fwd_mean": float(mean[0]), "v_left_mean": float(mean[1]), "yaw_rate_mean": float(mean[2]),
-           "rmse": float(np.sqrt(np.mean(np.sum((avg - cmd) ** 2, axis=1))))}
+           "rmse": tracking_rmse(v, cmd)}
     for i, name in enumerate(("fwd", "left", "yaw")):
         if abs(cmd[i]) > 1e-9:
             out[f"{name}_fraction"] = float(mean[i] / cmd[i])   # of the commanded rate, over the episode

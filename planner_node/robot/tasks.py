@@ -47,6 +47,23 @@ def kinematics(obs: np.ndarray) -> dict[str, np.ndarray]:
             "roll_rate": dot(w, fwd), "pitch_rate": dot(w, left), "yaw_rate": dot(w, up)}
 
 
+#: Tracking is judged on ~1 s moving averages [control steps]: a humanoid's root sways ~1 m/s
+#: within each stride, so a user's "tracking" is the stride-averaged velocity, not the sway.
+TRACK_WINDOW = 33
+
+
+def tracking_rmse(velocities: np.ndarray, command) -> float:
+    """RMS error of the ~1 s moving averages of per-step velocities (T, k) against the command
+    (k,), summed over the k components (NaN with no steps)."""
+    v = np.asarray(velocities, float).reshape(len(velocities), -1)
+    k = min(TRACK_WINDOW, len(v))
+    if k == 0:
+        return float("nan")
+    box = np.ones(k) / k
+    avg = np.stack([np.convolve(v[:, i], box, mode="valid") for i in range(v.shape[1])], axis=1)
+    return float(np.sqrt(np.mean(np.sum((avg - np.asarray(command, float)) ** 2, axis=1))))
+
+
 def healthy(obs: np.ndarray) -> np.ndarray:
     """In [0, 1]: 1 when upright at standing height, 0 when fallen."""
     h = obs_block(obs, "body_height")[..., 0]

@@ -240,9 +240,6 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
     return _report(out, segments, samples, falls, lat_ros, diags, np.asarray(qpos_log), wall, video)
 
 
-TRACK_WINDOW = 33  # control steps (~1 s): a humanoid's root sways ~1 m/s within each stride
-
-
 def tracks(v_fwd: float, yaw_rate: float, cmd) -> str:
     """'yes' when a segment's mean achieves at least half of each commanded rate (forward, yaw),
     'NO' when it does not, '-' for a segment that commands no motion: visible at a glance."""
@@ -255,13 +252,8 @@ def tracks(v_fwd: float, yaw_rate: float, cmd) -> str:
 def tracking_rmse(v_fwd: np.ndarray, yaw_rate: np.ndarray, cmd) -> float:
     """RMS error of the ~1 s moving averages of forward velocity [m/s] and yaw rate [rad/s]
     against the command (vx, vy, wz): what a user calls tracking, not the stride's sway."""
-    k = min(TRACK_WINDOW, len(v_fwd))
-    if k == 0:
-        return float("nan")
-    box = np.ones(k) / k
-    v = np.convolve(v_fwd, box, mode="valid")
-    w = np.convolve(yaw_rate, box, mode="valid")
-    return float(np.sqrt(np.mean((v - cmd[0]) ** 2 + (w - cmd[2]) ** 2)))
+    from planner_node.robot.tasks import tracking_rmse as windowed
+    return windowed(np.stack([np.asarray(v_fwd, float), np.asarray(yaw_rate, float)], axis=1), (cmd[0], cmd[2]))
 
 
 def _report(out, segments, samples, falls, lat_ros, diags, qpos_log, wall, video) -> dict:
