@@ -7,6 +7,12 @@ rejections, the largest command gap, and whether any node crashed. The bridge re
 each fall (so the planner keeps planning on live states) and pushes it every 100 steps.
 
     python bench/soak.py [--seconds 3600] [--bundle bundles/default] [--out results/soak]
+    python bench/soak.py --swap-every 60 [--swap-to bundles/hgap]   # a hot swap every minute, alternating
+
+RSS growth is the node process's (long-lived); the current planner worker's RSS is sampled with it
+(a new worker process per swap). With several ``--bundle``s each runs in turn and a table compares
+them (``kinds.json``): ticks, misses, plan age, commands by source. The largest command gap is
+measured both on the node's steady clock and as this process receives them.
 
 ``--stand``: the stand soak. Lockstep and as fast as the planner answers, task stand, no pushes,
 no reset on a fall, for ``--steps`` simulation steps (20,000 = 10 simulated minutes), ``--runs``
@@ -34,6 +40,14 @@ def drain(probe) -> None:
             probe.msgs[topic].clear()
     del probe.msgs["/diagnostics"][:-20]
     probe.events.clear()
+
+
+def _probe_gap(probe, gap: dict) -> None:
+    """The largest interval between two commands as this process received them, across drains."""
+    for t, _ in probe.msgs["/humanoid/joint_commands"]:
+        if gap["last"] is not None:
+            gap["max_s"] = max(gap["max_s"], t - gap["last"])
+        gap["last"] = t
 
 
 def soak_once(bundle: str, steps: int, seed: int, domain: int, log_dir: Path) -> dict:
@@ -87,12 +101,15 @@ def stand_main(a) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default=str(ROOT / "bundles" / "default"))
+    ap.add_argument("--bundle", nargs="+", default=[str(ROOT / "bundles" / "default")],
+                    help="one or more bundles, each run in turn for --seconds (the table compares them)")
     ap.add_argument("--seconds", type=float, default=3600.0)
     ap.add_argument("--warmup", type=float, default=60.0, help="RSS 'start' is taken after this [s]")
     ap.add_argument("--sample", type=float, default=60.0)
     ap.add_argument("--domain", type=int, help="ROS domain (default 58; --stand: 57)")
     ap.add_argument("--out", type=Path, help="default results/soak (--stand: results/long_stand)")
+    ap.add_argument("--swap-every", type=float, default=0.0, help="hot-swap bundle_path every this many seconds (0: never)")
+    ap.add_argument("--swap-to", default=str(ROOT / "bundles" / "hgap"), help="--swap-every: the other bundle")
     ap.add_argument("--stand", action="store_true", help="the stand soak instead (lockstep, no pushes, no reset)")
     ap.add_argument("--runs", type=int, default=5, help="--stand: runs")
     ap.add_argument("--steps", type=int, default=20000, help="--stand: simulation steps per run")
@@ -101,58 +118,103 @@ def main() -> int:
     a.domain = a.domain if a.domain is not None else (57 if a.stand else 58)
     a.out = a.out or ROOT / "results" / ("long_stand" if a.stand else "soak")
     if a.stand:
+        if len(a.bundle) != 1:
+            ap.error("--stand takes one --bundle")
+        a.bundle = a.bundle[0]
         return stand_main(a)
+    a.out.mkdir(parents=True, exist_ok=True)
+    summaries = {}
+    for i, bundle in enumerate(a.bundle):
+        summaries[Path(bundle).name] = soak_realtime(a, bundle, a.domain - i)
+    if len(summaries) > 1:
+        from planner_node.atomic import write_json
+        write_json(a.out / "kinds.json", summaries)
+        cols = ("ticks", "deadline_misses", "fallbacks", "plan_age_p99_ms", "latency_p99_ms", "command_gap_max_ms",
+                "bridge_falls")
+        print(f"{'bundle':<16}{'kind':<10}" + "".join(f"{c:>20}" for c in cols) + f"{'fresh/shifted/fallback':>26}")
+        for name, sm in summaries.items():
+            c = sm["commands"]
+            print(f"{name:<16}{sm['kind']:<10}" + "".join(f"{sm[k]:>20}" for k in cols)
+                  + f"{c['fresh_plan']:>10}/{c['shifted_plan']}/{c['fallback']}")
+        print("ticks = slots commanded: every slot had a command (fresh plan, shifted plan or fallback)")
+    return 1 if any(sm["crashed"] for sm in summaries.values()) else 0
+
+
+def soak_realtime(a, bundle: str, domain: int) -> dict:
     from hil import Probe
 
     from planner_node.atomic import write_json
-    a.out.mkdir(parents=True, exist_ok=True)
-    probe = Probe(a.domain)
+    probe = Probe(domain)
     logs = Path(tempfile.mkdtemp(prefix="soak_"))
     series, crashed = [], {}
+    bundles = [str(Path(bundle).resolve()), str(Path(a.swap_to).resolve())]
+    swaps = {"requested": 0, "refused": 0}
+    gap = {"last": None, "max_s": 0.0}
     t0 = time.monotonic()
     try:
-        with stack(a.bundle, logs, reset_on_fall=True, push_every=100) as b:
+        with stack(bundle, logs, reset_on_fall=True, push_every=100) as b:
             pid = b.procs["planner"].pid
             next_sample = t0 + a.warmup
+            next_swap = t0 + a.warmup + (a.swap_every or float("inf"))
             while time.monotonic() - t0 < a.seconds:
                 probe.spin(1.0)
+                _probe_gap(probe, gap)
                 drain(probe)
                 dead = {n: p.returncode for n, p in b.procs.items() if p.poll() is not None}
                 if dead:
                     crashed = dead
                     break
+                if time.monotonic() >= next_swap:
+                    swaps["requested"] += 1
+                    res = probe.set_param("planner", "bundle_path", bundles[swaps["requested"] % 2])
+                    swaps["refused"] += not res.successful
+                    next_swap += a.swap_every
                 if time.monotonic() >= next_sample:
                     d = probe.diagnostics()
+                    worker = int(d.get("worker_pid", -1))
                     series.append({"t_s": round(time.monotonic() - t0, 1), "rss_mib": round(rss_mib(pid), 2),
-                                   "ticks": int(d.get("ticks", 0))})
-                    print(f"[{series[-1]['t_s']:7.0f} s] planner RSS {series[-1]['rss_mib']:.1f} MiB, "
-                          f"ticks {series[-1]['ticks']}", flush=True)
+                                   "worker_rss_mib": round(rss_mib(worker), 2) if worker > 0 else None,
+                                   "ticks": int(d.get("ticks", 0)), "swaps": int(d.get("swaps", 0))})
+                    print(f"[{series[-1]['t_s']:7.0f} s] planner RSS {series[-1]['rss_mib']:.1f} MiB "
+                          f"(worker {series[-1]['worker_rss_mib']} MiB), ticks {series[-1]['ticks']}, "
+                          f"swaps {series[-1]['swaps']}", flush=True)
                     next_sample += a.sample
             d, sim = probe.diagnostics(), probe.diagnostics("sim_bridge")
     finally:
         probe.close()
     start, end = series[0]["rss_mib"], series[-1]["rss_mib"]
     summary = {
-        "seconds": round(time.monotonic() - t0, 1), "bundle": str(Path(a.bundle).name),
+        "seconds": round(time.monotonic() - t0, 1), "bundle": str(Path(bundle).name),
+        "kind": _kind(bundle),
         "rss_start_mib": start, "rss_end_mib": end, "rss_growth_pct": round(100 * (end - start) / start, 3),
         "ticks": int(d.get("ticks", 0)), "deadline_misses": int(d.get("deadline_misses", 0)),
         "fallbacks": int(d.get("fallbacks", 0)), "fallbacks_by_reason": counters(d, "fallback_"),
         "rejected": {t: int(d.get(f"rejected_{t}", 0)) for t in ("joint_states", "odom", "cmd_vel")},
         "command_gap_max_ms": float(d.get("command_gap_max_ms", "nan")),
+        "command_gap_max_probe_ms": round(1e3 * gap["max_s"], 1),
+        "swaps": int(d.get("swaps", 0)), "swaps_requested": swaps["requested"], "swaps_refused": swaps["refused"],
+        "worker_restarts": int(d.get("worker_restarts", 0)),
+        "commands": {k: int(d.get(f"commands_{k}", 0)) for k in ("fresh_plan", "shifted_plan", "fallback")},
+        "plan_age_p99_ms": float(d.get("plan_age_p99_ms", "nan")),
         "latency_p50_ms": float(d.get("latency_p50_ms", "nan")), "latency_p99_ms": float(d.get("latency_p99_ms", "nan")),
         "bridge_steps": int(sim.get("steps", 0)), "bridge_falls": int(sim.get("falls", 0)),
         "crashed": crashed, "rss_series": series,
     }
-    write_json(a.out / "soak.json", summary)
+    write_json(a.out / ("soak.json" if len(a.bundle) == 1 else f"soak_{Path(bundle).name}.json"), summary)
     print(f"{'measure':<28}{'value':>14}")
-    for k in ("seconds", "rss_start_mib", "rss_end_mib", "rss_growth_pct", "ticks", "deadline_misses", "fallbacks",
-              "command_gap_max_ms", "latency_p50_ms", "latency_p99_ms", "bridge_steps", "bridge_falls"):
+    for k in ("seconds", "rss_start_mib", "rss_end_mib", "rss_growth_pct", "ticks", "swaps", "deadline_misses",
+              "fallbacks", "command_gap_max_ms", "command_gap_max_probe_ms", "plan_age_p99_ms", "latency_p50_ms",
+              "latency_p99_ms", "bridge_steps", "bridge_falls"):
         print(f"{k:<28}{summary[k]:>14}")
     print(f"fallbacks by reason: {summary['fallbacks_by_reason']}; rejected: {summary['rejected']}; "
           f"crashed: {crashed or 'none'}")
-    print(f"wrote {a.out / 'soak.json'}")
     print(json.dumps({k: v for k, v in summary.items() if k != "rss_series"}))
-    return 1 if crashed else 0
+    return summary
+
+
+def _kind(bundle: str) -> str:
+    import yaml
+    return yaml.safe_load((Path(bundle) / "manifest.yaml").read_text())["planner"]
 
 
 if __name__ == "__main__":

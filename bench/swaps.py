@@ -8,6 +8,8 @@ misses. Each swap is verified synchronously, loaded and warmed up on a worker th
 at a tick boundary; this script waits until /diagnostics shows the new bundle before the next.
 
     python bench/swaps.py [--swaps 100] [--a bundles/default] [--b DIR]   # --b: a copy of --a by default
+    python bench/swaps.py --process inline worker   # the command clock with the planner in the node, then in a worker
+    python bench/swaps.py --kills 10 [--kill-every 5]   # SIGKILL the planner worker, 10 times
     python bench/swaps.py --verify-cost [--reps 200]   # what a signature adds to a swap's verification
     python bench/swaps.py --attacks     # each trust attack against a running node: refused how fast
 """
@@ -126,21 +128,77 @@ def main() -> int:
     ap.add_argument("--swaps", type=int, default=100)
     ap.add_argument("--domain", type=int, default=59)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "swaps")
+    ap.add_argument("--process", nargs="+", default=["worker"], choices=["worker", "inline"],
+                    help="planner_process for each run, in this order (the same swaps each)")
+    ap.add_argument("--priority", nargs="+", type=int, default=[50],
+                    help="command_clock_priority for each run (0: normal scheduling), crossed with --process")
+    ap.add_argument("--kills", type=int, default=0, help="instead: SIGKILL the planner worker this many times")
+    ap.add_argument("--kill-every", type=float, default=5.0, help="--kills: seconds between kills")
     a = ap.parse_args()
     if a.verify_cost:
         return verify_cost(a.reps)
     if a.attacks:
         return attacks(a.domain)
-    from hil import Probe
-
     from planner_node.atomic import write_json
+    if a.kills:
+        return kills(a)
     tmp = Path(tempfile.mkdtemp(prefix="swaps_"))
     b_path = a.b or str(shutil.copytree(a.a, tmp / "bundle_copy"))
     bundles = [str(Path(a.a).resolve()), str(Path(b_path).resolve())]
-    probe = Probe(a.domain)
+    runs = {}
+    for i, (process, prio) in enumerate((pr, pi) for pr in a.process for pi in a.priority):
+        name = f"{process} p{prio}"
+        runs[name] = run_swaps(a, bundles, {"planner_process": process, "command_clock_priority": prio},
+                               a.domain - i, tmp / name.replace(" ", "_"))
+    summary = {"bundles": [Path(x).name for x in bundles], "runs": runs, "period_ms": 30.0}
+    a.out.mkdir(parents=True, exist_ok=True)
+    write_json(a.out / "swaps.json", summary)
+    print(f"{'run':<12}{'phase':<10}{'s':>5}{'swaps':>7}{'ticks':>7}{'fresh':>7}{'shifted':>9}{'fallback':>10}"
+          f"{'misses':>8}{'late cmd':>10}{'age p99':>9}{'gap node':>10}{'gap probe':>11}")
+    for process, phases in runs.items():
+        for name, p in phases["phases"].items():
+            print(f"{process:<12}{name:<10}{p['seconds']:>5.0f}{p['swaps']:>7}{p['ticks']:>7}{p['commands_fresh_plan']:>7}"
+                  f"{p['commands_shifted_plan']:>9}{p['commands_fallback']:>10}{p['deadline_misses']:>8}"
+                  f"{p['late_commands']:>10}{p['plan_age_p99_ms']:>9.1f}{p['max_gap_node_ms']:>10.1f}"
+                  f"{p['max_gap_probe_ms']:>11.1f}")
+    print("fresh/shifted/fallback: where each slot's command came from; misses: slots whose fresh plan was not in by "
+          "the deadline; late cmd: commands published after their slot ended; age p99: the commanded plan's state age [ms]; "
+          "p: command_clock_priority (SCHED_FIFO; 0 normal); "
+          "gap node: the largest interval between two commands on the node's steady clock (1 s windows); "
+          "gap probe: as this process received them [ms]")
+    print(json.dumps(summary))
+    return 0 if all(all(r["alive"].values()) for r in runs.values()) else 1
+
+
+_PHASE_COUNTERS = ("ticks", "fallbacks", "deadline_misses", "late_commands", "swaps", "commands_fresh_plan",
+                   "commands_shifted_plan", "commands_fallback", "worker_restarts")
+
+
+def _phase(probe, d0: dict, t0: float) -> dict:
+    """What one phase did: counter deltas, the node's and this process's largest command gaps."""
+    d1 = probe.diagnostics()
+    node_gaps = [float(kv.value) for t, m in probe.msgs["/diagnostics"] if t > t0 for st in m.status
+                 if st.name == "planner_node" for kv in st.values if kv.key == "command_gap_max_ms_last_period"]
+    times = [t for t, _ in probe.msgs["/humanoid/joint_commands"]]
+    return {"seconds": round(time.monotonic() - t0, 1),
+            **{k: int(d1.get(k, 0)) - int(d0.get(k, 0)) for k in _PHASE_COUNTERS},
+            "plan_age_p99_ms": float(d1.get("plan_age_p99_ms", "nan")),
+            "max_gap_probe_ms": round(_gap_ms(times), 1),
+            "max_gap_node_ms": round(max(node_gaps), 1) if node_gaps else float("nan"),
+            "node_gaps_over_2_periods": sum(g > 60.0 for g in node_gaps),
+            "fallbacks_by_reason": {k: v - counters(d0, "fallback_").get(k, 0)
+                                    for k, v in counters(d1, "fallback_").items()},
+            "commands": len(times)}
+
+
+def run_swaps(a, bundles: list[str], planner: dict, domain: int, logs: Path) -> dict:
+    """One stack with these planner parameters: a phase of swaps, then as long without."""
+    from hil import Probe
+    logs.mkdir(parents=True, exist_ok=True)
+    probe = Probe(domain)
     phases = {}
     try:
-        with stack(bundles[0], tmp, reset_on_fall=True) as b:
+        with stack(bundles[0], logs, planner=planner, reset_on_fall=True) as b:
             probe.wait_for(lambda: len(probe.msgs["/planner/plan"]) > 30, 180, "the planner to plan")
             probe.spin(2.2)
             for phase in ("swaps", "no swaps"):
@@ -156,42 +214,70 @@ def main() -> int:
                         probe.wait_for(lambda t=target: probe.diagnostics().get("active_bundle") == t, 60,
                                        f"swap {i} to {target}")
                         if i % 10 == 9:
-                            print(f"{i + 1} swaps, {time.monotonic() - t0:.0f} s", flush=True)
+                            print(f"{planner}: {i + 1} swaps, {time.monotonic() - t0:.0f} s", flush=True)
                     duration = time.monotonic() - t0
                 else:
                     probe.spin(duration)
                 probe.spin(2.2)  # diagnostics after the phase
-                d1 = probe.diagnostics()
-                node_gaps = [float(kv.value) for t, m in probe.msgs["/diagnostics"] if t > t0 for st in m.status
-                             if st.name == "planner_node" for kv in st.values
-                             if kv.key == "command_gap_max_ms_last_period"]
-                times = [t for t, _ in probe.msgs["/humanoid/joint_commands"]]
-                delta = {k: int(d1.get(k, 0)) - int(d0.get(k, 0)) for k in ("ticks", "fallbacks", "deadline_misses",
-                                                                              "swaps")}
-                phases[phase] = {"seconds": round(time.monotonic() - t0, 1), **delta,
-                                 "max_gap_probe_ms": round(_gap_ms(times), 1),
-                                 "max_gap_node_ms": round(max(node_gaps), 1) if node_gaps else None,
-                                 "node_gaps_over_2_periods": sum(g > 60.0 for g in node_gaps),
-                                 "fallbacks_by_reason": {k: v - counters(d0, "fallback_").get(k, 0)
-                                                         for k, v in counters(d1, "fallback_").items()},
-                                 "commands": len(times)}
+                phases[phase] = _phase(probe, d0, t0)
             alive = b.alive()
             node_gap = float(probe.diagnostics().get("command_gap_max_ms", "nan"))
     finally:
         probe.close()
-    summary = {"bundles": [Path(x).name for x in bundles], "phases": phases, "node_command_gap_max_ms": node_gap,
-               "alive": alive, "period_ms": 30.0}
+    return {"phases": phases, "node_command_gap_max_ms": node_gap, "alive": alive}
+
+
+def kills(a) -> int:
+    """SIGKILL the planner worker ``--kills`` times, one every ``--kill-every`` seconds: per kill,
+    the time until the node commands a fresh plan again (seen in /diagnostics, so within its 1 s
+    period), and over the run the largest command gap and whether every command was finite and
+    inside the joint ranges."""
+    import os
+    import signal
+
+    from hil import Probe
+
+    from planner_node.atomic import write_json
+    from planner_node.control.output_guard import OutputGuard
+    from planner_node.robot.humanoid import Layout, load_model
+    guard = OutputGuard(Layout(load_model()).joint_range)
+    logs = Path(tempfile.mkdtemp(prefix="kills_"))
+    probe = Probe(a.domain)
+    replan_s, bad = [], 0
+    try:
+        with stack(str(Path(a.a).resolve()), logs, reset_on_fall=True) as b:
+            probe.wait_for(lambda: len(probe.msgs["/planner/plan"]) > 30, 180, "the planner to plan")
+            probe.spin(2.2)
+            d0 = probe.diagnostics()
+            probe.msgs["/humanoid/joint_commands"].clear()
+            t0 = time.monotonic()
+            for i in range(a.kills):
+                d = probe.diagnostics()
+                pid, fresh = int(d["worker_pid"]), int(d["commands_fresh_plan"])
+                os.kill(pid, signal.SIGKILL)
+                t_kill = time.monotonic()
+                probe.wait_for(lambda p=pid, f=fresh: int(probe.diagnostics().get("worker_pid", -1)) not in (-1, p)
+                               and int(probe.diagnostics()["commands_fresh_plan"]) > f + 5, 60, f"planning after kill {i}")
+                # the diagnostics that showed it were published within the last second
+                replan_s.append(time.monotonic() - t_kill)
+                print(f"kill {i + 1}: worker {pid} killed; planning again after <= {replan_s[-1]:.2f} s", flush=True)
+                probe.spin(max(0.0, a.kill_every - (time.monotonic() - t_kill)))
+            probe.spin(2.2)
+            phase = _phase(probe, d0, t0)
+            bad = sum(guard.check(np.asarray(m.data)) is not None for _, m in probe.msgs["/humanoid/joint_commands"])
+            alive = b.alive()
+    finally:
+        probe.close()
+    summary = {"bundle": Path(a.a).name, "kills": a.kills, "replan_s": [round(x, 2) for x in replan_s],
+               "commands_outside_guard": bad, **phase, "alive": alive}
     a.out.mkdir(parents=True, exist_ok=True)
-    write_json(a.out / "swaps.json", summary)
-    print(f"{'phase':<10}{'s':>7}{'swaps':>7}{'ticks':>7}{'no plan':>9}{'misses':>8}{'gap node ms':>13}"
-          f"{'gap probe ms':>14}{'commands':>10}")
-    for name, p in phases.items():
-        print(f"{name:<10}{p['seconds']:>7.0f}{p['swaps']:>7}{p['ticks']:>7}{p['fallbacks']:>9}{p['deadline_misses']:>8}"
-              f"{p['max_gap_node_ms']:>13.1f}{p['max_gap_probe_ms']:>14.1f}{p['commands']:>10}")
-    print("gap node: the largest interval between two commands on the node's steady clock (1 s windows);"
-          " gap probe: as this process received them")
-    print(f"largest gap on the node's steady clock over the whole run: {node_gap:.1f} ms (2 periods = 60 ms); "
-          f"alive {alive}")
+    write_json(a.out / "kills.json", summary)
+    print(f"{'kills':>6}{'restarts':>10}{'replan max s':>14}{'ticks':>7}{'fresh':>7}{'shifted':>9}{'fallback':>10}"
+          f"{'bad cmds':>10}{'gap node ms':>13}{'gap probe ms':>14}")
+    print(f"{a.kills:>6}{phase['worker_restarts']:>10}{max(replan_s):>14.2f}{phase['ticks']:>7}"
+          f"{phase['commands_fresh_plan']:>7}{phase['commands_shifted_plan']:>9}{phase['commands_fallback']:>10}"
+          f"{bad:>10}{phase['max_gap_node_ms']:>13.1f}{phase['max_gap_probe_ms']:>14.1f}")
+    print("replan: kill to the first /diagnostics showing a new worker and fresh plans (1 Hz: an upper bound)")
     print(json.dumps(summary))
     return 0 if all(alive.values()) else 1
 

@@ -176,6 +176,8 @@ def test_a_running_node_refuses_every_attack_and_keeps_commanding(trust_dirs, tm
             n0 = len(probe.msgs["/humanoid/joint_commands"])
             probe.wait_for(lambda: len(probe.msgs["/humanoid/joint_commands"]) > n0 + 20, 60,
                            "commands after the attacks")
+            # /diagnostics comes at 1 Hz: the attacks can all be answered before the first one
+            probe.wait_for(lambda: "active_bundle" in probe.diagnostics(), 10, "the node's diagnostics")
             d = probe.diagnostics()
             assert d["active_bundle"] == str(good) and d["bundle_version"] == str(V), d
             # a newer signed bundle swaps in; then the older one is a rollback

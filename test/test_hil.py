@@ -362,7 +362,7 @@ def _lockstep_node(ros_domain, env):
 def _first_state_in(node, env):
     js, od = _state_msgs(env, node.get_clock().now().nanoseconds * 1e-9)
     node._on_odom(od)
-    node._on_joint_states(js)
+    node._on_joint_states(js, None)
     return js, od
 
 
@@ -372,7 +372,7 @@ def _resend_until_answered(node, js, od, got, ex) -> None:
         if got:
             return
         node._on_odom(od)
-        node._on_joint_states(js)
+        node._on_joint_states(js, None)
         ex.spin_once(timeout_sec=0.05)
 
 

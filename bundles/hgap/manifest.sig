@@ -3,7 +3,7 @@
   {
    "key_id": "613401efe73b59f9",
    "algorithm": "ed25519",
-   "signature": "h/SQF4hse8VsJqqUD5d6z8gKVcMUSYv4QA8cVxq8mcG1vGE59o+ypKTEHPha7PkOqV47K/QGJC88588AzKCuDg=="
+   "signature": "gJDUvStnE+XHlEO7EDkXgwMhVY1ODrtKZy8PBNgJ/IvsQK79OH1y3iNddF0je0LBJOpDSrCrPZmQ8CM4Xi6aBA=="
   }
  ]
 }

@@ -64,14 +64,32 @@ FILTERS: dict[str, str] = {
 }
 
 
+def parse_threshold(value) -> float | None:
+    """A filter threshold: a finite number, or None / '' / NaN for the bundle's own."""
+    import math
+    if value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"safety_filter threshold must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"safety_filter threshold must be finite, got {value!r}")
+    return v
+
+
+def filter_class(name: str) -> type[ActionFilter]:
+    if name not in FILTERS:
+        raise ValueError(f"safety_filter: unknown filter {name!r}; valid: {', '.join(FILTERS)}")
+    module, cls = FILTERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 def make_filter(name: str, config_yaml: str = "{}", bundle=None) -> ActionFilter:
     """The filter registered as ``name``, built from its YAML config (and the planner's bundle, for
     a filter that needs one); errors name the parameter."""
-    if name not in FILTERS:
-        raise ValueError(f"safety_filter: unknown filter {name!r}; valid: {', '.join(FILTERS)}")
+    klass = filter_class(name)
     config = yaml_mapping(config_yaml, "safety_filter_config")
-    module, cls = FILTERS[name].split(":")
-    klass = getattr(importlib.import_module(module), cls)
     if getattr(klass, "needs_bundle", False):
         if bundle is None:
             raise ValueError(f"safety_filter: {name!r} needs the planner's bundle (planner: bundle)")

@@ -6,9 +6,16 @@ traffic (see ``planner_node.ros.spin``). So subscriptions spin on a single-threa
 runs here. Periods are scheduled on absolute times (no drift); a tick that overruns its period
 skips the missed slots instead of bursting to catch up (a burst would command stale plans).
 ``wake()`` runs the next tick at once: lockstep answers a new state without waiting for the slot.
+
+``priority`` > 0 asks Linux for SCHED_FIFO at that priority for this thread, as ros2_control's
+controller manager does for its update loop: on a loaded machine the command is then late only
+by the GIL's switch interval, not by the scheduler's time slices. It needs an rtprio limit
+(``ulimit -r``, /etc/security/limits.conf) or CAP_SYS_NICE; without, the loop runs at normal
+priority and ``priority_status`` says why.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Callable
@@ -16,10 +23,15 @@ from typing import Callable
 
 class ControlLoop:
     def __init__(self, period_s: float, tick: Callable[[], None], name: str = "control",
-                 on_error: Callable[[BaseException], None] | None = None):
+                 on_error: Callable[[BaseException], None] | None = None, priority: int = 0):
         if period_s <= 0:
             raise ValueError(f"period_s: must be > 0, got {period_s}")
+        if not 0 <= priority <= 99:
+            raise ValueError(f"priority: SCHED_FIFO priorities are 1..99 (0: normal scheduling), got {priority}")
         self.period_s, self._tick, self._on_error = period_s, tick, on_error
+        self.priority = priority
+        self.priority_status = "normal scheduling"
+        self._started = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -28,7 +40,18 @@ class ControlLoop:
 
     def start(self) -> "ControlLoop":
         self._thread.start()
+        self._started.wait(5.0)  # priority_status is set once the thread runs
         return self
+
+    def _set_priority(self) -> None:
+        if self.priority <= 0:
+            return
+        try:
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(self.priority))
+            self.priority_status = f"SCHED_FIFO {self.priority}"
+        except (AttributeError, OSError) as e:
+            self.priority_status = (f"normal scheduling (SCHED_FIFO {self.priority} refused: {e}; "
+                                    f"raise the rtprio limit, e.g. ulimit -r {self.priority})")
 
     def wake(self) -> None:
         self._wake.set()
@@ -40,10 +63,18 @@ class ControlLoop:
             self._thread.join(timeout_s)
 
     @property
+    def slot(self) -> int:
+        """The running tick's slot number on the steady clock: slots since start, skipped ones
+        included (in real time this is what ages a plan; lockstep counts answered states instead)."""
+        return self.ticks + self.skipped_slots
+
+    @property
     def running(self) -> bool:
         return self._thread.is_alive() and not self._stop.is_set()
 
     def _run(self) -> None:
+        self._set_priority()
+        self._started.set()
         next_t = time.monotonic()
         while not self._stop.is_set():
             try:

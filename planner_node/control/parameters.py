@@ -33,6 +33,12 @@ PARAMS: tuple[Param, ...] = (
     Param("mppi_threads", 1, True, "rollout threads for planner=mppi"),
     Param("mppi_walk_speed", 0.2, True, "planner=mppi: capture-point lead [m/s] on locomotion tasks (0: stand still)"),
     Param("seed", 0, True, "planner random seed"),
+    Param("planner_process", "worker", True,
+          "planner=bundle: worker (engines and filter in a child process: the command clock never waits "
+          "past the deadline, a crash is survived) | inline (in the node's control thread)"),
+    Param("worker_hang_ms", 300.0, True, "a worker with requests unanswered this long is killed and restarted [ms]"),
+    Param("command_clock_priority", 50, True,
+          "SCHED_FIFO priority of the command clock thread (0: normal scheduling); needs an rtprio limit, else it warns"),
     Param("stamp_future_tolerance_s", 0.1, True, "reject a state stamped more than this ahead of the node's clock [s]"),
     Param("stamp_max_age_s", 0.5, True, "reject a state stamped more than this behind the node's clock [s]"),
     Param("autostart", True, True, "configure and activate on start (pip installs have no lifecycle manager)"),

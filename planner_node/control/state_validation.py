@@ -27,9 +27,10 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
     "odom": ("non_finite", "quaternion", "position_bound", "twist_bound",
              "stamp_future", "stamp_past", "stamp_backwards"),
     "cmd_vel": ("non_finite", "bound"),
-    # a swap refused: by the bundle gate (runtime/bundle_gate.py REASONS) or when loading it
+    # a swap refused: by the bundle gate (runtime/bundle_gate.py REASONS), when loading it, or
+    # because its worker crashed three times
     "bundle_path": ("invalid", "load_failed", "unsigned", "unknown_key", "bad_signature", "malformed_signature",
-                    "rollback", "outside_bundle_root"),
+                    "rollback", "outside_bundle_root", "crashed"),
     # a run-time parameter change refused: lock_parameters, or a static parameter
     "parameters": ("locked", "static"),
 }

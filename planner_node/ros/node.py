@@ -1,14 +1,22 @@
 """The planner node: a thin rclpy lifecycle shell over ``planner_node.control.controller``.
 
 configure: read parameters (each maps to ControllerConfig or the bundle), verify and load the
-bundle, warm it up; fail naming the parameter. activate: start the control timer.
+bundle, warm it up; fail naming the parameter. activate: start the command clock.
 deactivate: stop commanding. Parameters marked static are refused at run time; dynamic ones
 (task, deadline_ms, bundle_path) apply at the next tick. Setting ``bundle_path`` verifies the
-bundle synchronously (a bad one is rejected with the reason), then loads and warms it up on a
-worker thread and swaps at a tick boundary; the old planner keeps commanding meanwhile.
+bundle synchronously (a bad one is rejected with the reason), then loads and warms it up apart
+(a second worker process, or a thread inline) and swaps at a slot boundary; the old planner
+keeps commanding meanwhile.
 
-Threads: one executor thread (see ``planner_node.ros.spin`` for why); the tick reads the latest state
-under a lock, because bundle loading for a hot swap runs on a worker thread.
+The planner worker (``planner_process: worker``, the default for bundles): the bundle's engines
+and filter run in a child process (``runtime/plan_worker.py``), and the command clock waits for
+a plan at most until the slot's deadline. A worker that dies, or hangs for ``worker_hang_ms``, is
+seen at the next slot: the slot commands the fallback, a new worker starts on a background
+thread, ``worker_restarts`` counts it. A bundle whose worker crashes three times is refused
+(``rejected_bundle_path_crashed``) and the bundle before it comes back.
+
+Threads: one executor thread (see ``planner_node.ros.spin`` for why); the command clock reads the
+latest state under a lock, because loading for a hot swap or a restart runs on another thread.
 """
 from __future__ import annotations
 
@@ -71,6 +79,7 @@ class PlannerNode(LifecycleNode):
         self._rejects: dict[str, int] = {f"rejected_{t}": 0 for t in REJECT_REASONS}
         self._rejects.update({f"rejected_{t}_{r}": 0 for t, rs in REJECT_REASONS.items() for r in rs})
         self._rejects["tick_errors"] = 0
+        self._rejects["states_queued_late"] = 0  # states that waited > 2 periods in the DDS queue
         self._last_publish: float | None = None
         self._gap_max_s = 0.0
         self._gap_window_s = 0.0  # since the last /diagnostics message
@@ -79,6 +88,12 @@ class PlannerNode(LifecycleNode):
         self._last_log: dict[tuple, float] = {}
         self._loop: ControlLoop | None = None
         self._lockstep = False
+        self._restarting = False          # a worker restart is under way (one at a time)
+        self._worker_restarts = 0
+        self._crashes: dict[str, int] = {}  # bundle path -> crashes of its workers
+        self._crashed: set[str] = set()     # real paths refused after crashing their worker 3 times
+        self._previous = None               # (path, bundle_version) swapped out last: what a crash reverts to
+        self._closing = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # -- parameters ------------------------------------------------------------------------------
@@ -120,15 +135,47 @@ class PlannerNode(LifecycleNode):
                              "(share/planner_node/bundles/default); set bundle_path")
         return str(found)
 
-    def _warm_up(self, planner, pause_s: float = 0.005) -> None:
-        """A few plans on a standing observation (built once at configure: a hot swap's worker
-        thread then does no Python-heavy work that would hold the GIL against the tick)."""
-        from planner_node.planning import PlanRequest
+    def _warm_state(self):
+        """(observation, sim state) of the standing robot, built once at configure: a hot swap's
+        loading thread then does no Python-heavy work that would hold the GIL against the tick."""
         if getattr(self, "_warm", None) is None:
             from planner_node.sim.env import HumanoidEnv
             env = HumanoidEnv()
             self._warm = (env.reset(0), env.get_state())
-        obs, state = self._warm
+        return self._warm
+
+    def _use_worker(self) -> bool:
+        mode = self.p("planner_process")
+        if mode not in ("worker", "inline"):
+            raise ValueError(f"planner_process: unknown {mode!r}; valid: worker, inline")
+        return self.p("planner") == "bundle" and mode == "worker"
+
+    def _make_service(self, path: str, verified=None, running_version=None, swap: bool = False):
+        """What makes the plans: a worker process on the bundle at ``path`` (it verifies the bundle
+        itself), or the planner and its filter inline (over ``verified``)."""
+        from planner_node.control.plan_service import InlinePlanService
+        if self._use_worker():
+            from planner_node.control.parameters import planner_settings
+            from planner_node.runtime.bundle_gate import split_paths
+            from planner_node.runtime.worker_service import WorkerPlanService, WorkerSpec
+            spec = WorkerSpec(bundle=path, backend=self.p("backend"), seed=int(self.p("seed")),
+                              planner_settings=planner_settings(self.p("planner_settings")),
+                              safety_filter=self.p("safety_filter"), safety_filter_config=self.p("safety_filter_config"),
+                              safety_filter_threshold=str(self.p("safety_filter_threshold")),
+                              trusted_keys=split_paths(self.p("trusted_keys")), bundle_root=str(self.p("bundle_root")),
+                              base=str(share_dir()), running_version=running_version,
+                              warm_pause_s=0.03 if swap else 0.005)
+            return WorkerPlanService(spec, self._warm_state()[0], warm_task=self.p("task"),
+                                     hang_s=float(self.p("worker_hang_ms")) / 1e3)
+        planner = self._make_planner(verified)
+        action_filter = self._make_filter(planner)  # the filter's graphs come with the bundle
+        self._warm_up(planner, pause_s=0.03 if swap else 0.005)
+        return InlinePlanService(planner, action_filter)
+
+    def _warm_up(self, planner, pause_s: float = 0.005) -> None:
+        """A few plans on a standing observation, then the configured seed."""
+        from planner_node.planning import PlanRequest
+        obs, state = self._warm_state()
         for _ in range(3):
             planner.plan(PlanRequest(obs=obs, task=self.p("task"), sim_state=state))
             time.sleep(pause_s)  # yield between plans (a hot swap: a control period, so ticks keep their CPU)
@@ -154,14 +201,19 @@ class PlannerNode(LifecycleNode):
                 if prm.value not in TASKS:
                     return SetParametersResult(successful=False, reason=f"task: unknown {prm.value!r}; valid: {', '.join(TASKS)}")
             if prm.name == "safety_filter_threshold":
-                f = self.controller.action_filter if self.controller is not None else None
-                if not hasattr(f, "set_threshold"):
+                from planner_node.control.action_filter import filter_class, parse_threshold
+                if not hasattr(filter_class(self.p("safety_filter")), "set_threshold"):
                     return SetParametersResult(successful=False, reason=f"safety_filter_threshold: filter "
                                                f"{self.p('safety_filter')!r} has no threshold")
                 try:
-                    f.set_threshold(str(prm.value).strip() or None)
+                    parse_threshold(prm.value)
                 except ValueError as e:
                     return SetParametersResult(successful=False, reason=str(e))
+                svc = self.controller.service
+                if svc is not None and svc.mode == "worker":
+                    svc.set_threshold(str(prm.value))  # applied by the worker before its next plan
+                else:
+                    self.controller.action_filter.set_threshold(str(prm.value).strip() or None)
             if prm.name == "deadline_ms":
                 try:
                     ControllerConfig(deadline_ms=float(prm.value), task=self.p("task"))
@@ -171,6 +223,10 @@ class PlannerNode(LifecycleNode):
                 from planner_node.runtime.bundle_gate import BundleRefused
                 try:
                     path = self._bundle_path(prm.value)
+                    if os.path.realpath(path) in self._crashed:
+                        why = f"{path} crashed its planner worker 3 times in this node: refused"
+                        self._reject("bundle_path", "crashed", why)
+                        return SetParametersResult(successful=False, reason=f"bundle_path: crashed: {why}")
                     # Verify root, signature, manifest, paths and hashes synchronously (a bad bundle
                     # is refused with the reason); the ONNX graphs' own check runs with the load on
                     # the worker thread, so the executor is not held up parsing protobufs.
@@ -203,21 +259,47 @@ class PlannerNode(LifecycleNode):
         except (AttributeError, OSError):
             pass
         from planner_node.runtime.bundle_gate import BundleRefused
+        from planner_node.runtime.worker_service import WorkerFailed
         try:
-            # verified again as it is loaded: what runs is what was checked, not what the
-            # directory held when the parameter was set
-            bundle = self._bundle_gate.check(path, self._bundle_version, check_graphs=True)
-            planner = self._make_planner(bundle)
-            action_filter = self._make_filter(planner)  # the filter's graphs come with the new bundle
-            self._warm_up(planner, pause_s=0.03)
-        except BundleRefused as e:
+            # verified again as it is loaded (by the worker, in worker mode): what runs is what
+            # was checked, not what the directory held when the parameter was set
+            bundle = None if self._use_worker() else self._bundle_gate.check(path, self._bundle_version, check_graphs=True)
+            service = self._make_service(path, bundle, running_version=self._bundle_version, swap=True)
+        except (BundleRefused, WorkerFailed) as e:
             self._reject("bundle_path", e.reason, f"keeping {self.active_bundle}: {e}")
             return
         except Exception as e:  # noqa: BLE001 - keep the old bundle on any failure
             self._reject("bundle_path", "load_failed", f"load/warm-up failed, keeping {self.active_bundle}: {e}")
             return
+        version = bundle.version if bundle is not None else service.info["bundle_version"]
         with self._lock:
-            self._pending = (planner, path, action_filter, bundle.version)
+            self._pending = (service, path, version, "swap")
+
+    def _restart_worker(self, dead) -> None:
+        """A dead or hung worker: start another on the same bundle, or, after its third crash, on
+        the bundle before it. The command clock commands the fallback meanwhile."""
+        self._worker_restarts += 1
+        path = self.active_bundle
+        n = self._crashes[path] = self._crashes.get(path, 0) + 1
+        self.get_logger().error(f"planner worker {dead.pid} on {path}: {dead.exit_reason()} (crash {n} of this "
+                                f"bundle); commanding the fallback while a new worker starts")
+        dead.close()
+        if n >= 3 and self._previous is not None:
+            self._crashed.add(os.path.realpath(path))
+            self._reject("bundle_path", "crashed", f"{path} crashed its worker {n} times: refused; "
+                         f"back to {self._previous[0]}")
+            path, self._previous = self._previous[0], None
+        while not self._closing:
+            try:
+                service = self._make_service(path, running_version=None, swap=True)
+                break
+            except Exception as e:  # noqa: BLE001 - keep trying: nothing else can plan
+                self.get_logger().error(f"restarting the planner worker on {path} failed: {e}; retrying in 1 s")
+                time.sleep(1.0)
+        else:
+            return
+        with self._lock:
+            self._pending = (service, path, service.info["bundle_version"], "restart")
 
     def _reject(self, topic: str, reason: str, why: str) -> None:
         """Count it for /diagnostics (per topic and per reason); log it, throttled to 1/s per
@@ -239,13 +321,12 @@ class PlannerNode(LifecycleNode):
             self._bundle_gate = self._make_gate()
             verified = self._bundle_gate.check(bundle, check_graphs=True) if bundle else None
             self._bundle_version = verified.version if verified else None
-            planner = self._make_planner(verified)
-            action_filter = self._make_filter(planner)
-            self._warm_up(planner)
+            self._closing = False
+            service = self._make_service(bundle, verified)
         except Exception as e:  # noqa: BLE001 - report any configure failure by parameter
             self.get_logger().error(f"configure failed: {e}")
             return TransitionCallbackReturn.FAILURE
-        self.controller = Controller(planner, cfg, action_filter=action_filter)
+        self.controller = Controller(None, cfg, service=service)
         self.active_bundle = bundle or self.p("planner")
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_cmd = self.create_lifecycle_publisher(Float64MultiArray, "/humanoid/joint_commands", qos)
@@ -255,7 +336,7 @@ class PlannerNode(LifecycleNode):
                       self.create_subscription(Odometry, "/odom", self._on_odom, 10),
                       self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, 10)]
         self._configured = True
-        self.get_logger().info(f"configured: planner {self.active_bundle} ({self.p('backend')}), task {cfg.task}; "
+        self.get_logger().info(f"configured: planner {self.active_bundle} ({self.p('backend')}, {service.mode}), task {cfg.task}; "
                                f"bundles: {self._bundle_gate.describe()}"
                                + ("; safety parameters locked" if self.p("lock_parameters") else ""))
         return TransitionCallbackReturn.SUCCESS
@@ -272,11 +353,14 @@ class PlannerNode(LifecycleNode):
         ret = super().on_activate(state)
         if ret != TransitionCallbackReturn.SUCCESS:
             return ret
-        self._loop = ControlLoop(float(self.p("control_period")), self._tick, on_error=self._tick_error).start()
+        self._loop = ControlLoop(float(self.p("control_period")), self._tick, on_error=self._tick_error,
+                                 priority=int(self.p("command_clock_priority"))).start()
+        if self._loop.priority and not self._loop.priority_status.startswith("SCHED_FIFO"):
+            self.get_logger().warn(f"command clock: {self._loop.priority_status}")
         # On a steady clock: /diagnostics keeps flowing when /clock stops (a dead simulator).
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"activated: commanding every {float(self.p('control_period')) * 1e3:.0f} ms"
-                               f"{' (lockstep)' if self._lockstep else ''}")
+                               f"{' (lockstep)' if self._lockstep else ''}; command clock {self._loop.priority_status}")
         return ret
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -307,14 +391,21 @@ class PlannerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def close(self) -> None:
-        """Stop the control thread (and so all publishing from it) before the node goes away."""
+        """Stop the command clock (and so all publishing from it), then the planner worker."""
+        self._closing = True
         if self._loop is not None:
             self._loop.stop()
             self._loop = None
+        with self._lock:
+            services = [self.controller.service if self.controller is not None else None,
+                        self._pending[0] if self._pending is not None else None]
+            self._pending = None
+        for svc in services:
+            if svc is not None:
+                svc.close()
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        if self._loop is not None:
-            self._loop.stop()
+        self.close()
         return TransitionCallbackReturn.SUCCESS
 
     def _tick_error(self, e: BaseException) -> None:
@@ -344,7 +435,22 @@ class PlannerNode(LifecycleNode):
             self._clock_hint_given = True
             self.get_logger().error(f"every state is rejected for its stamp: {hint}")
 
-    def _on_joint_states(self, msg: JointState) -> None:
+    def _arrival(self, info) -> float:
+        """When DDS received the message, on the steady clock. A sample that waited in the
+        subscription's queue (a busy executor, a loaded machine) is as old as it is: taking the
+        callback's time as its arrival made a state queued before the bridge died look fresh,
+        and the node planned on it after the bridge was gone (the HIL flake of the bridge-restart
+        test). ``received_timestamp`` is the reader's system clock [ns] (0: not provided)."""
+        now = time.monotonic()
+        rx = int(info.get("received_timestamp", 0) or 0) if info else 0
+        if rx <= 0:
+            return now
+        waited = min(max(time.time_ns() - rx, 0), 10_000_000_000) * 1e-9
+        if waited > 2 * float(self.p("control_period")):
+            self._rejects["states_queued_late"] += 1  # a sign of a starved executor
+        return now - waited
+
+    def _on_joint_states(self, msg: JointState, info) -> None:
         try:
             pos, vel = joint_state_arrays(msg)
             check_joints(pos, vel, self.controller.estimator.layout.joint_range, spec.JOINT_NAMES, self._limits)
@@ -353,9 +459,10 @@ class PlannerNode(LifecycleNode):
         except Rejected as e:
             self._hint_clock_mismatch(e.reason, msg)
             return self._reject(e.topic, e.reason, str(e))
+        arrival = self._arrival(info)  # staleness is judged by arrival at DDS, on a steady clock
         with self._lock:
             self._joint = (t, pos, vel)
-            self._received = time.monotonic()  # staleness is judged by arrival, on a steady clock
+            self._received = arrival
             self._new_state = True
         self._wake_if_lockstep()
 
@@ -402,25 +509,17 @@ class PlannerNode(LifecycleNode):
                 self._answered = self._joint[0]
             self._new_state = False
             joint, odom = self._joint, self._odom
-            if self._pending is not None:  # hot swap at a tick boundary
-                planner, path, action_filter, version = self._pending
-                self._pending = None
-                if self._bundle_gate.signed_only and self._bundle_version is not None and version < self._bundle_version:
-                    # two swaps in flight: a newer one landed first; this one would roll back
-                    self._reject("bundle_path", "rollback", f"{path}: bundle_version {version} < running "
-                                 f"{self._bundle_version}; keeping {self.active_bundle}")
-                else:
-                    self.controller.action_filter = action_filter
-                    self.controller.swap_planner(planner)
-                    self.active_bundle, self._bundle_version = path, version
-                    self.get_logger().info(f"swapped to bundle {path} (bundle_version {version})")
+            if self._pending is not None:  # hot swap (or a restarted worker) at a slot boundary
+                self._install_pending()
         state = None
         if joint is not None and odom is not None:
             state = MeasuredState(self._received, joint[1], joint[2], odom[1], odom[2], odom[3], odom[4])
         now = time.monotonic()
         res = self.controller.tick(state, now, task=self.p("task"), command=self._cmd_twist, tick_start=t0,
-                                   realtime=not self._lockstep)
+                                   realtime=not self._lockstep,
+                                   slot=self._loop.slot if self._loop and not self._lockstep else None)
         self.pub_cmd.publish(Float64MultiArray(data=res.positions.tolist()))
+        self._supervise_worker()
         now = time.monotonic()
         if self._last_publish is not None:  # the command stream's largest gap, on a steady clock
             self._gap_max_s = max(self._gap_max_s, now - self._last_publish)
@@ -431,6 +530,38 @@ class PlannerNode(LifecycleNode):
             if self._resume_t0 is not None:  # planning again after a restarted clock: how long it took
                 self._resume_ms = 1e3 * (time.monotonic() - self._resume_t0)
                 self._resume_t0 = None
+
+    def _install_pending(self) -> None:
+        """Under the lock, between slots: the loaded service takes over; the old one is closed apart."""
+        service, path, version, why = self._pending
+        self._pending = None
+        if (why == "swap" and self._bundle_gate.signed_only and self._bundle_version is not None
+                and version < self._bundle_version):
+            # two swaps in flight: a newer one landed first; this one would roll back
+            self._reject("bundle_path", "rollback", f"{path}: bundle_version {version} < running "
+                         f"{self._bundle_version}; keeping {self.active_bundle}")
+            threading.Thread(target=service.close, daemon=True).start()
+            return
+        old = self.controller.service
+        if why == "swap":
+            self._previous = (self.active_bundle, self._bundle_version)
+        self.controller.swap_service(service)
+        if service.mode == "worker" and str(self.p("safety_filter_threshold")).strip():
+            service.set_threshold(str(self.p("safety_filter_threshold")))  # a change made while it loaded
+        self.active_bundle, self._bundle_version = path, version
+        if why == "restart":
+            self._restarting = False
+        self.get_logger().info(f"{'swapped to' if why == 'swap' else 'planner worker restarted on'} bundle {path} "
+                               f"(bundle_version {version})")
+        if old is not None and old is not service:
+            threading.Thread(target=old.close, daemon=True).start()
+
+    def _supervise_worker(self) -> None:
+        """Each slot, after its command: a dead worker gets a replacement (one restart at a time)."""
+        svc = self.controller.service
+        if svc is not None and svc.mode == "worker" and not svc.alive and not self._restarting and not self._closing:
+            self._restarting = True
+            threading.Thread(target=self._restart_worker, args=(svc,), daemon=True).start()
 
     def _publish_plan(self, actions: np.ndarray) -> None:
         msg = JointTrajectory()
@@ -452,6 +583,10 @@ class PlannerNode(LifecycleNode):
         s["clock_resets"] = self._gate.clock_resets
         s["command_gap_max_ms"] = 1e3 * self._gap_max_s
         s["resume_after_clock_reset_ms"] = self._resume_ms
+        s["worker_restarts"] = self._worker_restarts
+        s["command_clock"] = self._loop.priority_status if self._loop is not None else "stopped"
+        svc = self.controller.service
+        s["worker_pid"] = getattr(svc, "pid", -1) if svc is not None and svc.alive else -1
         s["command_gap_max_ms_last_period"] = 1e3 * self._gap_window_s  # since the previous message
         self._gap_window_s = 0.0
         st = DiagnosticStatus(name="planner_node", hardware_id="humanoid", message=f"bundle {self.active_bundle}")
@@ -471,6 +606,11 @@ class PlannerNode(LifecycleNode):
 
 def main(argv=None) -> int:
     from planner_node.ros.spin import init, spin
+    # The command clock shares the GIL with the executor thread (parameter answers, message
+    # callbacks). CPython hands the GIL to a waiting thread only after the switch interval, and a
+    # slot takes and releases it several times (select, publish, MuJoCo): at the default 5 ms
+    # that added up to 60+ ms gaps during hot swaps. 1 ms bounds each wait.
+    sys.setswitchinterval(0.001)
     init(argv if argv is not None else sys.argv)
     node = PlannerNode()
     if node.p("autostart"):

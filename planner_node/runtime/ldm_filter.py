@@ -12,11 +12,9 @@ the config or ``set_threshold`` (the node's dynamic parameter) says otherwise.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from planner_node.control.action_filter import ActionFilter, Filtered
+from planner_node.control.action_filter import ActionFilter, Filtered, parse_threshold
 from planner_node.planning import Plan
 from planner_node.runtime.bundle import Bundle, load_bundle
 from planner_node.runtime.engine import make_engine
@@ -43,17 +41,9 @@ class LDMFilter(ActionFilter):
         self.ticks = 0
 
     def set_threshold(self, value) -> None:
-        """A new threshold (finite), or None / NaN for the bundle's own."""
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            self.threshold = self.bundle_threshold
-            return
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"safety_filter threshold must be a number, got {value!r}") from None
-        if not math.isfinite(v):
-            raise ValueError(f"safety_filter threshold must be finite, got {value!r}")
-        self.threshold = v
+        """A new threshold (finite), or None / '' / NaN for the bundle's own."""
+        v = parse_threshold(value)
+        self.threshold = self.bundle_threshold if v is None else v
 
     def lyapunov(self, observation: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """G of each action (n, 56) at one observation; rows beyond the graph's batch run in chunks."""
