@@ -130,6 +130,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "swaps")
     ap.add_argument("--process", nargs="+", default=["worker"], choices=["worker", "inline"],
                     help="planner_process for each run, in this order (the same swaps each)")
+    ap.add_argument("--deadline-ms", nargs="+", type=float, default=[25.0],
+                    help="deadline_ms for each run, crossed with --process and --priority")
     ap.add_argument("--priority", nargs="+", type=int, default=[50],
                     help="command_clock_priority for each run (0: normal scheduling), crossed with --process")
     ap.add_argument("--kills", type=int, default=0, help="instead: SIGKILL the planner worker this many times")
@@ -146,24 +148,25 @@ def main() -> int:
     b_path = a.b or str(shutil.copytree(a.a, tmp / "bundle_copy"))
     bundles = [str(Path(a.a).resolve()), str(Path(b_path).resolve())]
     runs = {}
-    for i, (process, prio) in enumerate((pr, pi) for pr in a.process for pi in a.priority):
-        name = f"{process} p{prio}"
-        runs[name] = run_swaps(a, bundles, {"planner_process": process, "command_clock_priority": prio},
-                               a.domain - i, tmp / name.replace(" ", "_"))
+    grid = [(pr, pi, dl) for pr in a.process for pi in a.priority for dl in a.deadline_ms]
+    for i, (process, prio, deadline) in enumerate(grid):
+        name = f"{process} p{prio} d{deadline:g}"
+        runs[name] = run_swaps(a, bundles, {"planner_process": process, "command_clock_priority": prio,
+                                            "deadline_ms": deadline}, a.domain - i, tmp / name.replace(" ", "_"))
     summary = {"bundles": [Path(x).name for x in bundles], "runs": runs, "period_ms": 30.0}
     a.out.mkdir(parents=True, exist_ok=True)
     write_json(a.out / "swaps.json", summary)
-    print(f"{'run':<12}{'phase':<10}{'s':>5}{'swaps':>7}{'ticks':>7}{'fresh':>7}{'shifted':>9}{'fallback':>10}"
+    print(f"{'run':<18}{'phase':<10}{'s':>5}{'swaps':>7}{'ticks':>7}{'fresh':>7}{'shifted':>9}{'fallback':>10}"
           f"{'misses':>8}{'late cmd':>10}{'age p99':>9}{'gap node':>10}{'gap probe':>11}")
     for process, phases in runs.items():
         for name, p in phases["phases"].items():
-            print(f"{process:<12}{name:<10}{p['seconds']:>5.0f}{p['swaps']:>7}{p['ticks']:>7}{p['commands_fresh_plan']:>7}"
+            print(f"{process:<18}{name:<10}{p['seconds']:>5.0f}{p['swaps']:>7}{p['ticks']:>7}{p['commands_fresh_plan']:>7}"
                   f"{p['commands_shifted_plan']:>9}{p['commands_fallback']:>10}{p['deadline_misses']:>8}"
                   f"{p['late_commands']:>10}{p['plan_age_p99_ms']:>9.1f}{p['max_gap_node_ms']:>10.1f}"
                   f"{p['max_gap_probe_ms']:>11.1f}")
     print("fresh/shifted/fallback: where each slot's command came from; misses: slots whose fresh plan was not in by "
           "the deadline; late cmd: commands published after their slot ended; age p99: the commanded plan's state age [ms]; "
-          "p: command_clock_priority (SCHED_FIFO; 0 normal); "
+          "p: command_clock_priority (SCHED_FIFO; 0 normal); d: deadline_ms; "
           "gap node: the largest interval between two commands on the node's steady clock (1 s windows); "
           "gap probe: as this process received them [ms]")
     print(json.dumps(summary))

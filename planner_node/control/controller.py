@@ -88,6 +88,9 @@ class TickResult:
 class Controller:
     """``planner`` (run inline, behind ``action_filter``) or ``service`` (a worker) makes the plans."""
 
+    #: How much later in its slot a command may go out than the previous one [s] (real time).
+    PHASE_STEP_S = 0.010
+
     def __init__(self, planner: Planner | None = None, config: ControllerConfig = ControllerConfig(),
                  estimator: StateEstimator | None = None, action_filter: ActionFilter | None = None,
                  service: PlanService | None = None):
@@ -113,6 +116,7 @@ class Controller:
         self._last_state: MeasuredState | None = None
         self._realtime = True
         self._missed = False  # this slot's deadline miss is counted already
+        self._last_phase_s: float | None = None  # when in its slot the last command went out [s]
 
     # -- the planner behind the clock --------------------------------------------------------------
     @property
@@ -139,7 +143,8 @@ class Controller:
     def swap_service(self, service: PlanService) -> None:
         """Called between ticks: plans come from ``service`` from the next slot on."""
         self.service = service
-        self._plan = None
+        # The best plan stays: it is still the freshest intent for the robot, shifted by its age,
+        # should the new planner's first plan be late (holding instead jolted the robot).
         if isinstance(service, InlinePlanService):
             service.action_filter.reset()
         self.counters["swaps"] += 1
@@ -184,6 +189,7 @@ class Controller:
         self.estimator.commanded(action, self.config.control_period)
         ms = (time.perf_counter() - t0) * 1e3
         self.latency_ms.append(ms)
+        self._last_phase_s = ms / 1e3 if self._realtime else None
         if ms > self.config.deadline_ms:
             # Real time: a plan commanded after the deadline is a miss. Lockstep: the sim waits
             # for us, so it is only a wall-clock overrun (reported, not a miss).
@@ -232,7 +238,14 @@ class Controller:
         deadline = t0 + self.config.deadline_ms / 1e3 if realtime else None
         self.service.submit(slot, PlanRequest(obs=obs, task=task or self.config.task, command=command,
                                               sim_state=self.estimator.sim_state(), deadline=deadline))
-        got = self.service.collect(slot, deadline)
+        until = deadline
+        if realtime and self._last_phase_s is not None:
+            # Steady phase: wait at most PHASE_STEP_S longer into the slot than the last command
+            # went out, so two commands are never more than a period + PHASE_STEP_S apart (a
+            # fresh command at +1 ms after a late one at the deadline made 55 ms gaps), while a
+            # consistently slow planner still earns the whole deadline within a few slots.
+            until = min(deadline, t0 + self._last_phase_s + self.PHASE_STEP_S)
+        got = self.service.collect(slot, until)
         if got is None or got.slot != slot:
             # The fresh plan is late: an earlier slot's late answer may be newer than the best plan.
             if (got is not None and got.error is None and len(got.actions)

@@ -157,14 +157,15 @@ class PlannerNode(LifecycleNode):
         if self._use_worker():
             from planner_node.control.parameters import planner_settings
             from planner_node.runtime.bundle_gate import split_paths
-            from planner_node.runtime.worker_service import WorkerPlanService, WorkerSpec
+            from planner_node.runtime.worker_service import SWAP_NICE, WorkerPlanService, WorkerSpec, can_renice_back
             spec = WorkerSpec(bundle=path, backend=self.p("backend"), seed=int(self.p("seed")),
                               planner_settings=planner_settings(self.p("planner_settings")),
                               safety_filter=self.p("safety_filter"), safety_filter_config=self.p("safety_filter_config"),
                               safety_filter_threshold=str(self.p("safety_filter_threshold")),
                               trusted_keys=split_paths(self.p("trusted_keys")), bundle_root=str(self.p("bundle_root")),
                               base=str(share_dir()), running_version=running_version,
-                              warm_pause_s=0.03 if swap else 0.005)
+                              warm_pause_s=0.03 if swap else 0.005,
+                              start_nice=SWAP_NICE if swap and can_renice_back() else 0)
             return WorkerPlanService(spec, self._warm_state()[0], warm_task=self.p("task"),
                                      hang_s=float(self.p("worker_hang_ms")) / 1e3)
         planner = self._make_planner(verified)
@@ -291,7 +292,7 @@ class PlannerNode(LifecycleNode):
             path, self._previous = self._previous[0], None
         while not self._closing:
             try:
-                service = self._make_service(path, running_version=None, swap=True)
+                service = self._make_service(path, running_version=None)  # full speed: nothing else plans
                 break
             except Exception as e:  # noqa: BLE001 - keep trying: nothing else can plan
                 self.get_logger().error(f"restarting the planner worker on {path} failed: {e}; retrying in 1 s")
@@ -353,6 +354,12 @@ class PlannerNode(LifecycleNode):
         ret = super().on_activate(state)
         if ret != TransitionCallbackReturn.SUCCESS:
             return ret
+        # Everything built so far (MuJoCo model, messages, the warm-up's objects) leaves the
+        # collector's generations: a full collection then walks only what the run allocates,
+        # instead of pausing every thread for the whole heap (swaps parse YAML and trigger it).
+        import gc
+        gc.collect()
+        gc.freeze()
         self._loop = ControlLoop(float(self.p("control_period")), self._tick, on_error=self._tick_error,
                                  priority=int(self.p("command_clock_priority"))).start()
         if self._loop.priority and not self._loop.priority_status.startswith("SCHED_FIFO"):
@@ -609,7 +616,7 @@ def main(argv=None) -> int:
     # The command clock shares the GIL with the executor thread (parameter answers, message
     # callbacks). CPython hands the GIL to a waiting thread only after the switch interval, and a
     # slot takes and releases it several times (select, publish, MuJoCo): at the default 5 ms
-    # that added up to 60+ ms gaps during hot swaps. 1 ms bounds each wait.
+    # each of those waits may cost up to 5 ms. 1 ms bounds each.
     sys.setswitchinterval(0.001)
     init(argv if argv is not None else sys.argv)
     node = PlannerNode()

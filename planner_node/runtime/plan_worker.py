@@ -23,9 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+if __name__ == "__main__" and "--start-nice" in sys.argv:
+    # Before the heavy imports: a swap's new worker loads at low priority, so it does not take
+    # the CPU from the worker still serving, nor from the node (whose command clock then waited
+    # for the GIL behind a descheduled thread). The node renices it to 0 once it is ready.
+    os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[sys.argv.index("--start-nice") + 1]))
 
-from planner_node.runtime import plan_channel as ch
+import numpy as np  # noqa: E402
+
+from planner_node.runtime import plan_channel as ch  # noqa: E402
 
 FAULT_ENV = "PLANNER_NODE_WORKER_FAULT"
 
@@ -141,6 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--request-fd", type=int, required=True)
     ap.add_argument("--answer-fd", type=int, required=True)
     ap.add_argument("--spec", required=True, help="JSON: bundle, backend, seed, settings, filter, trust")
+    ap.add_argument("--start-nice", type=int, default=0, help="load at this nice value (set before the imports)")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the node stops us
     chan = ch.SharedBuffers(a.shm_fd)

@@ -47,6 +47,21 @@ class WorkerSpec:
     base: str = "."                     # where relative trusted_keys resolve (the share dir)
     running_version: int | None = None  # refuse an older bundle_version (rollback), when signed
     warm_pause_s: float = 0.005
+    start_nice: int = 0                 # load and warm up at this nice value, then run at 0 (swaps)
+
+
+#: A new worker loads at this nice value when it can be reniced back to 0 afterwards.
+SWAP_NICE = 10
+
+
+def can_renice_back() -> bool:
+    """Whether this process may lower a child's nice value again (root, CAP_SYS_NICE approximated
+    by euid 0, or an RLIMIT_NICE that reaches nice 0): only then does a worker start niced."""
+    import resource
+    try:
+        return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 class WorkerPlanService(PlanService):
@@ -61,6 +76,8 @@ class WorkerPlanService(PlanService):
         self._ans_r, ans_w = os.pipe()
         cmd = [sys.executable, "-m", "planner_node.runtime.plan_worker", "--shm-fd", str(self.chan.fd),
                "--request-fd", str(req_r), "--answer-fd", str(ans_w), "--spec", json.dumps(asdict(spec))]
+        if spec.start_nice:
+            cmd += ["--start-nice", str(spec.start_nice)]
         try:
             self.proc = subprocess.Popen(cmd, pass_fds=(self.chan.fd, req_r, ans_w), close_fds=True)
         finally:
@@ -72,6 +89,11 @@ class WorkerPlanService(PlanService):
         self._dead = False
         self.killed_for_hang = False
         self.info = self._await_ready(ready_timeout_s)
+        if spec.start_nice:
+            try:  # ready: it serves at normal priority
+                os.setpriority(os.PRIO_PROCESS, self.proc.pid, 0)
+            except OSError as e:
+                self.info["renice"] = f"stays at nice {spec.start_nice}: {e}"
 
     def _await_ready(self, timeout_s: float) -> dict:
         end = time.monotonic() + timeout_s
