@@ -111,6 +111,19 @@ def test_a_late_plan_is_commanded_shifted_by_its_age(env, worker):
     assert st["commands_shifted_plan"] == 1 and st["deadline_misses"] == 2, st
 
 
+def test_the_best_plan_outlives_a_swap_whose_first_plan_is_late(env, worker):
+    """After a hot swap the old planner's plan is still the freshest intent: a late first plan
+    from the new worker commands it shifted by its age, not the hold pose."""
+    c = Controller(runtime_planner(str(SHIPPED), seed=0), ControllerConfig(deadline_ms=0.001))
+    env.reset(0)
+    first = c.tick(measured_state(env, 0.0), 0.0)   # inline: planned in the tick, however late
+    assert first.source == "plan"
+    c.swap_service(worker())
+    r = c.tick(measured_state(env, 0.0), 0.0)       # the worker cannot answer in 1 us
+    assert r.source.startswith("fallback") and c.stats()["commands_shifted_plan"] == 1
+    np.testing.assert_array_equal(r.action, first.plan.actions[1])
+
+
 def test_a_bad_bundle_fails_the_worker_start_by_the_gates_reason(env, tmp_path):
     b = Path(shutil.copytree(SHIPPED, tmp_path / "b"))
     (b / "manifest.sig").unlink()

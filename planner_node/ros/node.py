@@ -21,6 +21,7 @@ latest state under a lock, because loading for a hot swap or a restart runs on a
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
 import time
@@ -94,6 +95,8 @@ class PlannerNode(LifecycleNode):
         self._crashed: set[str] = set()     # real paths refused after crashing their worker 3 times
         self._previous = None               # (path, bundle_version) swapped out last: what a crash reverts to
         self._closing = False
+        self._chores: queue.SimpleQueue = queue.SimpleQueue()  # (fn, args) for the keeper thread
+        threading.Thread(target=self._do_chores, name="keeper", daemon=True).start()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # -- parameters ------------------------------------------------------------------------------
@@ -300,6 +303,9 @@ class PlannerNode(LifecycleNode):
         else:
             return
         with self._lock:
+            if self._closing:  # the node closed while the worker started
+                self._chores.put((service.close, ()))
+                return
             self._pending = (service, path, service.info["bundle_version"], "restart")
 
     def _reject(self, topic: str, reason: str, why: str) -> None:
@@ -547,7 +553,7 @@ class PlannerNode(LifecycleNode):
             # two swaps in flight: a newer one landed first; this one would roll back
             self._reject("bundle_path", "rollback", f"{path}: bundle_version {version} < running "
                          f"{self._bundle_version}; keeping {self.active_bundle}")
-            threading.Thread(target=service.close, daemon=True).start()
+            self._chores.put((service.close, ()))
             return
         old = self.controller.service
         if why == "swap":
@@ -558,17 +564,31 @@ class PlannerNode(LifecycleNode):
         self.active_bundle, self._bundle_version = path, version
         if why == "restart":
             self._restarting = False
-        self.get_logger().info(f"{'swapped to' if why == 'swap' else 'planner worker restarted on'} bundle {path} "
-                               f"(bundle_version {version})")
+        self._chores.put((self.get_logger().info, (f"{'swapped to' if why == 'swap' else 'planner worker restarted on'} "
+                                                   f"bundle {path} (bundle_version {version})",)))
         if old is not None and old is not service:
-            threading.Thread(target=old.close, daemon=True).start()
+            self._chores.put((old.close, ()))
+
+    def _do_chores(self) -> None:
+        """The keeper thread: what the command clock hands off (closing a worker, restarting one,
+        logging) runs here. Handing off is a queue put; starting a thread from the clock waited
+        for the new thread to be scheduled (Thread.start), which stalled a slot by up to ~100 ms
+        on a loaded machine."""
+        while True:
+            fn, args = self._chores.get()
+            if fn is None:
+                return
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - the keeper outlives one failed chore
+                self.get_logger().error(f"{getattr(fn, '__name__', fn)} failed: {e.__class__.__name__}: {e}")
 
     def _supervise_worker(self) -> None:
         """Each slot, after its command: a dead worker gets a replacement (one restart at a time)."""
         svc = self.controller.service
         if svc is not None and svc.mode == "worker" and not svc.alive and not self._restarting and not self._closing:
             self._restarting = True
-            threading.Thread(target=self._restart_worker, args=(svc,), daemon=True).start()
+            self._chores.put((self._restart_worker, (svc,)))
 
     def _publish_plan(self, actions: np.ndarray) -> None:
         msg = JointTrajectory()
