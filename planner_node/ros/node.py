@@ -217,7 +217,7 @@ class PlannerNode(LifecycleNode):
                 if svc is not None and svc.mode == "worker":
                     svc.set_threshold(str(prm.value))  # applied by the worker before its next plan
                 else:
-                    self.controller.action_filter.set_threshold(str(prm.value).strip() or None)
+                    self.controller.action_filter.set_threshold(str(prm.value))
             if prm.name == "deadline_ms":
                 try:
                     ControllerConfig(deadline_ms=float(prm.value), task=self.p("task"))

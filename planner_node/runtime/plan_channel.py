@@ -1,6 +1,6 @@
 """The node <-> planner worker channel: shared memory for arrays, a pipe for doorbells (no torch, no ROS).
 
-Hot path, per slot: the node writes the request (observation, task, command, deadline) into the
+Hot path, per slot: the node writes the request (observation, task, command) into the
 request buffer ``seq % 2`` and rings the doorbell with ``seq`` (9 bytes on the request pipe); the
 worker copies the request out, plans, writes the answer into the answer buffer ``seq % 2`` and
 rings back with ``seq``. Nothing on that path is pickled. Double buffering lets the node write
@@ -31,7 +31,7 @@ MAX_HORIZON = 128
 TASK_NAMES = tuple(TASKS)
 ERROR_BYTES = 512
 
-REQUEST = np.dtype([("seq", "<i8"), ("slot", "<i8"), ("deadline", "<f8"), ("task", "<i4"), ("has_command", "<i4"),
+REQUEST = np.dtype([("seq", "<i8"), ("slot", "<i8"), ("task", "<i4"), ("has_command", "<i4"),
                     ("command", "<f8", (3,)), ("obs", "<f8", (spec.OBS_DIM,))])
 ANSWER = np.dtype([("seq", "<i8"), ("slot", "<i8"), ("n", "<i8"), ("flags", "<i8"), ("g", "<f8"),
                    ("threshold", "<f8"), ("plan_ms", "<f8"), ("score", "<f8"),
@@ -76,10 +76,10 @@ class SharedBuffers:
             pass
 
     # -- writes: seq = -1, fill, seq = value (the doorbell follows) ---------------------------------
-    def write_request(self, seq: int, slot: int, obs, task: str, command, deadline: float | None) -> None:
+    def write_request(self, seq: int, slot: int, obs, task: str, command) -> None:
         r = self.requests[seq % 2]
         r["seq"] = -1
-        r["slot"], r["deadline"] = slot, np.nan if deadline is None else deadline
+        r["slot"] = slot
         r["task"] = TASK_NAMES.index(task)
         r["has_command"] = command is not None
         r["command"] = (0.0, 0.0, 0.0) if command is None else command
@@ -116,8 +116,12 @@ def send(fd: int, kind: bytes, payload: bytes = b"") -> None:
     os.write(fd, msg)
 
 
+def pack_seq(seq: int) -> bytes:
+    return _SEQ.pack(seq)
+
+
 def send_seq(fd: int, kind: bytes, seq: int) -> None:
-    send(fd, kind, _SEQ.pack(seq))
+    send(fd, kind, pack_seq(seq))
 
 
 def send_json(fd: int, kind: bytes, obj) -> None:

@@ -57,8 +57,11 @@ def _build(spec: dict):
     bundle = gate.check(spec["bundle"], spec.get("running_version"), check_graphs=True)
     planner = runtime_planner(bundle, backend=spec["backend"], seed=int(spec["seed"]), **spec["planner_settings"])
     action_filter = make_filter(spec["safety_filter"], spec["safety_filter_config"], bundle=planner.bundle)
-    if str(spec.get("safety_filter_threshold", "")).strip():
-        action_filter.set_threshold(str(spec["safety_filter_threshold"]).strip())
+    threshold = str(spec.get("safety_filter_threshold", "")).strip()
+    if threshold:
+        if not hasattr(action_filter, "set_threshold"):
+            raise ValueError(f"safety_filter_threshold: filter {spec['safety_filter']!r} has no threshold")
+        action_filter.set_threshold(threshold)
     return bundle, planner, action_filter
 
 
@@ -102,7 +105,7 @@ def serve(spec: dict, chan: ch.SharedBuffers, req_fd: int, ans_fd: int) -> int:
             if kind == ch.EXIT:
                 return 0
             if kind == ch.THRESHOLD:
-                action_filter_threshold(action_filter, json.loads(payload))
+                action_filter.set_threshold(json.loads(payload))  # the node checked it; '' = the bundle's
             elif kind == ch.RESET:
                 planner.reset(ch.seq_of(payload))
                 action_filter.reset()
@@ -133,12 +136,6 @@ def serve(spec: dict, chan: ch.SharedBuffers, req_fd: int, ans_fd: int) -> int:
                 os.kill(os.getpid(), signal.SIGSEGV)
             while True:  # hang: alive, silent
                 time.sleep(3600)
-
-
-def action_filter_threshold(action_filter, value) -> None:
-    """The node checked the value before sending it; '' or None is the bundle's own."""
-    if hasattr(action_filter, "set_threshold"):
-        action_filter.set_threshold(str(value).strip() or None if value is not None else None)
 
 
 def main(argv=None) -> int:

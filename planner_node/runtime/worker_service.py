@@ -71,7 +71,7 @@ class WorkerPlanService(PlanService):
                  ready_timeout_s: float = 120.0, hang_s: float = 0.3):
         self.spec, self.hang_s = spec, float(hang_s)
         self.chan = ch.SharedBuffers()
-        self.chan.write_request(0, -1, warm_obs, warm_task, None, None)
+        self.chan.write_request(0, -1, warm_obs, warm_task, None)
         req_r, self._req_w = os.pipe()
         self._ans_r, ans_w = os.pipe()
         cmd = [sys.executable, "-m", "planner_node.runtime.plan_worker", "--shm-fd", str(self.chan.fd),
@@ -122,7 +122,7 @@ class WorkerPlanService(PlanService):
     # -- the hot path --------------------------------------------------------------------------------
     def submit(self, slot: int, request: PlanRequest) -> None:
         self._seq += 1
-        self.chan.write_request(self._seq, slot, request.obs, request.task, request.command, request.deadline)
+        self.chan.write_request(self._seq, slot, request.obs, request.task, request.command)
         try:
             ch.send_seq(self._req_w, ch.PLAN_REQUEST, self._seq)
         except OSError:  # the worker is gone (broken pipe): alive says so
@@ -194,7 +194,7 @@ class WorkerPlanService(PlanService):
 
     def reset(self, seed: int | None = None) -> None:
         self._latest, self._waiting_since = None, None
-        self._control(ch.RESET, ch._SEQ.pack(int(seed or 0)))
+        self._control(ch.RESET, ch.pack_seq(int(seed or 0)))
 
     def _control(self, kind: bytes, payload: bytes) -> None:
         try:
