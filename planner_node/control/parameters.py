@@ -38,7 +38,8 @@ PARAMS: tuple[Param, ...] = (
           "past the deadline, a crash is survived) | inline (in the node's control thread)"),
     Param("worker_hang_ms", 300.0, True, "a worker with requests unanswered this long is killed and restarted [ms]"),
     Param("command_clock_priority", 50, True,
-          "SCHED_FIFO priority of the command clock thread (0: normal scheduling); needs an rtprio limit, else it warns"),
+          "SCHED_FIFO priority of the command clock thread with a planner worker (0: normal scheduling); "
+          "needs an rtprio limit, else it warns"),
     Param("stamp_future_tolerance_s", 0.1, True, "reject a state stamped more than this ahead of the node's clock [s]"),
     Param("stamp_max_age_s", 0.5, True, "reject a state stamped more than this behind the node's clock [s]"),
     Param("autostart", True, True, "configure and activate on start (pip installs have no lifecycle manager)"),

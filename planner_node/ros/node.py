@@ -367,7 +367,11 @@ class PlannerNode(LifecycleNode):
         gc.collect()
         gc.freeze()
         self._loop = ControlLoop(float(self.p("control_period")), self._tick, on_error=self._tick_error,
-                                 priority=int(self.p("command_clock_priority"))).start()
+                                 # real-time priority only for a light clock: a thread that plans
+                                 # inline (MPPI, planner_process inline) at SCHED_FIFO starved the
+                                 # executor and the sim on 2 cores (a lockstep MPPI run never stepped)
+                                 priority=int(self.p("command_clock_priority"))
+                                 if self.controller.service.mode == "worker" else 0).start()
         if self._loop.priority and not self._loop.priority_status.startswith("SCHED_FIFO"):
             self.get_logger().warn(f"command clock: {self._loop.priority_status}")
         # On a steady clock: /diagnostics keeps flowing when /clock stops (a dead simulator).
