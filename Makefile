@@ -29,7 +29,7 @@ test: setup
 
 # Sim bridge + planner node (default bundle) over ROS 2: stand, walk, turn, pushes. Writes demo_out/.
 demo: setup
-	$(PLANNER) demo --bundle $(BUNDLE) --out demo_out
+	$(PLANNER) demo --bundle $(BUNDLE) --out demo_out --rrd demo_out/demo.rrd
 
 BUNDLE ?= bundles/default
 

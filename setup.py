@@ -56,7 +56,9 @@ setup(
     ],
     install_requires=["setuptools", *pinned(RUNTIME)],
     extras_require={
-        "test": ["pytest", "pytest-timeout"],
+        "test": ["pytest", "pytest-timeout", *pinned(["mcap-ros2-support"])],
+        # `planner view`, `planner demo --rrd`, `planner data view` (the viewer ships inside the wheel)
+        "view": pinned(["rerun-sdk"]),
         "train": ["torch==2.13.0", "matplotlib", *pinned(["ray"])],
         "gpu": ["onnxruntime-gpu", "tensorrt"],
     },

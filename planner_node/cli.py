@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -94,6 +95,30 @@ def cmd_data_info(a) -> int:
         rets = [arr["rewards"][e].sum() for e in rows]
         falls = np.mean([arr["terminals"][e[-1]] for e in rows])
         print(f"{name:<12}{len(rows):>9}{sum(map(len, rows)):>8}{np.mean(rets):>10.2f}{falls:>7.0%}")
+    return 0
+
+
+def cmd_data_view(a) -> int:
+    try:
+        from planner_node.view.dataset_view import view_episode
+    except ImportError as e:
+        print(f"planner data view: {e}", file=sys.stderr)
+        return 2
+    if not a.rrd and not a.view:
+        print("planner data view: give --rrd FILE, --view native|web, or both", file=sys.stderr)
+        return 2
+    out = view_episode(a.dir, a.episode, rrd=a.rrd, view=a.view)
+    ev = ", ".join(f"{v} {k}" for k, v in out["events"].items())
+    print(f"{out['dataset']} episode {out['episode']}: {out['rows']} rows, task {out['task']}, recipe "
+          f"{out['recipe'] or '-'}; {out['poses']} poses; marked: {ev}" + (f"; wrote {a.rrd}" if a.rrd else ""))
+    if a.view == "web":
+        print(f"web viewer: {out['web_viewer']} (Ctrl-C to stop serving)", flush=True)
+    if a.view:
+        try:
+            while True:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
@@ -333,7 +358,10 @@ def cmd_up(a) -> int:
               "lockstep": str(a.lockstep).lower(), "use_sim_time": a.use_sim_time,
               "trusted_keys": a.trusted_keys, "bundle_root": a.bundle_root,
               "lock_parameters": str(a.lock_parameters).lower(), "reset_on_fall": str(a.reset_on_fall).lower()}
-    return up(values, a.duration, quiet=a.quiet, log_dir=a.log_dir)
+    view = None
+    if a.view or a.rrd:
+        view = (["--view", a.view] if a.view else []) + (["--rrd", str(a.rrd)] if a.rrd else [])
+    return up(values, a.duration, quiet=a.quiet, log_dir=a.log_dir, view=view)
 
 
 def cmd_swap(a) -> int:
@@ -355,8 +383,14 @@ def cmd_upgrade_bundle(a) -> int:
 
 def cmd_demo(a) -> int:
     from planner_node.ros.demo import main_demo
+    if a.rrd:
+        try:
+            import planner_node.view.rerun_log  # noqa: F401 - fail before the run, not after it
+        except ImportError as e:
+            print(f"planner demo --rrd: {e}", file=sys.stderr)
+            return 2
     return main_demo(a.bundle, a.out, int(os.environ.get("ROS_DOMAIN_ID", "47")), planner=a.planner,
-                     safety_filter=a.filter)
+                     safety_filter=a.filter, rrd=a.rrd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -396,6 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="STORE/NAME, or STORE/NAME:TASK,TASK to take only those tasks' episodes")
     mg.add_argument("--out", required=True)
     mg.set_defaults(fn=cmd_data_merge)
+    dv = dsub.add_parser("view", help="show one episode in Rerun: the robot posed from its observations, rewards, "
+                                      "terminals, scheduled pushes and label rows marked")
+    dv.add_argument("dir", metavar="DATASET", help="STORE/NAME[.json]")
+    dv.add_argument("--episode", type=int, default=0, help="episode index in the dataset (default 0)")
+    dv.add_argument("--rrd", help="write a Rerun recording here")
+    dv.add_argument("--view", choices=("native", "web"), help="open a viewer: native (needs a display) or web (localhost)")
+    dv.set_defaults(fn=cmd_data_view)
+
     n = dsub.add_parser("info", help="verify a dataset and print its recipe and per-task summary")
     n.add_argument("dir", metavar="DATASET", help="STORE/NAME[.json]")
     n.set_defaults(fn=cmd_data_info)
@@ -471,7 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
     u.add_argument("--quiet", action="store_true", help="no 1 Hz status line")
     u.add_argument("--log-dir", type=Path, help="node logs here (default: a new temp dir, printed)")
+    u.add_argument("--view", nargs="?", const="native", choices=("native", "web"),
+                   help="also run `planner view`: the native Rerun viewer (needs a display), or web: the web "
+                        "viewer on http://127.0.0.1:9090 (needs the view extra: pip install 'planner_node[view]')")
+    u.add_argument("--rrd", type=Path, help="also record the run to this Rerun .rrd file (through `planner view`)")
     u.set_defaults(fn=cmd_up)
+
+    sub.add_parser("view", help="stream the running stack to Rerun: --rrd FILE, --view native|web "
+                                "(a ROS node that only listens; `planner view --help`)")
 
     sw = sub.add_parser("swap", help="hot-swap the running planner's bundle (what `ros2 param set /planner "
                                      "bundle_path DIR` does)")
@@ -499,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(walks; ~10 min)")
     dm.add_argument("--filter", default="auto", choices=("auto", "none", "ldm"),
                     help="safety filter: auto (ldm when the bundle carries a Lyapunov density model), none, ldm")
+    dm.add_argument("--rrd", help="also record the run with `planner view` to this Rerun file (make demo: "
+                                  "demo_out/demo.rrd; open it with `rerun FILE`)")
     dm.set_defaults(fn=cmd_demo)
 
     e = sub.add_parser("eval", help="closed-loop evaluation in the MuJoCo sim")
@@ -569,6 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _env_defaults()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["view"]:  # its own parser (and --ros-args), see planner_node.ros.view
+        from planner_node.ros.view import main as view_main
+        return view_main(["planner view", *argv[1:]])
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -333,6 +333,10 @@ class Dataset:
         """(N,) str: the name of the recipe that made each row ('' for imported data)."""
         return self._per_row(lambda r: str(r.get("name") or ""), np.zeros(0, str))
 
+    def push_every_rows(self) -> np.ndarray:
+        """(N,) int: the push schedule of the recipe that made each row (0: no pushes, or unknown)."""
+        return self._per_row(lambda r: int(r.get("push_every") or 0), np.zeros(0, int))
+
     def require_executed_actions(self, user: str) -> None:
         """Refuse data whose actions are labels: a model of the dynamics or a backup over
         (s, a, s') must see the action that led from s to s'."""

@@ -40,6 +40,7 @@ class HumanoidEnv:
         self.zero_action = self.layout.hold_action(self._stand_qpos[self.layout.qpos_idx])
         self.rng = np.random.default_rng(0)
         self.t = 0
+        self.pushes = 0  # since construction (resets keep counting): the viewer marks each
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         self.rng = np.random.default_rng(seed)
@@ -75,6 +76,7 @@ class HumanoidEnv:
         """Horizontal velocity impulse on the floating base (a shove)."""
         ang = self.rng.uniform(0, 2 * np.pi) if direction_rad is None else direction_rad
         v = self.config.push_speed if speed is None else speed
+        self.pushes += 1
         self.data.qvel[0] += v * np.cos(ang)
         self.data.qvel[1] += v * np.sin(ang)
 

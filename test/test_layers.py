@@ -31,7 +31,8 @@ def lint(staged: Path) -> subprocess.CompletedProcess:
 
 
 CONTRACTS = ("runtime, controller and spec import neither torch", "nothing outside the ROS shells imports rclpy",
-             "models, export and sim tooling never import the ROS shells", "models never import sim tooling")
+             "models, export and sim tooling never import the ROS shells", "models never import sim tooling",
+             "only the viewer imports rerun")
 
 
 def status(stdout: str, contract: str) -> str:
@@ -55,6 +56,8 @@ def test_layer_contracts_hold(tmp_path):
     ("planner_node/control/controller.py", "import rclpy", "nothing outside the ROS shells imports rclpy"),
     ("planner_node/sim/env.py", "import planner_node.ros.fuzz", "models, export and sim tooling never import the ROS shells"),
     ("planner_node/models/data.py", "import planner_node.sim.env", "models never import sim tooling"),
+    ("planner_node/ros/node.py", "import planner_node.view.rerun_log", "only the viewer imports rerun"),
+    ("planner_node/control/controller.py", "import rerun", "only the viewer imports rerun"),
     # The contracts name folders: any module of planner_node/control/ is held to them, listed or not.
     ("planner_node/control/output_guard.py", "import rclpy", "nothing outside the ROS shells imports rclpy"),
     ("planner_node/control/action_filter.py", "import planner_node.ros.launch_description",

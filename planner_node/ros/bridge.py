@@ -107,9 +107,12 @@ class SimBridge(Node):
         st = DiagnosticStatus(name="sim_bridge", hardware_id="mujoco", message=self.mode)
         st.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ("steps", self.steps), ("lockstep_timeouts", self.lockstep_timeouts), ("rejected_commands", self.rejected),
-            ("resets", self.resets), ("fell", self.fell), ("falls", self.falls), ("sim_time", f"{self.env.data.time:.3f}"),
+            ("resets", self.resets), ("fell", self.fell), ("falls", self.falls),
+            ("pushes", self.env.pushes), ("sim_time", f"{self.env.data.time:.3f}"),
             *self._travel().items())]
-        self.pub_diag.publish(DiagnosticArray(status=[st]))
+        msg = DiagnosticArray(status=[st])
+        msg.header.stamp = _stamp(float(self.env.data.time))  # sim time: events land on their step
+        self.pub_diag.publish(msg)
 
     def _mark_start(self) -> None:
         """Where the robot starts (for the travel it reports): position and heading, world frame."""
@@ -141,6 +144,7 @@ class SimBridge(Node):
     def _on_reset(self, req, resp):
         with self._lock:
             self._reset_locked()
+            self._publish_diagnostics()
         resp.success, resp.message = True, "reset"
         return resp
 
@@ -156,6 +160,7 @@ class SimBridge(Node):
     def _on_push(self, req, resp):
         with self._lock:
             self.env.push()
+            self._publish_diagnostics()
         resp.success, resp.message = True, f"pushed at {self.env.config.push_speed} m/s"
         return resp
 
@@ -207,6 +212,7 @@ class SimBridge(Node):
         if self._halted():
             return
         with self._lock:
+            events = (self.env.pushes, self.falls, self.resets)
             _, fell = self.env.step(self.action)
             self.fell = self.fell or fell
             self.steps += 1
@@ -216,7 +222,10 @@ class SimBridge(Node):
             elif fell and not self.fell_counted:
                 self.falls += 1
             self.fell_counted = self.fell
+            evented = events != (self.env.pushes, self.falls, self.resets)
         self._publish_state()
+        if evented:  # a push, fall or reset on this step: say so now, stamped by its sim_time (the viewer's events)
+            self._publish_diagnostics()
 
     def _publish_state(self) -> None:
         d, lay = self.env.data, self.env.layout

@@ -67,8 +67,11 @@ def ros_env() -> dict:
 class Bringup:
     """Context manager: the two nodes as child processes, stopped on exit."""
 
-    def __init__(self, values: dict[str, str], extra: dict[str, dict] | None = None, log_dir: Path | None = None):
+    def __init__(self, values: dict[str, str], extra: dict[str, dict] | None = None, log_dir: Path | None = None,
+                 view: list[str] | None = None):
         self.cmds = node_commands(values, extra)
+        if view is not None:  # ``planner view`` as a third process: it only listens (see planner_node.ros.view)
+            self.cmds["planner_view"] = [sys.executable, "-m", "planner_node.ros.view", *view]
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
 
@@ -107,6 +110,12 @@ class Bringup:
         return False
 
 
+def web_url(view_args: list[str]) -> str:
+    port = view_args[view_args.index("--web-port") + 1] if "--web-port" in view_args else "9090"
+    grpc = view_args[view_args.index("--grpc-port") + 1] if "--grpc-port" in view_args else "9876"
+    return f"http://127.0.0.1:{port}/?url=rerun%2Bhttp%3A%2F%2F127.0.0.1%3A{grpc}%2Fproxy"
+
+
 def exit_reason(rc: int) -> str:
     if rc < 0:
         try:
@@ -123,14 +132,18 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return f"(no log: {e})"
 
 
-def up(values: dict[str, str], duration: float | None, quiet: bool = False, log_dir: Path | None = None) -> int:
+def up(values: dict[str, str], duration: float | None, quiet: bool = False, log_dir: Path | None = None,
+       view: list[str] | None = None) -> int:
     """Run the stack until ``duration`` [s] or Ctrl-C. Prints a status line at 1 Hz (unless
-    ``quiet``); if a node exits, prints its exit reason and the last lines of its log."""
+    ``quiet``); if a node exits, prints its exit reason and the last lines of its log. ``view``:
+    ``planner view``'s arguments, to run it beside the stack."""
     log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="planner_up_"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    with Bringup(values, log_dir=log_dir) as b:
+    with Bringup(values, log_dir=log_dir, view=view) as b:
         print("started: " + "; ".join(" ".join(c) for c in b.cmds.values()), flush=True)
         print(f"logs: {log_dir}", flush=True)
+        if view is not None and "web" in view:
+            print(f"web viewer: {web_url(view)} (served from the rerun-sdk wheel, on localhost)", flush=True)
         monitor = None if quiet else StatusMonitor()
         t0 = time.monotonic()
         try:

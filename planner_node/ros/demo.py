@@ -45,10 +45,12 @@ class Sample:
 
 
 def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = "onnxruntime",
-             segments=SEGMENTS, video: bool = True, planner: str = "bundle", safety_filter: str = "auto") -> dict:
+             segments=SEGMENTS, video: bool = True, planner: str = "bundle", safety_filter: str = "auto",
+             rrd: str | Path | None = None) -> dict:
     """``planner``: bundle (the learned planner in ``bundle``) or mppi (ground-truth sampling MPC
     on the simulator's own model, through the same node: what a capable planner does here).
-    ``safety_filter``: auto (the bundle's Lyapunov-density filter when it carries one), none, ldm."""
+    ``safety_filter``: auto (the bundle's Lyapunov-density filter when it carries one), none, ldm.
+    ``rrd``: also run ``planner view`` and record the run to this Rerun file."""
     import rclpy
     from geometry_msgs.msg import Twist
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -62,6 +64,8 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
     from planner_node.ros.convert import joint_state_arrays, odometry_arrays
     from planner_node.robot.tasks import get_task, kinematics
     from planner_node.control.state_estimator import MeasuredState, StateEstimator
+    from planner_node.robot.kinematics import Kinematics
+    from planner_node.ros.tf_frames import TF_TYPE, tf_message_cdr, tf_schema
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,9 +78,11 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
     ex.add_node(node)
     rec = McapRecorder(out / "demo.mcap")
     est = StateEstimator()
+    frames, tf_def = Kinematics(), tf_schema()
     state = {"joint": None, "odom": None, "t_state": None, "step": -1}
     lat_ros, diags, bridge_diags, samples, qpos_log = [], [], [], [], []
     seg_idx = [0]
+    view_status: dict[str, str] = {}
 
     from diagnostic_msgs.msg import DiagnosticArray
     from nav_msgs.msg import Odometry
@@ -108,12 +114,16 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
         k = step_of(state["odom"])
         if step_of(state["joint"]) != k or k <= state["step"]:
             return
+        pos, vel = joint_state_arrays(state["joint"])
+        bp, bq, bl, ba = odometry_arrays(state["odom"])
+        frames.pose(frames.qpos_from(pos, bp, bq))  # /tf: every body frame, from the same kinematics as the viewer
+        stamp = state["odom"].header.stamp
+        rec.write_cdr("/tf", TF_TYPE, tf_def, tf_message_cdr(stamp.sec * 1_000_000_000 + stamp.nanosec,
+                                                             *frames.body_frames()), now_ns())
         if k == 0:  # the initial state, before any command: not part of a segment
             state["step"] = 0
             return
         state["step"] = k
-        pos, vel = joint_state_arrays(state["joint"])
-        bp, bq, bl, ba = odometry_arrays(state["odom"])
         obs = est.observe(MeasuredState(0.0, pos, vel, bp, bq, bl, ba))
         name, task, cmd, _, _ = segments[seg_idx[0]]
         kin = kinematics(obs)
@@ -135,8 +145,12 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
                 diags.append({kv.key: kv.value for kv in st.values})
             elif st.name == "sim_bridge":
                 bridge_diags.append({kv.key: kv.value for kv in st.values})
+            elif st.name == "planner_view":
+                view_status.update({kv.key: kv.value for kv in st.values})
 
-    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    # Deep queues: lockstep steps as fast as the planner answers, and a busy driver (or the viewer
+    # beside it on 2 cores) must not lose a step's state (a lost half drops that step's sample).
+    qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
     node.create_subscription(JointState, "/joint_states", on_js, qos)
     node.create_subscription(Odometry, "/odom", on_odom, qos)
     node.create_subscription(Float64MultiArray, "/humanoid/joint_commands", on_cmd, qos)
@@ -190,10 +204,15 @@ def run_demo(bundle: str, out_dir: str | Path, domain: int = 47, backend: str = 
     extra.setdefault("planner", {})["safety_filter"] = safety_filter
     falls = [0] * len(segments)
     t0 = time.time()
-    with Bringup(values, extra=extra, log_dir=out) as b:
+    view = ["--rrd", str(rrd)] if rrd else None
+
+    def viewing() -> bool:  # the viewer has drawn the held first state (else its recording would miss steps)
+        return view is None or view_status.get("poses", "0") != "0"
+
+    with Bringup(values, extra=extra, log_dir=out, view=view) as b:
         if not spin_until(lambda: (set_planner.service_is_ready() and set_bridge.service_is_ready()
-                                   and push.service_is_ready() and state["step"] == 0) or not all(b.alive().values()),
-                          120) or not all(b.alive().values()):
+                                   and push.service_is_ready() and state["step"] == 0 and viewing())
+                          or not all(b.alive().values()), 120) or not all(b.alive().values()):
             from planner_node.ros.bringup import exit_reason, log_tail
             dead = {n: p.returncode for n, p in b.procs.items() if p.poll() is not None}
             why = "; ".join(f"{n} exited ({exit_reason(rc)}):\n{log_tail(out / (n + '.log'))}" for n, rc in dead.items())
@@ -291,7 +310,7 @@ def _report(out, segments, samples, falls, lat_ros, diags, qpos_log, wall, video
     _plot(out / "demo.png", segments, samples, lat_ros)
     from planner_node.atomic import write_json
     write_json(out / "demo.json", summary)
-    print(f"wrote {out}/demo.json, {out}/demo.png, {out}/demo.mcap")
+    print(f"wrote {out}/demo.json, {out}/demo.png, {out}/demo.mcap (with /tf)")
     if video and len(qpos_log):
         try:
             _render(out / "demo.mp4", qpos_log)
@@ -354,7 +373,8 @@ def _render(path, qpos_log) -> None:
     rec.close()
 
 
-def main_demo(bundle: str, out: str, domain: int, planner: str = "bundle", safety_filter: str = "auto") -> int:
-    summary = run_demo(bundle, out, domain=domain, planner=planner, safety_filter=safety_filter)
+def main_demo(bundle: str, out: str, domain: int, planner: str = "bundle", safety_filter: str = "auto",
+              rrd: str | None = None) -> int:
+    summary = run_demo(bundle, out, domain=domain, planner=planner, safety_filter=safety_filter, rrd=rrd)
     print(json.dumps({k: v for k, v in summary.items() if k != "segments"}))
     return 0

@@ -40,10 +40,11 @@ def _deps(pkg: str, text: str) -> list[tuple[str, str]]:
     return out
 
 
-def schema_text(type_name: str) -> str:
-    """'sensor_msgs/msg/JointState' -> rosbag2 ros2msg schema text with dependencies."""
+def schema_text(type_name: str, main: str | None = None) -> str:
+    """'sensor_msgs/msg/JointState' -> rosbag2 ros2msg schema text with dependencies. ``main``:
+    the type's own definition, for a type whose package is not installed (tf2_msgs)."""
     pkg, _, name = type_name.split("/")
-    main = _msg_file(pkg, name).read_text()
+    main = _msg_file(pkg, name).read_text() if main is None else main
     seen, parts, todo = set(), [], _deps(pkg, main)
     while todo:
         dpkg, dname = todo.pop(0)
@@ -82,6 +83,15 @@ class McapRecorder:
         self._seq += 1
         self._w.add_message(channel_id=self._channels[topic], log_time=t_ns, publish_time=t_ns,
                             data=self._serialize(msg), sequence=self._seq)
+
+    def write_cdr(self, topic: str, type_name: str, schema: str, data: bytes, t_ns: int) -> None:
+        """A message already encoded as CDR, of a type given by its ros2msg ``schema`` text."""
+        if topic not in self._channels:
+            sid = self._w.register_schema(name=type_name, encoding="ros2msg", data=schema.encode())
+            self._channels[topic] = self._w.register_channel(topic=topic, message_encoding="cdr", schema_id=sid)
+        self._seq += 1
+        self._w.add_message(channel_id=self._channels[topic], log_time=t_ns, publish_time=t_ns, data=data,
+                            sequence=self._seq)
 
     def close(self) -> None:
         self._w.finish()

@@ -1,0 +1,177 @@
+"""What the viewer logs to Rerun, and where: one place for entity paths, shapes and timelines.
+
+ROS-free (``planner view`` feeds it from topics, ``planner data view`` from a dataset). Rerun is an
+optional dependency (the ``view`` extra): import this module only where a view is asked for.
+
+Entities (world frame = /odom's ``odom``, z up, metres):
+- ``world/floor``; ``world/robot/<geom>``: every MJCF geom, its shape static, its pose
+  (Transform3D = MuJoCo's geom_xpos / geom_xmat) once per simulation step;
+- ``world/base_path``: where the base has been; ``world/plan/<body>``: where the plan takes the
+  feet and hands over its horizon (joint-space plan, base held where it is);
+- ``safety/...``, ``tracking/...``, ``timing/...``, ``joints/<name>/{commanded,measured}``: series;
+- ``events``: pushes, falls, resets, hot swaps, clock resets (TextLog).
+Timelines: ``step`` (simulation step: sim time / control period) and ``sim_time`` [s].
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from planner_node import spec
+
+try:
+    import rerun as rr
+except ImportError as e:  # pragma: no cover - exercised by test_view's missing-extra check
+    raise ImportError("the viewer needs rerun-sdk: pip install 'planner_node[view]' "
+                      "(or pip install rerun-sdk==0.41.0)") from e
+
+import mujoco
+
+#: Joints whose commanded and measured angles are plotted (hips and knees, both sides).
+PLOTTED_JOINTS = ("lfemurrx", "ltibiarx", "rfemurrx", "rtibiarx")
+#: Bodies whose planned paths are drawn.
+PLAN_BODIES = ("lfoot", "rfoot", "lradius", "rradius")
+BASE_PATH_LEN = 600  # steps of base trail kept in view (18 s)
+_PLAN_COLORS = {"lfoot": (30, 144, 255), "rfoot": (255, 99, 71), "lradius": (100, 180, 255), "rradius": (255, 160, 140)}
+EVENT_LEVELS = {"push": "WARN", "fall": "ERROR", "reset": "INFO", "swap": "INFO", "clock_reset": "WARN",
+                "label": "DEBUG", "terminal": "ERROR"}
+
+
+def geom_entity(model: mujoco.MjModel, g: int) -> str:
+    name = model.geom(g).name or f"geom_{g}"
+    return f"world/robot/{rr.escape_entity_path_part(name)}"
+
+
+def step_of(sim_time_s: float) -> int:
+    """The simulation step a state stamped ``sim_time_s`` belongs to (the bridge steps one
+    control period at a time from t = 0; resets keep its time running)."""
+    return int(round(sim_time_s / spec.CONTROL_PERIOD_S))
+
+
+class RunLog:
+    """Logs one run (live or from a file) to a Rerun RecordingStream."""
+
+    def __init__(self, rec: "rr.RecordingStream", model: mujoco.MjModel):
+        self.rec = rec
+        self.model = model
+        self.geoms = [g for g in range(model.ngeom)
+                      if model.geom_type[g] != mujoco.mjtGeom.mjGEOM_PLANE and model.geom_rgba[g, 3] > 0]
+        self.entities = [geom_entity(model, g) for g in self.geoms]
+        self.poses_logged = 0
+        self._base_path: list[np.ndarray] = []
+        self._log_static()
+
+    # -- time -------------------------------------------------------------------------------
+    def at(self, step: int, sim_time_s: float | None = None) -> None:
+        self.rec.set_time("step", sequence=int(step))
+        self.rec.set_time("sim_time", duration=float(step * spec.CONTROL_PERIOD_S if sim_time_s is None else sim_time_s))
+
+    # -- the robot --------------------------------------------------------------------------
+    def _log_static(self) -> None:
+        self.rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
+        self.rec.log("world/floor", rr.Boxes3D(half_sizes=[[8.0, 8.0, 0.002]], centers=[[0, 0, -0.002]],
+                                               colors=[[140, 150, 160, 255]], fill_mode="solid"), static=True)
+        for g, ent in zip(self.geoms, self.entities):
+            self.rec.log(ent, self._shape(g), static=True)
+
+    def _shape(self, g: int):
+        m = self.model
+        t, size = int(m.geom_type[g]), m.geom_size[g]
+        color = [np.clip(np.asarray(m.geom_rgba[g]) * 255, 0, 255).astype(np.uint8)]
+        G = mujoco.mjtGeom
+        if t == G.mjGEOM_CAPSULE:  # MuJoCo: centred, half-length size[1] along local z; Rerun: from the origin up +z
+            return rr.Capsules3D(lengths=[2 * size[1]], radii=[size[0]], translations=[[0, 0, -size[1]]],
+                                 colors=color, fill_mode="solid")
+        if t == G.mjGEOM_SPHERE:
+            return rr.Ellipsoids3D(half_sizes=[[size[0]] * 3], colors=color, fill_mode="solid")
+        if t == G.mjGEOM_ELLIPSOID:
+            return rr.Ellipsoids3D(half_sizes=[size], colors=color, fill_mode="solid")
+        if t == G.mjGEOM_BOX:
+            return rr.Boxes3D(half_sizes=[size], colors=color, fill_mode="solid")
+        if t == G.mjGEOM_CYLINDER:
+            return rr.Cylinders3D(lengths=[2 * size[1]], radii=[size[0]], colors=color, fill_mode="solid")
+        if t == G.mjGEOM_MESH:  # vertices are in the geom's frame once MuJoCo has compiled the model
+            mid = int(m.geom_dataid[g])
+            v0, nv = int(m.mesh_vertadr[mid]), int(m.mesh_vertnum[mid])
+            f0, nf = int(m.mesh_faceadr[mid]), int(m.mesh_facenum[mid])
+            return rr.Mesh3D(vertex_positions=m.mesh_vert[v0:v0 + nv], triangle_indices=m.mesh_face[f0:f0 + nf],
+                             albedo_factor=color[0])
+        raise ValueError(f"geom {m.geom(g).name!r}: type {t} has no Rerun shape here")
+
+    def robot_pose(self, geom_xpos: np.ndarray, geom_xmat: np.ndarray, base_pos: np.ndarray) -> None:
+        """Every geom's world pose at the current time: MuJoCo's geom_xpos (ngeom, 3), geom_xmat
+        (ngeom, 3, 3)."""
+        for g, ent in zip(self.geoms, self.entities):
+            self.rec.log(ent, rr.Transform3D(translation=geom_xpos[g], mat3x3=geom_xmat[g]))
+        self.poses_logged += 1
+        self._base_path.append(np.asarray(base_pos, float).copy())
+        del self._base_path[:-BASE_PATH_LEN]
+        if len(self._base_path) >= 2:
+            self.rec.log("world/base_path", rr.LineStrips3D([np.asarray(self._base_path)], colors=[[250, 200, 40]],
+                                                            radii=[0.01]))
+
+    # -- intent -----------------------------------------------------------------------------
+    def plan_paths(self, paths: dict[str, np.ndarray]) -> None:
+        """Where the plan takes each body over its horizon: {body: (H, 3) world positions}."""
+        for body, p in paths.items():
+            self.rec.log(f"world/plan/{body}", rr.LineStrips3D([p], colors=[_PLAN_COLORS.get(body, (200, 200, 200))],
+                                                               radii=[0.008]))
+            self.rec.log(f"world/plan/{body}/end", rr.Points3D([p[-1]], radii=[0.025],
+                                                              colors=[_PLAN_COLORS.get(body, (200, 200, 200))]))
+
+    def plan_candidates(self, paths: list[np.ndarray]) -> None:
+        """Other candidates' base or body paths, faded (where a plan carries them)."""
+        self.rec.log("world/plan/candidates", rr.LineStrips3D(paths, colors=[[180, 180, 180, 60]], radii=[0.004]))
+
+    # -- series -----------------------------------------------------------------------------
+    def scalar(self, path: str, value: float | None) -> None:
+        if value is not None and np.isfinite(value):
+            self.rec.log(path, rr.Scalars(float(value)))
+
+    def joints(self, commanded: np.ndarray | None, measured: np.ndarray | None) -> None:
+        for name in PLOTTED_JOINTS:
+            j = spec.JOINT_NAMES.index(name)
+            if commanded is not None:
+                self.scalar(f"joints/{name}/commanded", commanded[j])
+            if measured is not None:
+                self.scalar(f"joints/{name}/measured", measured[j])
+
+    def velocity(self, commanded: np.ndarray | None, achieved: np.ndarray | None) -> None:
+        """(vx, vy [m/s], wz [rad/s]) in the heading frame, commanded (/cmd_vel) and achieved."""
+        for k, axis in enumerate(("vx", "vy", "wz")):
+            if commanded is not None:
+                self.scalar(f"tracking/{axis}/commanded", commanded[k])
+            if achieved is not None:
+                self.scalar(f"tracking/{axis}/achieved", achieved[k])
+
+    def event(self, kind: str, text: str) -> None:
+        self.rec.log("events", rr.TextLog(f"{kind}: {text}", level=EVENT_LEVELS.get(kind, "INFO")))
+        self.rec.log(f"events/{kind}", rr.Scalars(1.0))  # a mark on the timeline per event kind
+
+    def close(self) -> None:
+        """Flush and close the sinks (an .rrd gets its footer)."""
+        self.rec.flush()
+        self.rec.disconnect()
+
+
+def open_recording(app: str, rrd: str | None = None, view: str | None = None, web_port: int = 9090,
+                   grpc_port: int = 9876) -> tuple["rr.RecordingStream", str | None]:
+    """A RecordingStream to a file (``rrd``), a viewer (``view``: native | web), or both.
+    Returns (stream, the web viewer's URL or None)."""
+    rec = rr.RecordingStream(application_id=app)
+    sinks, url = [], None
+    if rrd:
+        sinks.append(rr.FileSink(str(rrd)))
+    if view == "native":
+        rec.spawn(port=grpc_port, connect=False)  # the viewer in the wheel, as its own process
+        sinks.append(rr.GrpcSink(f"rerun+http://127.0.0.1:{grpc_port}/proxy"))
+    elif view == "web":
+        sinks.append(rr.GrpcServerSink(grpc_port=grpc_port))
+    elif view not in (None, "", "none"):
+        raise ValueError(f"view: unknown {view!r}; valid: native, web")
+    if not sinks:
+        raise ValueError("nothing to log to: give an .rrd path, a viewer, or both")
+    rec.set_sinks(*sinks)
+    if view == "web":  # serves the viewer from the wheel on localhost (no network needed)
+        rr.serve_web_viewer(web_port=web_port, open_browser=False, connect_to=f"rerun+http://127.0.0.1:{grpc_port}/proxy")
+        url = f"http://127.0.0.1:{web_port}/?url=rerun%2Bhttp%3A%2F%2F127.0.0.1%3A{grpc_port}%2Fproxy"
+    return rec, url
