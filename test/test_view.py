@@ -102,7 +102,8 @@ def test_demo_rrd_holds_every_entity_and_a_pose_per_bridge_step(short_demo):
                    "/joints/lfemurrx/commanded", "/joints/lfemurrx/measured",
                    "/safety/filter_g_mean", "/safety/filter_threshold", "/safety/filter_interventions",
                    "/safety/fallbacks/plan_late", "/safety/guard/out_of_limits",
-                   "/timing/latency_p99_ms", "/timing/deadline_misses", "/timing/plan_age_p99_ms", "/events"):
+                   "/timing/ms/latency_p99_ms", "/timing/count/deadline_misses", "/timing/ms/plan_age_p99_ms",
+                   "/timing/count/commands_fresh_plan", "/joints/base_height_m", "/events"):
         assert entity in log and (log[entity]["rows"] or log[entity]["static"]), f"{entity} not recorded"
     texts = [t for r in log["/events"]["rows"] for t in (r["TextLog:text"] or [])]
     assert any(t.startswith("push:") for t in texts), texts
@@ -298,3 +299,47 @@ def test_view_without_the_extra_says_how_to_install_it(args, tmp_path):
     r = _cli(*args, pre="sys.modules['rerun'] = None; ")
     assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
     assert "pip install 'planner_node[view]'" in r.stderr, r.stderr[-1500:]
+
+
+# -- the web viewer, served from the wheel, in a headless Chromium ------------------------------------
+
+def _standing_recording(path: Path, robot: bool) -> None:
+    from planner_node.robot.kinematics import Kinematics
+    from planner_node.view.rerun_log import RunLog, open_recording
+    kin = Kinematics()
+    if not robot:  # the same scene without the humanoid: the floor alone
+        rec, _ = open_recording("planner_node", rrd=str(path))
+        rec.log("world/floor", rr.Boxes3D(half_sizes=[[5.0, 5.0, 0.002]], centers=[[0, 0, -0.002]],
+                                          colors=[[140, 150, 160, 255]], fill_mode="solid"), static=True)
+        rec.disconnect()
+        return
+    rec, _ = open_recording("planner_node", rrd=str(path))
+    log = RunLog(rec, kin.model)
+    for k in range(20):
+        log.at(k)
+        q = kin.qpos_from(np.zeros(spec.NUM_JOINTS), [0.0, 0.0, 1.15], spec.STAND_ROOT_QUAT)
+        kin.pose(q)
+        log.robot_pose(*kin.geom_poses(), q[:3])
+    log.close()
+
+
+def test_web_viewer_in_headless_chromium_shows_the_humanoid(tmp_path):
+    """The web viewer from the rerun-sdk wheel, on localhost, in headless Chromium: the 3D view of
+    a recording with the humanoid differs from the same scene without it, over a body-sized area."""
+    import web_view
+    why = web_view.missing()
+    if why:
+        pytest.skip(f"web viewer capture: {why}")
+    for robot in (True, False):
+        _standing_recording(tmp_path / f"{robot}.rrd", robot)
+    with_robot = web_view.capture(tmp_path / "True.rrd", tmp_path / "robot.png")
+    without = web_view.capture(tmp_path / "False.rrd", tmp_path / "floor.png")
+    assert with_robot.shape == without.shape
+    h, w, _ = with_robot.shape
+    view = (slice(int(0.08 * h), int(0.75 * h)), slice(0, int(0.58 * w)))  # the 3D view (the blueprint's left column)
+    robot_px = np.abs(with_robot[view] - without[view]).max(axis=-1) > 0.1
+    assert with_robot[view].std() > 0.05, "the 3D view is blank"
+    assert 3000 < robot_px.sum() < 0.3 * robot_px.size, \
+        f"{robot_px.sum()} of {robot_px.size} pixels differ: no humanoid in view ({tmp_path / 'robot.png'})"
+    rows, cols = np.nonzero(robot_px)
+    assert rows.max() - rows.min() > 0.25 * robot_px.shape[0], "what differs is not body-tall"

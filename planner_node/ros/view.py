@@ -107,7 +107,7 @@ class ViewNode(Node):
                                     np.array([tw.angular.x, tw.angular.y, tw.angular.z]))
         self.log.velocity(self._cmd, achieved)
         self.log.joints(None, joints)
-        self.log.scalar("world/base_height", base_pos[2])
+        self.log.scalar("joints/base_height_m", base_pos[2])
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         data = np.asarray(msg.data, float)

@@ -110,7 +110,7 @@ def view_episode(path: str, episode: int, rrd: str | None = None, view: str | No
         achieved = heading_velocity(quat[k], _obs(obs, "sensors_velocimeter"), _obs(obs, "sensors_gyro"))
         log.velocity(a["commands"][k], achieved)
         log.joints(kin.layout.action_to_joint_pos(a["actions"][k]), joints)
-        log.scalar("world/base_height", pos[k][2])
+        log.scalar("joints/base_height_m", pos[k][2])
         if push_every and k > 0 and k % push_every == 0:
             log.event("push", f"scheduled push (push_every {push_every}) before row {k}")
             events["push"] += 1

@@ -8,7 +8,9 @@ Entities (world frame = /odom's ``odom``, z up, metres):
   (Transform3D = MuJoCo's geom_xpos / geom_xmat) once per simulation step;
 - ``world/base_path``: where the base has been; ``world/plan/<body>``: where the plan takes the
   feet and hands over its horizon (joint-space plan, base held where it is);
-- ``safety/...``, ``tracking/...``, ``timing/...``, ``joints/<name>/{commanded,measured}``: series;
+- ``safety/...``, ``tracking/...``, ``timing/ms/...``, ``timing/count/...``,
+  ``joints/<name>/{commanded,measured}``, ``joints/base_height_m``: series (from /diagnostics at 1 Hz,
+  from the states and commands each step);
 - ``events``: pushes, falls, resets, hot swaps, clock resets (TextLog).
 Timelines: ``step`` (simulation step: sim time / control period) and ``sim_time`` [s].
 """
@@ -68,7 +70,7 @@ class RunLog:
     # -- the robot --------------------------------------------------------------------------
     def _log_static(self) -> None:
         self.rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
-        self.rec.log("world/floor", rr.Boxes3D(half_sizes=[[8.0, 8.0, 0.002]], centers=[[0, 0, -0.002]],
+        self.rec.log("world/floor", rr.Boxes3D(half_sizes=[[5.0, 5.0, 0.002]], centers=[[0, 0, -0.002]],
                                                colors=[[140, 150, 160, 255]], fill_mode="solid"), static=True)
         for g, ent in zip(self.geoms, self.entities):
             self.rec.log(ent, self._shape(g), static=True)
@@ -153,6 +155,30 @@ class RunLog:
         self.rec.disconnect()
 
 
+def blueprint():
+    """The default layout: the robot and its plan large, seen from its front left; beside it the
+    velocity tracking, safety, timing and joint plots, and the event log."""
+    import rerun.blueprint as rrb
+    return rrb.Blueprint(
+        rrb.Horizontal(
+            rrb.Spatial3DView(origin="world", name="robot, base path and plan",
+                              eye_controls=rrb.EyeControls3D(position=(3.2, -3.2, 2.2), look_target=(0.3, 0.0, 0.7),
+                                                            eye_up=(0, 0, 1))),
+            rrb.Vertical(
+                rrb.TimeSeriesView(origin="tracking", name="velocity: commanded vs achieved"),
+                rrb.TimeSeriesView(origin="safety", name="safety: filter G, interventions, fallbacks, guard"),
+                rrb.TimeSeriesView(origin="timing/ms", name="timing [ms]: plan latency, plan age, command gap"),
+                rrb.TimeSeriesView(origin="timing/count", name="commands by source, deadline misses, late commands"),
+                rrb.TimeSeriesView(origin="joints", name="hips and knees, commanded vs measured [rad]; base height [m]"),
+                rrb.TextLogView(origin="events", name="events"),
+            ),
+            column_shares=[3, 2],
+        ),
+        rrb.TimePanel(timeline="step"),
+        collapse_panels=True,
+    )
+
+
 def open_recording(app: str, rrd: str | None = None, view: str | None = None, web_port: int = 9090,
                    grpc_port: int = 9876) -> tuple["rr.RecordingStream", str | None]:
     """A RecordingStream to a file (``rrd``), a viewer (``view``: native | web), or both.
@@ -170,7 +196,7 @@ def open_recording(app: str, rrd: str | None = None, view: str | None = None, we
         raise ValueError(f"view: unknown {view!r}; valid: native, web")
     if not sinks:
         raise ValueError("nothing to log to: give an .rrd path, a viewer, or both")
-    rec.set_sinks(*sinks)
+    rec.set_sinks(*sinks, default_blueprint=blueprint())
     if view == "web":  # serves the viewer from the wheel on localhost (no network needed)
         rr.serve_web_viewer(web_port=web_port, open_browser=False, connect_to=f"rerun+http://127.0.0.1:{grpc_port}/proxy")
         url = f"http://127.0.0.1:{web_port}/?url=rerun%2Bhttp%3A%2F%2F127.0.0.1%3A{grpc_port}%2Fproxy"

@@ -9,10 +9,12 @@ import numpy as np
 
 from planner_node.view.rerun_log import RunLog
 
-#: the planner's timing figures drawn as series (timing/<key>)
-TIMING_KEYS = ("latency_p50_ms", "latency_p99_ms", "plan_age_p50_ms", "plan_age_p99_ms", "deadline_misses",
-               "late_commands", "commands_fresh_plan", "commands_shifted_plan", "commands_fallback",
-               "command_gap_max_ms_last_period", "worker_restarts")
+#: the planner's timing figures [ms] (timing/ms/<key>) and its counters (timing/count/<key>)
+TIMING_MS = ("latency_p50_ms", "latency_p99_ms", "plan_age_p50_ms", "plan_age_p99_ms", "command_gap_max_ms_last_period")
+TIMING_COUNTS = ("deadline_misses", "late_commands", "commands_fresh_plan", "commands_shifted_plan", "commands_fallback",
+                 "worker_restarts")
+#: the output guard's refusals by reason (the per-source keys, guard_<why>_<source>, add up to these)
+GUARD_REASONS = ("guard_non_finite", "guard_out_of_limits", "guard_bad_shape")
 #: sim bridge counter -> event kind
 BRIDGE_EVENTS = (("pushes", "push"), ("falls", "fall"), ("resets", "reset"))
 
@@ -52,10 +54,12 @@ class StatusLog:
                 self.log.scalar("safety/filter_interventions", _float(val))
             elif key.startswith("fallback_"):
                 self.log.scalar(f"safety/fallbacks/{key[len('fallback_'):]}", _float(val))
-            elif key.startswith("guard_"):
+            elif key in GUARD_REASONS:
                 self.log.scalar(f"safety/guard/{key[len('guard_'):]}", _float(val))
-            elif key in TIMING_KEYS:
-                self.log.scalar(f"timing/{key}", _float(val))
+            elif key in TIMING_MS:
+                self.log.scalar(f"timing/ms/{key}", _float(val))
+            elif key in TIMING_COUNTS:
+                self.log.scalar(f"timing/count/{key}", _float(val))
         bundle = values.get("active_bundle")
         if bundle and bundle != self.bundle:
             if self.bundle is not None:
