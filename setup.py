@@ -71,5 +71,6 @@ setup(
         "planner = planner_node.cli:main",
         "planner_node = planner_node.ros.node:main",
         "sim_bridge = planner_node.ros.bridge:main",
+        "planner_view = planner_node.ros.view:main",  # needs the view extra; says so without it
     ]},
 )

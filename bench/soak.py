@@ -14,6 +14,14 @@ RSS growth is the node process's (long-lived); the current planner worker's RSS 
 them (``kinds.json``): ticks, misses, plan age, commands by source. The largest command gap is
 measured both on the node's steady clock and as this process receives them.
 
+``--view-ab RUNS``: the live view's cost to the command clock. RUNS realtime runs of ``--seconds``
+each per condition, interleaved: no view; ``planner view --view web`` beside the stack (serving the
+web viewer, no browser); and the same with a headless Chromium rendering the web viewer on this
+machine too (``--browser``; needs Debian's chromium + chromium-driver). Mean and standard error
+of the node's deadline figures per condition (``results/view/view_ab.json``).
+
+    python bench/soak.py --view-ab 4 --seconds 60 [--browser]
+
 ``--stand``: the stand soak. Lockstep and as fast as the planner answers, task stand, no pushes,
 no reset on a fall, for ``--steps`` simulation steps (20,000 = 10 simulated minutes), ``--runs``
 times with bridge seeds ``--seed``+i: whether the robot is up at the end and, if it fell, the
@@ -114,7 +122,12 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5, help="--stand: runs")
     ap.add_argument("--steps", type=int, default=20000, help="--stand: simulation steps per run")
     ap.add_argument("--seed", type=int, default=71000, help="--stand: the first run's bridge seed")
+    ap.add_argument("--view-ab", type=int, default=0, metavar="RUNS",
+                    help="runs per condition: no view vs `planner view --view web` (see the module doc)")
+    ap.add_argument("--browser", action="store_true", help="--view-ab: also a condition with a headless Chromium on the viewer")
     a = ap.parse_args()
+    if a.view_ab:
+        return view_ab_main(a)
     a.domain = a.domain if a.domain is not None else (57 if a.stand else 58)
     a.out = a.out or ROOT / "results" / ("long_stand" if a.stand else "soak")
     if a.stand:
@@ -210,6 +223,80 @@ def soak_realtime(a, bundle: str, domain: int) -> dict:
           f"crashed: {crashed or 'none'}")
     print(json.dumps({k: v for k, v in summary.items() if k != "rss_series"}))
     return summary
+
+
+AB_KEYS = ("deadline_misses", "late_commands", "commands_fallback", "command_gap_max_ms", "command_gap_max_probe_ms",
+           "plan_age_p99_ms", "latency_p99_ms")
+
+
+def view_ab_once(bundle: str, seconds: float, domain: int, view: str, port: int) -> dict:
+    """One realtime run (shipped bundle, pushes every 100 steps, reset on falls): the node's figures."""
+    from hil import Probe
+    probe = Probe(domain)
+    logs = Path(tempfile.mkdtemp(prefix="view_ab_"))
+    args = None if view == "none" else ["--view", "web", "--web-port", str(port), "--grpc-port", str(port + 1)]
+    gap, driver = {"last": None, "max_s": 0.0}, None
+    try:
+        with stack(bundle, logs, view=args, reset_on_fall=True, push_every=100) as b:
+            probe.wait_for(lambda: probe.diagnostics().get("ticks", "0") != "0", 60, "the planner's first diagnostics")
+            if args:  # measured once the viewer draws (its start-up is not what is compared)
+                probe.wait_for(lambda: probe.diagnostics("planner_view").get("poses", "0") != "0", 60, "the view's first pose")
+            if view == "browser":
+                import web_view
+                from planner_node.ros.bringup import web_url
+                driver = web_view.chrome()
+                driver.get(web_url(args))
+                probe.spin(20.0)  # the page loads and starts drawing
+            probe.spin(2.0)
+            _probe_gap(probe, gap)
+            drain(probe)
+            gap = {"last": None, "max_s": 0.0}
+            t0 = time.monotonic()
+            start = probe.diagnostics()
+            while time.monotonic() - t0 < seconds:
+                probe.spin(1.0)
+                _probe_gap(probe, gap)
+                drain(probe)
+            d = probe.diagnostics()
+            dead = {n: p.returncode for n, p in b.procs.items() if p.poll() is not None}
+    finally:
+        if driver is not None:
+            driver.quit()
+        probe.close()
+    out = {k: float(d.get(k, "nan")) - (float(start.get(k, 0)) if k in ("deadline_misses", "late_commands",
+                                                                          "commands_fallback") else 0.0)
+           for k in AB_KEYS if k != "command_gap_max_probe_ms"}
+    out["command_gap_max_probe_ms"] = round(1e3 * gap["max_s"], 1)
+    out["ticks"] = int(d.get("ticks", 0)) - int(start.get("ticks", 0))
+    out["crashed"] = dead
+    return out
+
+
+def view_ab_main(a) -> int:
+    import numpy as np
+
+    from planner_node.atomic import write_json
+    conditions = ["none", "web"] + (["browser"] if a.browser else [])
+    runs: dict[str, list[dict]] = {c: [] for c in conditions}
+    domain = a.domain or 56
+    for i in range(a.view_ab):
+        for c in conditions:  # interleaved: drift in the machine's load hits every condition alike
+            r = view_ab_once(a.bundle[0], a.seconds, domain, c, 9100 + 10 * i + 3 * conditions.index(c))
+            runs[c].append(r)
+            print(f"run {i} {c:<8}" + " ".join(f"{k} {r[k]:.1f}" for k in AB_KEYS) + f" ticks {r['ticks']}", flush=True)
+
+    def mse(vals):
+        v = np.asarray(vals, float)
+        return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+    table = {c: {k: mse([r[k] for r in rs]) for k in AB_KEYS + ("ticks",)} for c, rs in runs.items()}
+    print(f"{'measure':<28}" + "".join(f"{c:>22}" for c in conditions))
+    for k in AB_KEYS + ("ticks",):
+        print(f"{k:<28}" + "".join(f"{table[c][k][0]:>13.2f} ± {table[c][k][1]:<6.2f}" for c in conditions))
+    out = a.out or ROOT / "results" / "view"
+    write_json(Path(out) / "view_ab.json", {"seconds": a.seconds, "runs_per_condition": a.view_ab,
+                                            "bundle": str(a.bundle[0]), "conditions": conditions,
+                                            "mean_se": table, "runs": runs})
+    return 1 if any(r["crashed"] for rs in runs.values() for r in rs) else 0
 
 
 def _kind(bundle: str) -> str:

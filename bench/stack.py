@@ -17,11 +17,12 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def stack(bundle: str, log_dir: Path, planner: dict | None = None, **bridge):
-    """A Bringup of the realtime stack (the planner on the bridge's /clock) with planner and bridge overrides."""
+def stack(bundle: str, log_dir: Path, planner: dict | None = None, view: list[str] | None = None, **bridge):
+    """A Bringup of the realtime stack (the planner on the bridge's /clock) with planner and bridge
+    overrides; ``view``: `planner view`'s arguments, to run it beside."""
     from planner_node.ros.bringup import Bringup
     return Bringup({"bundle": bundle, "lockstep": "false"}, extra={"sim_bridge": bridge, "planner": planner or {}},
-                   log_dir=log_dir)
+                   log_dir=log_dir, view=view)
 
 
 def counters(d: dict, prefix: str) -> dict[str, int]:

@@ -111,14 +111,15 @@ def cmd_data_view(a) -> int:
     ev = ", ".join(f"{v} {k}" for k, v in out["events"].items())
     print(f"{out['dataset']} episode {out['episode']}: {out['rows']} rows, task {out['task']}, recipe "
           f"{out['recipe'] or '-'}; {out['poses']} poses; marked: {ev}" + (f"; wrote {a.rrd}" if a.rrd else ""))
-    if a.view == "web":
-        print(f"web viewer: {out['web_viewer']} (Ctrl-C to stop serving)", flush=True)
-    if a.view:
+    viewer = out["viewer"]
+    if viewer is not None and viewer.url:
+        print(f"web viewer: {viewer.url} (Ctrl-C to stop serving)", flush=True)
         try:
-            while True:
+            while viewer.proc.poll() is None:
                 time.sleep(1.0)
         except KeyboardInterrupt:
             pass
+        viewer.close()
     return 0
 
 
@@ -359,6 +360,10 @@ def cmd_up(a) -> int:
               "trusted_keys": a.trusted_keys, "bundle_root": a.bundle_root,
               "lock_parameters": str(a.lock_parameters).lower(), "reset_on_fall": str(a.reset_on_fall).lower()}
     view = None
+    if a.view == "native" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        print("planner up: no display for the native viewer: serving the web viewer instead (--view web)",
+              file=sys.stderr, flush=True)
+        a.view = "web"
     if a.view or a.rrd:
         view = (["--view", a.view] if a.view else []) + (["--rrd", str(a.rrd)] if a.rrd else [])
     return up(values, a.duration, quiet=a.quiet, log_dir=a.log_dir, view=view)

@@ -27,6 +27,9 @@ COVERED = {
     "planner swap": "test_remote.py::test_swap_and_task_drive_a_running_stack",
     "planner up": "test_readme.py (the cycle, test_planner_up_as_the_readme_shows), test_launch_default.py (no arguments)",
     "planner verify": "test_readme.py::test_bundle_commands_on_every_shipped_bundle",
+    "planner view": "test_view.py (the demo recorded through planner view; --view web on localhost)",
+    "planner data": "test_view.py::test_data_view_writes_an_episode_that_reads_back",
+    ".venv/bin/rerun demo_out/demo.rrd": "test_view.py::test_web_viewer_in_headless_chromium_shows_the_humanoid (the wheel's viewer)",
 }
 
 

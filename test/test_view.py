@@ -343,3 +343,63 @@ def test_web_viewer_in_headless_chromium_shows_the_humanoid(tmp_path):
         f"{robot_px.sum()} of {robot_px.size} pixels differ: no humanoid in view ({tmp_path / 'robot.png'})"
     rows, cols = np.nonzero(robot_px)
     assert rows.max() - rows.min() > 0.25 * robot_px.shape[0], "what differs is not body-tall"
+
+
+def _listeners() -> dict[int, set[str]]:
+    """Listening TCP sockets on this machine: port -> local addresses (from /proc/net/tcp)."""
+    out: dict[int, set[str]] = defaultdict(set)
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, _, state = line.split()[1:4]
+        if state == "0A":  # LISTEN
+            ip_hex, port_hex = local.split(":")
+            ip = ".".join(str(int(ip_hex[i:i + 2], 16)) for i in (6, 4, 2, 0))
+            out[int(port_hex, 16)].add(ip)
+    return out
+
+
+def test_planner_view_web_serves_the_viewer_on_localhost_only_and_stops_it(ros_domain, tmp_path):
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+    from web_view import _free_port
+    web, grpc = _free_port(), _free_port()
+    env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    p = subprocess.Popen([sys.executable, "-m", "planner_node.ros.view", "--view", "web", "--web-port", str(web),
+                          "--grpc-port", str(grpc), "--rrd", str(tmp_path / "v.rrd")], env=env, cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        page = None
+        for _ in range(300):
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{web}/", timeout=1).read()
+                break
+            except OSError:
+                assert p.poll() is None, p.stdout.read()
+                time.sleep(0.1)
+        assert page and b"<html" in page.lower(), "the web viewer's page was not served"
+        listening = _listeners()
+        assert listening[web] == {"127.0.0.1"} and listening[grpc] == {"127.0.0.1"}, dict(listening)
+    finally:
+        os.killpg(p.pid, signal.SIGINT)
+        out = p.communicate(timeout=30)[0]
+    assert p.returncode == 0, out[-2000:]
+    assert f"web viewer at http://127.0.0.1:{web}/" in out
+    with pytest.raises(OSError):  # the viewer went with the node
+        socket.create_connection(("127.0.0.1", web), 0.5).close()
+
+
+def test_planner_up_records_the_run_through_the_view(ros_domain, tmp_path):
+    """`planner up humanoid --rrd FILE`: `planner view` runs beside the two nodes, and the file it
+    leaves holds the robot's poses once the run stops."""
+    import os
+    rrd = tmp_path / "up.rrd"
+    r = subprocess.run([str(Path(sys.executable).with_name("planner")), "up", "humanoid", "--lockstep", "--duration", "8",
+                        "--rrd", str(rrd), "--log-dir", str(tmp_path / "logs"), "--quiet"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "planner_node.ros.view --rrd" in r.stdout
+    poses = read_rrd(rrd)["/world/robot/lfoot"]["rows"]
+    steps = [x["step"] for x in poses]
+    assert len(poses) > 10 and steps == sorted(set(steps)), steps[:20]

@@ -49,22 +49,29 @@ def _grab(driver) -> np.ndarray:
     return mpimg.imread(BytesIO(driver.get_screenshot_as_png()), format="png")[..., :3]
 
 
-def capture(rrd: Path, out: Path, settle_s: float = 4.0, timeout_s: float = 120.0) -> np.ndarray:
-    """Serve ``rrd`` (``rerun --serve-web``), open it in headless Chromium, wait until the page
-    stops changing (the recording is loaded and drawn), save the screenshot; returns it (H, W, 3)."""
+def chrome():
+    """A headless Chromium (software WebGL) driven by Selenium; ``quit()`` it when done."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    web, grpc = _free_port(), _free_port()
-    rerun = str(Path(sys.executable).with_name("rerun"))
-    server = subprocess.Popen([rerun, "--serve-web", "--bind", "127.0.0.1", "--port", str(grpc),
-                               "--web-viewer-port", str(web), str(rrd)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for a in ("--headless=new", "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
               "--disable-component-update", "--disable-sync", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
               "--ignore-gpu-blocklist", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
         opts.add_argument(a)
+    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    driver.set_window_size(*WINDOW)
+    return driver
+
+
+def capture(rrd: Path, out: Path, settle_s: float = 4.0, timeout_s: float = 120.0) -> np.ndarray:
+    """Serve ``rrd`` (``rerun --serve-web``), open it in headless Chromium, wait until the page
+    stops changing (the recording is loaded and drawn), save the screenshot; returns it (H, W, 3)."""
+    web, grpc = _free_port(), _free_port()
+    rerun = str(Path(sys.executable).with_name("rerun"))
+    server = subprocess.Popen([rerun, "--serve-web", "--bind", "127.0.0.1", "--port", str(grpc),
+                               "--web-viewer-port", str(web), str(rrd)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     driver = None
     try:
         for _ in range(100):  # the viewer's HTTP server is up
@@ -73,8 +80,7 @@ def capture(rrd: Path, out: Path, settle_s: float = 4.0, timeout_s: float = 120.
                 break
             except OSError:
                 time.sleep(0.1)
-        driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
-        driver.set_window_size(*WINDOW)
+        driver = chrome()
         driver.get(f"http://127.0.0.1:{web}/?url=rerun%2Bhttp%3A%2F%2F127.0.0.1%3A{grpc}%2Fproxy")
         t0, last, still = time.monotonic(), None, 0.0
         shot = _grab(driver)

@@ -38,7 +38,8 @@ class ViewNode(Node):
         self._step_of, self._plan_bodies = step_of, PLAN_BODIES
         self.declare_parameter("plan_topic", "/planner/plan")
         self.kin = Kinematics()
-        self.rec, self.url = open_recording("planner_node", rrd=rrd, view=view, web_port=web_port, grpc_port=grpc_port)
+        self.rec, self.viewer = open_recording("planner_node", rrd=rrd, view=view, web_port=web_port, grpc_port=grpc_port)
+        self.url = self.viewer.url if self.viewer is not None else None
         self.log = RunLog(self.rec, self.kin.model)
         self._pending: dict[int, dict] = {}   # stamp [ns] -> {"js": msg, "odom": msg}
         self._last_step = -1
@@ -63,6 +64,8 @@ class ViewNode(Node):
 
     def close(self) -> None:
         self.log.close()
+        if self.viewer is not None:
+            self.viewer.close()
 
     def _publish_status(self) -> None:
         st = DiagnosticStatus(name="planner_view", hardware_id="rerun", message=self.url or "recording")

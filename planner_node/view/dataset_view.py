@@ -90,7 +90,7 @@ def view_episode(path: str, episode: int, rrd: str | None = None, view: str | No
     plans = ds.plans[rows] if ds.plans is not None else None
     plan_steps = ds.plan_steps[rows]
     kin = Kinematics()
-    rec, url = open_recording("planner_node_dataset", rrd=rrd, view=view)
+    rec, viewer = open_recording("planner_node_dataset", rrd=rrd, view=view)
     log = RunLog(rec, kin.model)
     task = ds.tasks[int(a["task_ids"][0])]
     pos, quat = base_poses(a["observations"])
@@ -125,4 +125,4 @@ def view_episode(path: str, episode: int, rrd: str | None = None, view: str | No
             log.plan_paths(kin.body_paths(PLAN_BODIES, path, pos[k], quat[k]))
     log.close()
     return {"dataset": str(ds.path), "episode": episode, "rows": len(rows), "task": task, "recipe": recipe,
-            "poses": log.poses_logged, "events": events, "web_viewer": url}
+            "poses": log.poses_logged, "events": events, "viewer": viewer}

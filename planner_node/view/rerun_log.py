@@ -179,25 +179,70 @@ def blueprint():
     )
 
 
+class Viewer:
+    """The viewer from the rerun-sdk wheel (its ``rerun`` CLI) as a process of its own, bound to
+    localhost: ``native`` opens a window (needs a display), ``web`` serves the web viewer over HTTP.
+    Both also host the gRPC proxy this process logs to. ``close()`` stops it."""
+
+    def __init__(self, kind: str, web_port: int, grpc_port: int):
+        import shutil
+        import subprocess
+        import sys
+        from pathlib import Path
+        exe = Path(sys.executable).with_name("rerun")
+        exe = str(exe) if exe.exists() else shutil.which("rerun")
+        if exe is None:
+            raise ImportError("the viewer needs rerun-sdk's `rerun` CLI: pip install 'planner_node[view]'")
+        cmd = [exe, "--bind", "127.0.0.1", "--port", str(grpc_port), "--server-memory-limit", "1GiB"]
+        if kind == "web":
+            cmd += ["--serve-web", "--web-viewer-port", str(web_port)]
+        self.kind = kind
+        self.grpc_url = f"rerun+http://127.0.0.1:{grpc_port}/proxy"
+        self.url = (f"http://127.0.0.1:{web_port}/?url=rerun%2Bhttp%3A%2F%2F127.0.0.1%3A{grpc_port}%2Fproxy"
+                    if kind == "web" else None)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self._wait_listening(grpc_port)
+
+    def _wait_listening(self, port: int, timeout_s: float = 20.0) -> None:
+        import socket
+        import time
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the {self.kind} viewer exited at start (exit code {self.proc.returncode}); "
+                                   f"is port {port} in use?")
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"the {self.kind} viewer did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
+
+    def close(self) -> None:
+        import os
+        import signal
+        if self.kind == "web" and self.proc.poll() is None:  # a native window stays open for the user
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except Exception:  # noqa: BLE001 - it must go
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
 def open_recording(app: str, rrd: str | None = None, view: str | None = None, web_port: int = 9090,
-                   grpc_port: int = 9876) -> tuple["rr.RecordingStream", str | None]:
-    """A RecordingStream to a file (``rrd``), a viewer (``view``: native | web), or both.
-    Returns (stream, the web viewer's URL or None)."""
+                   grpc_port: int = 9876) -> tuple["rr.RecordingStream", "Viewer | None"]:
+    """A RecordingStream to a file (``rrd``), a viewer (``view``: native | web, started here as its
+    own process on localhost), or both. Returns (stream, the viewer or None)."""
+    if view not in (None, "", "none", "native", "web"):
+        raise ValueError(f"view: unknown {view!r}; valid: native, web")
+    if not rrd and view in (None, "", "none"):
+        raise ValueError("nothing to log to: give an .rrd path, a viewer, or both")
     rec = rr.RecordingStream(application_id=app)
-    sinks, url = [], None
+    sinks, viewer = [], None
     if rrd:
         sinks.append(rr.FileSink(str(rrd)))
-    if view == "native":
-        rec.spawn(port=grpc_port, connect=False)  # the viewer in the wheel, as its own process
-        sinks.append(rr.GrpcSink(f"rerun+http://127.0.0.1:{grpc_port}/proxy"))
-    elif view == "web":
-        sinks.append(rr.GrpcServerSink(grpc_port=grpc_port))
-    elif view not in (None, "", "none"):
-        raise ValueError(f"view: unknown {view!r}; valid: native, web")
-    if not sinks:
-        raise ValueError("nothing to log to: give an .rrd path, a viewer, or both")
+    if view in ("native", "web"):
+        viewer = Viewer(view, web_port, grpc_port)
+        sinks.append(rr.GrpcSink(viewer.grpc_url))
     rec.set_sinks(*sinks, default_blueprint=blueprint())
-    if view == "web":  # serves the viewer from the wheel on localhost (no network needed)
-        rr.serve_web_viewer(web_port=web_port, open_browser=False, connect_to=f"rerun+http://127.0.0.1:{grpc_port}/proxy")
-        url = f"http://127.0.0.1:{web_port}/?url=rerun%2Bhttp%3A%2F%2F127.0.0.1%3A{grpc_port}%2Fproxy"
-    return rec, url
+    return rec, viewer
