@@ -16,9 +16,37 @@ import numpy as np
 from planner_node.kinds import KINDS
 
 
+#: What a plan's predicted observations say about the body, per step (``intent_of``): height [m],
+#: world z in the root frame, velocimeter [m/s] and gyro [rad/s] (root frame). Enough to draw where
+#: the planner thinks the base goes, and how high, without sending 224 numbers a step.
+INTENT_BLOCKS = ("body_height", "world_zaxis", "sensors_velocimeter", "sensors_gyro")
+
+
+def _intent_index() -> np.ndarray:
+    from planner_node import spec
+    return np.concatenate([np.arange(spec.OBS_SLICES[b].start, spec.OBS_SLICES[b].stop) for b in INTENT_BLOCKS])
+
+
+INTENT_INDEX = _intent_index()
+INTENT_DIM = len(INTENT_INDEX)
+
+
+def intent_of(predicted_obs) -> np.ndarray | None:
+    """(T, INTENT_DIM) from a plan's predicted observations (T, 224), row 0 the state planned
+    from; None where there are none, or they are not finite (nothing of them is then shown)."""
+    if predicted_obs is None:
+        return None
+    obs = np.asarray(predicted_obs, float)
+    if obs.ndim != 2 or obs.shape[1] <= INTENT_INDEX.max() or not np.all(np.isfinite(obs)):
+        return None
+    return obs[:, INTENT_INDEX]
+
+
 @dataclass
 class Plan:
-    """Actions (H, 56) in [-1, 1] to execute from now, the plan's score, and diagnostics."""
+    """Actions (H, 56) in [-1, 1] to execute from now, the plan's score, and diagnostics.
+    ``info["predicted_obs"]`` (T, 224), where a kind predicts states: the observations it expects
+    along the plan, row 0 the state it planned from (the node publishes their ``intent_of``)."""
 
     actions: np.ndarray
     score: float

@@ -67,6 +67,28 @@ def test_worker_commands_what_the_inline_planner_commands(env, worker):
     assert "onnxruntime" in maps and "libtorch" not in maps and "librcl" not in maps
 
 
+def test_the_worker_carries_the_predicted_states_of_a_kind_that_has_them(env):
+    """H-GAP predicts the states along its plan: the worker passes what they say of the body (the
+    node's ~/plan_intent) through the channel, equal to the inline planner's; the chunk policy
+    predicts none and sends none."""
+    from planner_node.planning import INTENT_DIM
+    hgap = ROOT / "bundles" / "hgap"
+    inline = Controller(runtime_planner(str(hgap), seed=0), ControllerConfig())
+    inline.planner.reset(0)
+    ref = _lockstep(env, inline, 4)
+    svc = WorkerPlanService(_spec(hgap), env.reset(0))
+    try:
+        got = _lockstep(env, Controller(None, ControllerConfig(), service=svc), 4)
+    finally:
+        svc.close()
+    for r, g in zip(ref, got):
+        assert r.plan is not None and g.plan is not None
+        assert g.plan.info["intent"].shape == (len(r.plan.plan.info["predicted_obs"]), INTENT_DIM)
+        np.testing.assert_array_equal(g.plan.info["intent"], r.plan.info["intent"])
+    chunk = _lockstep(env, Controller(runtime_planner(str(SHIPPED), seed=0), ControllerConfig()), 2)
+    assert all("intent" not in r.plan.info for r in chunk)
+
+
 def test_a_crashed_worker_leaves_the_clock_commanding_the_shifted_plan_then_hold(env, worker, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "crash:3")  # SIGSEGV in the worker after its third plan
     svc = worker()

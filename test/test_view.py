@@ -392,14 +392,25 @@ def test_planner_view_web_serves_the_viewer_on_localhost_only_and_stops_it(ros_d
 
 def test_planner_up_records_the_run_through_the_view(ros_domain, tmp_path):
     """`planner up humanoid --rrd FILE`: `planner view` runs beside the two nodes, and the file it
-    leaves holds the robot's poses once the run stops."""
+    leaves holds the robot's poses once the run stops. H-GAP predicts states: the view draws the
+    base path they imply, starting where the base was, at the predicted heights."""
     import os
     rrd = tmp_path / "up.rrd"
     r = subprocess.run([str(Path(sys.executable).with_name("planner")), "up", "humanoid", "--lockstep", "--duration", "8",
-                        "--rrd", str(rrd), "--log-dir", str(tmp_path / "logs"), "--quiet"],
+                        "--bundle", "bundles/hgap", "--rrd", str(rrd), "--log-dir", str(tmp_path / "logs"), "--quiet"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "planner_node.ros.view --rrd" in r.stdout
-    poses = read_rrd(rrd)["/world/robot/lfoot"]["rows"]
+    log = read_rrd(rrd)
+    poses = log["/world/robot/lfoot"]["rows"]
     steps = [x["step"] for x in poses]
     assert len(poses) > 10 and steps == sorted(set(steps)), steps[:20]
+    paths = log["/world/plan/base"]["rows"]
+    assert paths, "no predicted base path drawn"
+    base = {x["step"]: x for x in log["/world/base_path"]["rows"]}
+    for row in paths[-5:]:  # each starts at the base's position at its step (x, y), at a standing-ish height
+        start = np.asarray(row["LineStrips3D:strips"][0], float)[0]
+        if row["step"] in base:
+            here = np.asarray(base[row["step"]]["LineStrips3D:strips"][0], float)[-1]
+            np.testing.assert_allclose(start[:2], here[:2], atol=1e-6)
+        assert 0.0 < start[2] < 2.0

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from planner_node.planning import Plan, Planner, PlanRequest
+from planner_node.planning import Plan, Planner, PlanRequest, intent_of
 
 
 @dataclass
@@ -89,9 +89,10 @@ def filtered_plan(slot: int, planner: Planner, action_filter, request: PlanReque
     actions = actions.copy()
     actions[0] = chosen.action
     g = chosen.info.get("g")
+    intent = intent_of(plan.info.get("predicted_obs"))
     return Planned(slot, actions, float(plan.score), "fallback" in plan.info, bool(chosen.intervened),
                    None if g is None else float(g), chosen.info.get("threshold"),
-                   (time.perf_counter() - t0) * 1e3, plan=plan)
+                   (time.perf_counter() - t0) * 1e3, plan=plan, info={} if intent is None else {"intent": intent})
 
 
 class InlinePlanService(PlanService):

@@ -29,6 +29,67 @@ def heading_velocity(q_wxyz: np.ndarray, lin_base: np.ndarray, ang_base: np.ndar
     return np.array([v_world[:2] @ h, v_world[:2] @ np.array([-h[1], h[0]]), quat_rotate(q, np.asarray(ang_base, float))[2]])
 
 
+def _tilt(z_body: np.ndarray) -> np.ndarray:
+    """The rotation (3, 3), body to world, with no yaw of its own, that takes the observed world
+    z axis (expressed in the body frame) to the world's z: the shortest arc."""
+    a = z_body / max(np.linalg.norm(z_body), 1e-9)
+    b = np.array([0.0, 0.0, 1.0])
+    v, c = np.cross(a, b), float(a @ b)
+    if c < -1 + 1e-9:  # upside down: any half turn about a horizontal axis
+        return np.diag([1.0, -1.0, -1.0])
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx / (1 + c)
+
+
+def _rz(psi: float) -> np.ndarray:
+    c, s = np.cos(psi), np.sin(psi)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+
+
+def _heading_angle(R: np.ndarray) -> float:
+    h = R @ spec.BODY_FORWARD
+    return float(np.arctan2(h[1], h[0]))
+
+
+def dead_reckon(height: np.ndarray, zaxis: np.ndarray, veloc: np.ndarray, gyro: np.ndarray,
+                start_xy=(0.0, 0.0), start_heading_rad: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Base positions (T, 3) [m] and quaternions (T, 4) (w, x, y, z) from what observations hold
+    of the base: height (T,) [m], world z in the root frame (T, 3), velocimeter (T, 3) [m/s] and
+    gyro (T, 3) [rad/s] in the root frame. Height and tilt are observed; the heading and x, y are
+    integrated (trapezoid rule), from ``start_xy`` [m] facing ``start_heading_rad`` (the body's
+    forward axis, world frame). Each step the integrated attitude keeps only its heading: the tilt
+    is observed. A dataset episode (no world pose recorded) and a plan's predicted states use it."""
+    dt = spec.CONTROL_PERIOD_S
+    T = len(height)
+    pos, quat = np.zeros((T, 3)), np.zeros((T, 4))
+    tilt = _tilt(zaxis[0])
+    R = _rz(start_heading_rad - _heading_angle(tilt)) @ tilt
+    xy = np.asarray(start_xy, float).copy()
+    for k in range(T):
+        if k:
+            w = 0.5 * (gyro[k - 1] + gyro[k]) * dt  # body frame [rad]
+            step = np.empty(4)
+            mujoco.mju_axisAngle2Quat(step, w / max(np.linalg.norm(w), 1e-12), float(np.linalg.norm(w)))
+            dR = np.empty(9)
+            mujoco.mju_quat2Mat(dR, step)
+            R_pred = R @ dR.reshape(3, 3)
+            tilt = _tilt(zaxis[k])
+            R_next = _rz(_heading_angle(R_pred) - _heading_angle(tilt)) @ tilt
+            v = 0.5 * (R @ veloc[k - 1] + R_next @ veloc[k])
+            xy = xy + dt * v[:2]
+            R = R_next
+        pos[k] = (xy[0], xy[1], float(height[k]))
+        mujoco.mju_mat2Quat(quat[k], R.reshape(-1))
+    return pos, quat
+
+
+def heading_angle(q_wxyz: np.ndarray) -> float:
+    """The body's forward axis, projected on the floor, as an angle from world +x [rad]."""
+    R = np.empty(9)
+    mujoco.mju_quat2Mat(R, np.asarray(q_wxyz, float))
+    return _heading_angle(R.reshape(3, 3))
+
+
 class Kinematics:
     """Pose the robot at (joint positions, base pose) and read geom and body frames in the world."""
 

@@ -47,6 +47,7 @@ from planner_node.ros.default_bundle import default_bundle_path, share_dir
 from planner_node.control.parameters import LOCKED_WHEN_DEPLOYED, PARAMS
 from planner_node.ros.convert import joint_state_arrays, odometry_arrays, stamp_s
 from planner_node.control.state_estimator import MeasuredState
+from planner_node.planning import INTENT_BLOCKS
 from planner_node.control.state_validation import (REJECT_REASONS, Rejected, StampGate, StateLimits, check_command,
                                            check_joints, check_odometry, clock_mismatch_hint)
 
@@ -338,6 +339,8 @@ class PlannerNode(LifecycleNode):
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_cmd = self.create_lifecycle_publisher(Float64MultiArray, "/humanoid/joint_commands", qos)
         self.pub_plan = self.create_lifecycle_publisher(JointTrajectory, "~/plan", 1)
+        # where the kind predicts states (H-GAP, TAP, Diffuser): what it expects of the body along the plan
+        self.pub_intent = self.create_lifecycle_publisher(Float64MultiArray, "~/plan_intent", 1)
         self.pub_diag = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
         self._subs = [self.create_subscription(JointState, "/joint_states", self._on_joint_states, 10),
                       self.create_subscription(Odometry, "/odom", self._on_odom, 10),
@@ -396,10 +399,10 @@ class PlannerNode(LifecycleNode):
         for sub in getattr(self, "_subs", []):
             self.destroy_subscription(sub)
         self._subs = []
-        for pub in (getattr(self, n, None) for n in ("pub_cmd", "pub_plan", "pub_diag")):
+        for pub in (getattr(self, n, None) for n in ("pub_cmd", "pub_plan", "pub_intent", "pub_diag")):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
-        self.pub_cmd = self.pub_plan = self.pub_diag = None
+        self.pub_cmd = self.pub_plan = self.pub_intent = self.pub_diag = None
         with self._lock:
             self.controller, self._pending = None, None
             self._joint = self._odom = None
@@ -544,6 +547,8 @@ class PlannerNode(LifecycleNode):
         self._last_publish = now
         if res.plan is not None:
             self._publish_plan(res.plan.actions)
+            if "intent" in res.plan.info:
+                self.pub_intent.publish(intent_message(res.plan.info["intent"]))
             if self._resume_t0 is not None:  # planning again after a restarted clock: how long it took
                 self._resume_ms = 1e3 * (time.monotonic() - self._resume_t0)
                 self._resume_t0 = None
@@ -634,6 +639,21 @@ class PlannerNode(LifecycleNode):
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(msg)
 
+
+
+#: ~/plan_intent's column label: the blocks, each with its width
+INTENT_LABEL = ",".join(f"{b}:{spec.OBS_SLICES[b].stop - spec.OBS_SLICES[b].start}" for b in INTENT_BLOCKS)
+
+
+def intent_message(intent: np.ndarray) -> Float64MultiArray:
+    """~/plan_intent: (T, 10) row-major, row 0 the state planned from; columns as the layout's
+    labels say (planning.INTENT_BLOCKS: body height [m], world z in the root frame, velocimeter
+    [m/s] and gyro [rad/s] in the root frame)."""
+    from std_msgs.msg import MultiArrayDimension, MultiArrayLayout
+    t, k = intent.shape
+    layout = MultiArrayLayout(dim=[MultiArrayDimension(label="step", size=t, stride=t * k),
+                                   MultiArrayDimension(label=INTENT_LABEL, size=k, stride=k)])
+    return Float64MultiArray(layout=layout, data=np.asarray(intent, float).ravel().tolist())
 
 def main(argv=None) -> int:
     from planner_node.ros.spin import init, spin

@@ -21,7 +21,8 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from planner_node import spec
-from planner_node.robot.kinematics import Kinematics, heading_velocity
+from planner_node.planning import INTENT_BLOCKS, INTENT_DIM
+from planner_node.robot.kinematics import Kinematics, dead_reckon, heading_angle, heading_velocity
 
 STATE_DEPTH = 200  # a lockstep run publishes fast; the view keeps every step (a pose per step)
 
@@ -37,6 +38,7 @@ class ViewNode(Node):
         from planner_node.view.status_log import StatusLog
         self._step_of, self._plan_bodies = step_of, PLAN_BODIES
         self.declare_parameter("plan_topic", "/planner/plan")
+        self.declare_parameter("plan_intent_topic", "/planner/plan_intent")
         self.kin = Kinematics()
         self.rec, self.viewer = open_recording("planner_node", rrd=rrd, view=view, web_port=web_port, grpc_port=grpc_port)
         self.url = self.viewer.url if self.viewer is not None else None
@@ -56,7 +58,9 @@ class ViewNode(Node):
         self.create_subscription(Odometry, "/odom", lambda m: self._on_state("odom", m), reliable)
         self.create_subscription(Float64MultiArray, "/humanoid/joint_commands", self._on_command, reliable)
         self.create_subscription(JointTrajectory, str(self.get_parameter("plan_topic").value), self._on_plan, 10)
+        self.create_subscription(Float64MultiArray, str(self.get_parameter("plan_intent_topic").value), self._on_intent, 10)
         self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, 10)
+        self.intents_logged = 0
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
         where = ", ".join(x for x in (rrd and f"recording to {rrd}", self.url and f"web viewer at {self.url}",
                                        view == "native" and "native viewer") if x)
@@ -70,6 +74,7 @@ class ViewNode(Node):
     def _publish_status(self) -> None:
         st = DiagnosticStatus(name="planner_view", hardware_id="rerun", message=self.url or "recording")
         st.values = [KeyValue(key="poses", value=str(self.log.poses_logged)), KeyValue(key="plans", value=str(self.plans_logged)),
+                     KeyValue(key="intents", value=str(self.intents_logged)),
                      KeyValue(key="last_step", value=str(self._last_step))]
         self.pub_diag.publish(DiagnosticArray(status=[st]))
 
@@ -130,6 +135,23 @@ class ViewNode(Node):
         paths = self.kin.body_paths(self._plan_bodies, path, *self._base)
         self.log.plan_paths(paths)
         self.plans_logged += 1
+
+    def _on_intent(self, msg: Float64MultiArray) -> None:
+        """The kind's predicted states along the plan (node.intent_message): the base path they
+        imply, integrated from where the base is now, at the heights they predict."""
+        dims = [d.size for d in msg.layout.dim]
+        data = np.asarray(msg.data, float)
+        if self._last_step < 0 or len(dims) != 2 or dims[1] != INTENT_DIM or data.size != dims[0] * dims[1] \
+                or dims[0] < 2 or not np.all(np.isfinite(data)):
+            return
+        x = data.reshape(dims)
+        base_pos, base_quat = self._base
+        cols = np.cumsum([0, *(spec.OBS_SLICES[b].stop - spec.OBS_SLICES[b].start for b in INTENT_BLOCKS)])
+        blk = {b: x[:, cols[i]:cols[i + 1]] for i, b in enumerate(INTENT_BLOCKS)}
+        path, _ = dead_reckon(blk["body_height"][:, 0], blk["world_zaxis"], blk["sensors_velocimeter"],
+                              blk["sensors_gyro"], base_pos[:2], heading_angle(base_quat))
+        self.log.plan_base(path)
+        self.intents_logged += 1
 
     # -- safety, timing, events -------------------------------------------------------------
     def _on_diag(self, msg: DiagnosticArray) -> None:

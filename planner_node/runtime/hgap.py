@@ -69,7 +69,8 @@ class RuntimeHGAPPlanner(LatentBundlePlanner):
         best = int(np.argmax(c.scores))
         self._remember(self._last_obs[best], c.actions[best])
         return Plan(c.actions[best].copy(), float(c.scores[best]),
-                    info={"tokens": c.tokens[best].tolist(), "candidates": c.first_actions()})
+                    info={"tokens": c.tokens[best].tolist(), "candidates": c.first_actions(),
+                          "predicted_obs": self._last_obs[best]})
 
     def candidates(self, request: PlanRequest) -> Candidates | Plan:
         """Every sampled plan with the model's scores (or the fallback Plan if the deadline came first)."""

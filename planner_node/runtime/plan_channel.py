@@ -24,6 +24,7 @@ import struct
 import numpy as np
 
 from planner_node import spec
+from planner_node.planning import INTENT_DIM
 from planner_node.robot.tasks import TASKS
 
 #: Longest plan the channel carries [control steps]; a longer plan is cut here.
@@ -35,7 +36,9 @@ REQUEST = np.dtype([("seq", "<i8"), ("slot", "<i8"), ("task", "<i4"), ("has_comm
                     ("command", "<f8", (3,)), ("obs", "<f8", (spec.OBS_DIM,))])
 ANSWER = np.dtype([("seq", "<i8"), ("slot", "<i8"), ("n", "<i8"), ("flags", "<i8"), ("g", "<f8"),
                    ("threshold", "<f8"), ("plan_ms", "<f8"), ("score", "<f8"),
-                   ("actions", "<f8", (MAX_HORIZON, spec.ACTION_DIM)), ("error", f"S{ERROR_BYTES}")])
+                   ("actions", "<f8", (MAX_HORIZON, spec.ACTION_DIM)), ("error", f"S{ERROR_BYTES}"),
+                   # the plan's predicted states, where its kind predicts them (planning.intent_of)
+                   ("n_intent", "<i8"), ("intent", "<f8", (MAX_HORIZON + 1, INTENT_DIM))])
 # Answer flags
 INTERVENED, ANYTIME_FALLBACK, ERROR, HAS_G, FILTER_ERROR = 1, 2, 4, 8, 16
 
@@ -92,7 +95,7 @@ class SharedBuffers:
         return rec if rec["seq"] == seq == self.requests[seq % 2]["seq"] else None
 
     def write_answer(self, seq: int, slot: int, actions=None, score=float("nan"), flags=0, g=float("nan"),
-                     threshold=float("nan"), plan_ms=0.0, error: str = "") -> None:
+                     threshold=float("nan"), plan_ms=0.0, error: str = "", intent=None) -> None:
         a = self.answers[seq % 2]
         a["seq"] = -1
         n = 0 if actions is None else min(len(actions), MAX_HORIZON)
@@ -101,6 +104,10 @@ class SharedBuffers:
         if n:
             a["actions"][:n] = actions[:n]
         a["error"] = error.encode("utf-8", "replace")[:ERROR_BYTES]
+        k = 0 if intent is None else min(len(intent), MAX_HORIZON + 1)
+        a["n_intent"] = k
+        if k:
+            a["intent"][:k] = intent[:k]
         a["seq"] = seq
 
     def read_answer(self, seq: int):

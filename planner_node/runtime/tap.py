@@ -87,4 +87,4 @@ class RuntimeTAPPlanner(LatentBundlePlanner):
         traj = dec.run({"tokens": np.repeat(tokens[:1], bd, 0), "state": state(bd)})["trajectory"][:1]
         obs, act = self._unpack(traj)
         self._remember(obs[0], act[0])
-        return Plan(act[0].copy(), float(best_objective[0]), info={"tokens": tokens[0].tolist()})
+        return Plan(act[0].copy(), float(best_objective[0]), info={"tokens": tokens[0].tolist(), "predicted_obs": obs[0]})

@@ -234,7 +234,11 @@ def _planned(rec) -> Planned:
     flags, n = int(rec["flags"]), int(rec["n"])
     err = bytes(rec["error"]).decode("utf-8", "replace") or None
     g, thr = float(rec["g"]), float(rec["threshold"])
+    info = {"filter_error": True} if flags & ch.FILTER_ERROR else {}
+    k = int(rec["n_intent"])
+    if k and not flags & ch.ERROR:
+        info["intent"] = np.array(rec["intent"][:k])
     return Planned(int(rec["slot"]), np.array(rec["actions"][:n]) if not flags & ch.ERROR else np.zeros((0, 0)),
                    float(rec["score"]), bool(flags & ch.ANYTIME_FALLBACK), bool(flags & ch.INTERVENED),
                    g if flags & ch.HAS_G else None, None if np.isnan(thr) else thr, float(rec["plan_ms"]),
-                   err if flags & ch.ERROR else None, info={"filter_error": True} if flags & ch.FILTER_ERROR else {})
+                   err if flags & ch.ERROR else None, info=info)

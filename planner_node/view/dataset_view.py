@@ -12,12 +12,11 @@ expert's plans, they are drawn as plan paths.
 """
 from __future__ import annotations
 
-import mujoco
 import numpy as np
 
 from planner_node import spec
 from planner_node.dataset import Dataset, DatasetError
-from planner_node.robot.kinematics import Kinematics, heading_velocity
+from planner_node.robot.kinematics import Kinematics, dead_reckon, heading_velocity
 from planner_node.view.rerun_log import PLAN_BODIES, RunLog, open_recording
 
 
@@ -25,55 +24,11 @@ def _obs(obs: np.ndarray, block: str) -> np.ndarray:
     return obs[..., spec.OBS_SLICES[block]]
 
 
-def _tilt(z_body: np.ndarray) -> np.ndarray:
-    """The rotation (3, 3), body to world, with no yaw of its own, that takes the observed world
-    z axis (expressed in the body frame) to the world's z: the shortest arc."""
-    a = z_body / max(np.linalg.norm(z_body), 1e-9)
-    b = np.array([0.0, 0.0, 1.0])
-    v, c = np.cross(a, b), float(a @ b)
-    if c < -1 + 1e-9:  # upside down: any half turn about a horizontal axis
-        return np.diag([1.0, -1.0, -1.0])
-    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-    return np.eye(3) + vx + vx @ vx / (1 + c)
-
-
-def _rz(psi: float) -> np.ndarray:
-    c, s = np.cos(psi), np.sin(psi)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
-
-
-def _heading_angle(R: np.ndarray) -> float:
-    h = R @ spec.BODY_FORWARD
-    return float(np.arctan2(h[1], h[0]))
-
-
 def base_poses(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Base positions (T, 3) [m] and quaternions (T, 4) (w, x, y, z) for an episode's
-    observations (T, 224): height and tilt observed; the heading and x, y dead-reckoned (the
-    gyro and velocimeter, root frame, integrated by the trapezoid rule), starting at the origin
-    facing +x. Each step the integrated attitude keeps only its heading: the tilt is observed."""
-    dt = spec.CONTROL_PERIOD_S
-    T = len(obs)
-    pos, quat = np.zeros((T, 3)), np.zeros((T, 4))
-    tilt = _tilt(_obs(obs[0], "world_zaxis"))
-    R = _rz(-_heading_angle(tilt)) @ tilt  # start facing +x
-    xy = np.zeros(2)
-    for k in range(T):
-        if k:
-            w = 0.5 * (_obs(obs[k - 1], "sensors_gyro") + _obs(obs[k], "sensors_gyro")) * dt  # body frame [rad]
-            step = np.empty(4)
-            mujoco.mju_axisAngle2Quat(step, w / max(np.linalg.norm(w), 1e-12), float(np.linalg.norm(w)))
-            dR = np.empty(9)
-            mujoco.mju_quat2Mat(dR, step)
-            R_pred = R @ dR.reshape(3, 3)
-            tilt = _tilt(_obs(obs[k], "world_zaxis"))
-            R_next = _rz(_heading_angle(R_pred) - _heading_angle(tilt)) @ tilt
-            v = 0.5 * (R @ _obs(obs[k - 1], "sensors_velocimeter") + R_next @ _obs(obs[k], "sensors_velocimeter"))
-            xy = xy + dt * v[:2]
-            R = R_next
-        pos[k] = (xy[0], xy[1], float(_obs(obs[k], "body_height")[0]))
-        mujoco.mju_mat2Quat(quat[k], R.reshape(-1))
-    return pos, quat
+    """Base positions (T, 3) [m] and quaternions (T, 4) (w, x, y, z) for an episode's observations
+    (T, 224), starting at the origin facing +x (see planner_node.robot.kinematics.dead_reckon)."""
+    return dead_reckon(_obs(obs, "body_height")[:, 0], _obs(obs, "world_zaxis"), _obs(obs, "sensors_velocimeter"),
+                       _obs(obs, "sensors_gyro"))
 
 
 def view_episode(path: str, episode: int, rrd: str | None = None, view: str | None = None) -> dict:

@@ -7,7 +7,8 @@ Entities (world frame = /odom's ``odom``, z up, metres):
 - ``world/floor``; ``world/robot/<geom>``: every MJCF geom, its shape static, its pose
   (Transform3D = MuJoCo's geom_xpos / geom_xmat) once per simulation step;
 - ``world/base_path``: where the base has been; ``world/plan/<body>``: where the plan takes the
-  feet and hands over its horizon (joint-space plan, base held where it is);
+  feet and hands over its horizon (joint-space plan, base held where it is); ``world/plan/base``:
+  where a kind that predicts states expects the base to go, at the height it predicts;
 - ``safety/...``, ``tracking/...``, ``timing/ms/...``, ``timing/count/...``,
   ``joints/<name>/{commanded,measured}``, ``joints/base_height_m``: series (from /diagnostics at 1 Hz,
   from the states and commands each step);
@@ -119,6 +120,13 @@ class RunLog:
                                                                radii=[0.008]))
             self.rec.log(f"world/plan/{body}/end", rr.Points3D([p[-1]], radii=[0.025],
                                                               colors=[_PLAN_COLORS.get(body, (200, 200, 200))]))
+
+    def plan_base(self, path: np.ndarray) -> None:
+        """Where the planner predicts the base goes (T, 3) [m, world], at the body height it predicts,
+        with a stalk to the floor at each step (the heights over the horizon at a glance)."""
+        self.rec.log("world/plan/base", rr.LineStrips3D([path], colors=[[60, 200, 120]], radii=[0.012]))
+        stalks = [[p, (p[0], p[1], 0.0)] for p in path]
+        self.rec.log("world/plan/base/heights", rr.LineStrips3D(stalks, colors=[[60, 200, 120, 90]], radii=[0.003]))
 
     def plan_candidates(self, paths: list[np.ndarray]) -> None:
         """Other candidates' base or body paths, faded (where a plan carries them)."""
