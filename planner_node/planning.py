@@ -29,6 +29,8 @@ def _intent_index() -> np.ndarray:
 
 INTENT_INDEX = _intent_index()
 INTENT_DIM = len(INTENT_INDEX)
+#: The most candidates whose predicted states a plan passes on for viewing (the best-scored first).
+MAX_CANDIDATES = 8
 
 
 def intent_of(predicted_obs) -> np.ndarray | None:
@@ -42,11 +44,22 @@ def intent_of(predicted_obs) -> np.ndarray | None:
     return obs[:, INTENT_INDEX]
 
 
+def candidate_intents(candidate_obs) -> np.ndarray | None:
+    """(K, T, INTENT_DIM) of the other candidates' predicted observations (K, T, 224), best
+    first, at most MAX_CANDIDATES, leaving out any that is not finite; None where there are none."""
+    if candidate_obs is None:
+        return None
+    rows = [intent_of(o) for o in list(candidate_obs)[:MAX_CANDIDATES]]
+    rows = [r for r in rows if r is not None]
+    return np.stack(rows) if rows and len({r.shape for r in rows}) == 1 else None
+
+
 @dataclass
 class Plan:
     """Actions (H, 56) in [-1, 1] to execute from now, the plan's score, and diagnostics.
     ``info["predicted_obs"]`` (T, 224), where a kind predicts states: the observations it expects
-    along the plan, row 0 the state it planned from (the node publishes their ``intent_of``)."""
+    along the plan, row 0 the state it planned from (the node publishes their ``intent_of``);
+    ``info["candidate_obs"]`` (K, T, 224): the same for the best other candidates it weighed."""
 
     actions: np.ndarray
     score: float

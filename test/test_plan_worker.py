@@ -71,7 +71,7 @@ def test_the_worker_carries_the_predicted_states_of_a_kind_that_has_them(env):
     """H-GAP predicts the states along its plan: the worker passes what they say of the body (the
     node's ~/plan_intent) through the channel, equal to the inline planner's; the chunk policy
     predicts none and sends none."""
-    from planner_node.planning import INTENT_DIM
+    from planner_node.planning import INTENT_DIM, MAX_CANDIDATES
     hgap = ROOT / "bundles" / "hgap"
     inline = Controller(runtime_planner(str(hgap), seed=0), ControllerConfig())
     inline.planner.reset(0)
@@ -85,6 +85,10 @@ def test_the_worker_carries_the_predicted_states_of_a_kind_that_has_them(env):
         assert r.plan is not None and g.plan is not None
         assert g.plan.info["intent"].shape == (len(r.plan.plan.info["predicted_obs"]), INTENT_DIM)
         np.testing.assert_array_equal(g.plan.info["intent"], r.plan.info["intent"])
+        # the best other candidates' states, best first (float32 on the channel: drawn, never commanded)
+        others = r.plan.info["candidate_intent"]
+        assert len(others) == min(MAX_CANDIDATES, len(r.plan.plan.info["candidate_obs"])) > 0
+        np.testing.assert_allclose(g.plan.info["candidate_intent"], others, rtol=1e-6, atol=1e-6)
     chunk = _lockstep(env, Controller(runtime_planner(str(SHIPPED), seed=0), ControllerConfig()), 2)
     assert all("intent" not in r.plan.info for r in chunk)
 

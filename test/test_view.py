@@ -407,6 +407,8 @@ def test_planner_up_records_the_run_through_the_view(ros_domain, tmp_path):
     assert len(poses) > 10 and steps == sorted(set(steps)), steps[:20]
     paths = log["/world/plan/base"]["rows"]
     assert paths, "no predicted base path drawn"
+    faded = log["/world/plan/candidates"]["rows"]
+    assert faded and all(1 <= len(x["LineStrips3D:strips"]) <= 8 for x in faded)
     base = {x["step"]: x for x in log["/world/base_path"]["rows"]}
     for row in paths[-5:]:  # each starts at the base's position at its step (x, y), at a standing-ish height
         start = np.asarray(row["LineStrips3D:strips"][0], float)[0]
@@ -414,3 +416,18 @@ def test_planner_up_records_the_run_through_the_view(ros_domain, tmp_path):
             here = np.asarray(base[row["step"]]["LineStrips3D:strips"][0], float)[-1]
             np.testing.assert_allclose(start[:2], here[:2], atol=1e-6)
         assert 0.0 < start[2] < 2.0
+
+
+def test_intents_leave_out_what_is_not_finite():
+    """A plan's predicted states reach the view only where they are finite: a bad candidate is
+    left out, a bad plan sends none (nothing non-finite is published)."""
+    from planner_node.planning import INTENT_DIM, MAX_CANDIDATES, candidate_intents, intent_of
+    obs = np.random.default_rng(0).normal(size=(12, 17, spec.OBS_DIM))
+    assert intent_of(obs[0]).shape == (17, INTENT_DIM)
+    bad = obs.copy()
+    bad[3, 5, spec.OBS_SLICES["body_height"]] = np.nan
+    assert intent_of(bad[3]) is None and intent_of(None) is None and intent_of(obs[0, :, :10]) is None
+    got = candidate_intents(bad)
+    assert got.shape == (MAX_CANDIDATES - 1, 17, INTENT_DIM)  # the first 8, less the bad one
+    np.testing.assert_array_equal(got[2], intent_of(obs[2]))
+    np.testing.assert_array_equal(got[3], intent_of(obs[4]))

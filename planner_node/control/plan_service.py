@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from planner_node.planning import Plan, Planner, PlanRequest, intent_of
+from planner_node.planning import Plan, Planner, PlanRequest, candidate_intents, intent_of
 
 
 @dataclass
@@ -89,10 +89,15 @@ def filtered_plan(slot: int, planner: Planner, action_filter, request: PlanReque
     actions = actions.copy()
     actions[0] = chosen.action
     g = chosen.info.get("g")
-    intent = intent_of(plan.info.get("predicted_obs"))
+    info = {}
+    intent, others = intent_of(plan.info.get("predicted_obs")), candidate_intents(plan.info.get("candidate_obs"))
+    if intent is not None:  # what the kind predicts of the body (the node's ~/plan_intent, for viewing)
+        info["intent"] = intent
+        if others is not None and others.shape[1:] == intent.shape:
+            info["candidate_intent"] = others
     return Planned(slot, actions, float(plan.score), "fallback" in plan.info, bool(chosen.intervened),
                    None if g is None else float(g), chosen.info.get("threshold"),
-                   (time.perf_counter() - t0) * 1e3, plan=plan, info={} if intent is None else {"intent": intent})
+                   (time.perf_counter() - t0) * 1e3, plan=plan, info=info)
 
 
 class InlinePlanService(PlanService):

@@ -341,6 +341,7 @@ class PlannerNode(LifecycleNode):
         self.pub_plan = self.create_lifecycle_publisher(JointTrajectory, "~/plan", 1)
         # where the kind predicts states (H-GAP, TAP, Diffuser): what it expects of the body along the plan
         self.pub_intent = self.create_lifecycle_publisher(Float64MultiArray, "~/plan_intent", 1)
+        self.pub_candidates = self.create_lifecycle_publisher(Float64MultiArray, "~/plan_candidates", 1)
         self.pub_diag = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
         self._subs = [self.create_subscription(JointState, "/joint_states", self._on_joint_states, 10),
                       self.create_subscription(Odometry, "/odom", self._on_odom, 10),
@@ -399,10 +400,10 @@ class PlannerNode(LifecycleNode):
         for sub in getattr(self, "_subs", []):
             self.destroy_subscription(sub)
         self._subs = []
-        for pub in (getattr(self, n, None) for n in ("pub_cmd", "pub_plan", "pub_intent", "pub_diag")):
+        for pub in (getattr(self, n, None) for n in ("pub_cmd", "pub_plan", "pub_intent", "pub_candidates", "pub_diag")):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
-        self.pub_cmd = self.pub_plan = self.pub_intent = self.pub_diag = None
+        self.pub_cmd = self.pub_plan = self.pub_intent = self.pub_candidates = self.pub_diag = None
         with self._lock:
             self.controller, self._pending = None, None
             self._joint = self._odom = None
@@ -549,6 +550,8 @@ class PlannerNode(LifecycleNode):
             self._publish_plan(res.plan.actions)
             if "intent" in res.plan.info:
                 self.pub_intent.publish(intent_message(res.plan.info["intent"]))
+            if "candidate_intent" in res.plan.info:
+                self.pub_candidates.publish(intent_message(res.plan.info["candidate_intent"]))
             if self._resume_t0 is not None:  # planning again after a restarted clock: how long it took
                 self._resume_ms = 1e3 * (time.monotonic() - self._resume_t0)
                 self._resume_t0 = None
@@ -648,12 +651,15 @@ INTENT_LABEL = ",".join(f"{b}:{spec.OBS_SLICES[b].stop - spec.OBS_SLICES[b].star
 def intent_message(intent: np.ndarray) -> Float64MultiArray:
     """~/plan_intent: (T, 10) row-major, row 0 the state planned from; columns as the layout's
     labels say (planning.INTENT_BLOCKS: body height [m], world z in the root frame, velocimeter
-    [m/s] and gyro [rad/s] in the root frame)."""
+    [m/s] and gyro [rad/s] in the root frame). ~/plan_candidates: (K, T, 10), the best other
+    candidates, best first."""
     from std_msgs.msg import MultiArrayDimension, MultiArrayLayout
-    t, k = intent.shape
-    layout = MultiArrayLayout(dim=[MultiArrayDimension(label="step", size=t, stride=t * k),
-                                   MultiArrayDimension(label=INTENT_LABEL, size=k, stride=k)])
-    return Float64MultiArray(layout=layout, data=np.asarray(intent, float).ravel().tolist())
+    x = np.asarray(intent, float)
+    labels = ["candidate", "step", INTENT_LABEL][-x.ndim:]
+    strides = np.cumprod(x.shape[::-1])[::-1]
+    layout = MultiArrayLayout(dim=[MultiArrayDimension(label=lab, size=int(n), stride=int(st))
+                                   for lab, n, st in zip(labels, x.shape, strides)])
+    return Float64MultiArray(layout=layout, data=x.ravel().tolist())
 
 def main(argv=None) -> int:
     from planner_node.ros.spin import init, spin

@@ -39,6 +39,7 @@ class ViewNode(Node):
         self._step_of, self._plan_bodies = step_of, PLAN_BODIES
         self.declare_parameter("plan_topic", "/planner/plan")
         self.declare_parameter("plan_intent_topic", "/planner/plan_intent")
+        self.declare_parameter("plan_candidates_topic", "/planner/plan_candidates")
         self.kin = Kinematics()
         self.rec, self.viewer = open_recording("planner_node", rrd=rrd, view=view, web_port=web_port, grpc_port=grpc_port)
         self.url = self.viewer.url if self.viewer is not None else None
@@ -59,6 +60,8 @@ class ViewNode(Node):
         self.create_subscription(Float64MultiArray, "/humanoid/joint_commands", self._on_command, reliable)
         self.create_subscription(JointTrajectory, str(self.get_parameter("plan_topic").value), self._on_plan, 10)
         self.create_subscription(Float64MultiArray, str(self.get_parameter("plan_intent_topic").value), self._on_intent, 10)
+        self.create_subscription(Float64MultiArray, str(self.get_parameter("plan_candidates_topic").value),
+                                 self._on_candidates, 10)
         self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, 10)
         self.intents_logged = 0
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
@@ -136,22 +139,35 @@ class ViewNode(Node):
         self.log.plan_paths(paths)
         self.plans_logged += 1
 
-    def _on_intent(self, msg: Float64MultiArray) -> None:
-        """The kind's predicted states along the plan (node.intent_message): the base path they
-        imply, integrated from where the base is now, at the heights they predict."""
+    def _intent_array(self, msg: Float64MultiArray, ndim: int) -> np.ndarray | None:
+        """~/plan_intent (T, 10) or ~/plan_candidates (K, T, 10) as an array; None if malformed."""
         dims = [d.size for d in msg.layout.dim]
         data = np.asarray(msg.data, float)
-        if self._last_step < 0 or len(dims) != 2 or dims[1] != INTENT_DIM or data.size != dims[0] * dims[1] \
-                or dims[0] < 2 or not np.all(np.isfinite(data)):
-            return
-        x = data.reshape(dims)
+        if self._last_step < 0 or len(dims) != ndim or dims[-1] != INTENT_DIM or data.size != int(np.prod(dims)) \
+                or dims[-2] < 2 or not np.all(np.isfinite(data)):
+            return None
+        return data.reshape(dims)
+
+    def _base_path(self, x: np.ndarray) -> np.ndarray:
+        """The base path (T, 3) [m, world] that predicted states x (T, 10) imply: their velocimeter
+        and gyro integrated from where the base is now, at the heights they predict."""
         base_pos, base_quat = self._base
         cols = np.cumsum([0, *(spec.OBS_SLICES[b].stop - spec.OBS_SLICES[b].start for b in INTENT_BLOCKS)])
         blk = {b: x[:, cols[i]:cols[i + 1]] for i, b in enumerate(INTENT_BLOCKS)}
         path, _ = dead_reckon(blk["body_height"][:, 0], blk["world_zaxis"], blk["sensors_velocimeter"],
                               blk["sensors_gyro"], base_pos[:2], heading_angle(base_quat))
-        self.log.plan_base(path)
-        self.intents_logged += 1
+        return path
+
+    def _on_intent(self, msg: Float64MultiArray) -> None:
+        x = self._intent_array(msg, 2)
+        if x is not None:
+            self.log.plan_base(self._base_path(x))
+            self.intents_logged += 1
+
+    def _on_candidates(self, msg: Float64MultiArray) -> None:
+        x = self._intent_array(msg, 3)
+        if x is not None:
+            self.log.plan_candidates([self._base_path(c) for c in x])
 
     # -- safety, timing, events -------------------------------------------------------------
     def _on_diag(self, msg: DiagnosticArray) -> None:

@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from planner_node.planning import Plan, PlanRequest
+from planner_node.planning import MAX_CANDIDATES, Plan, PlanRequest
 from planner_node.runtime.bundle_planner import BundlePlanner
 
 SAMPLERS = ("ddpm", "ddim", "warm")
@@ -196,11 +196,13 @@ class DiffuserPlanMixin:
         scores = np.where(finite, scores, -np.inf)
         best = int(np.argmax(scores))
         self._last = x[best].copy()
+        others = [i for i in np.argsort(-scores, kind="stable") if i != best and finite[i]][:MAX_CANDIDATES]
         # Unnormalise only what is used: the best plan, and every candidate's first action.
         return Plan(unnorm_act(x[best, :, self.obs_dim:]), float(scores[best]),
                     info={"candidates": {"first_actions": unnorm_act(x[finite, 0, self.obs_dim:]),
                                          "scores": scores[finite]},
-                          "predicted_obs": unnorm_obs(x[best, :, : self.obs_dim])})
+                          "predicted_obs": unnorm_obs(x[best, :, : self.obs_dim]),
+                          "candidate_obs": unnorm_obs(x[others, :, : self.obs_dim])})
 
 
 class RuntimeDiffuserPlanner(BundlePlanner, DiffuserPlanMixin):

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from planner_node.planning import Candidates, Plan, PlanRequest
+from planner_node.planning import MAX_CANDIDATES, Candidates, Plan, PlanRequest
 from planner_node.robot.tasks import get_task
 from planner_node.runtime.engine import make_engine
 from planner_node.runtime.latent import LatentBundlePlanner
@@ -68,9 +68,10 @@ class RuntimeHGAPPlanner(LatentBundlePlanner):
             return c
         best = int(np.argmax(c.scores))
         self._remember(self._last_obs[best], c.actions[best])
+        others = [i for i in np.argsort(-c.scores, kind="stable") if i != best][:MAX_CANDIDATES]
         return Plan(c.actions[best].copy(), float(c.scores[best]),
                     info={"tokens": c.tokens[best].tolist(), "candidates": c.first_actions(),
-                          "predicted_obs": self._last_obs[best]})
+                          "predicted_obs": self._last_obs[best], "candidate_obs": self._last_obs[others]})
 
     def candidates(self, request: PlanRequest) -> Candidates | Plan:
         """Every sampled plan with the model's scores (or the fallback Plan if the deadline came first)."""

@@ -24,7 +24,7 @@ import struct
 import numpy as np
 
 from planner_node import spec
-from planner_node.planning import INTENT_DIM
+from planner_node.planning import INTENT_DIM, MAX_CANDIDATES
 from planner_node.robot.tasks import TASKS
 
 #: Longest plan the channel carries [control steps]; a longer plan is cut here.
@@ -38,7 +38,9 @@ ANSWER = np.dtype([("seq", "<i8"), ("slot", "<i8"), ("n", "<i8"), ("flags", "<i8
                    ("threshold", "<f8"), ("plan_ms", "<f8"), ("score", "<f8"),
                    ("actions", "<f8", (MAX_HORIZON, spec.ACTION_DIM)), ("error", f"S{ERROR_BYTES}"),
                    # the plan's predicted states, where its kind predicts them (planning.intent_of)
-                   ("n_intent", "<i8"), ("intent", "<f8", (MAX_HORIZON + 1, INTENT_DIM))])
+                   ("n_intent", "<i8"), ("intent", "<f8", (MAX_HORIZON + 1, INTENT_DIM)),
+                   # and for the best other candidates (float32: drawn, never commanded)
+                   ("n_candidates", "<i8"), ("candidate_intent", "<f4", (MAX_CANDIDATES, MAX_HORIZON + 1, INTENT_DIM))])
 # Answer flags
 INTERVENED, ANYTIME_FALLBACK, ERROR, HAS_G, FILTER_ERROR = 1, 2, 4, 8, 16
 
@@ -95,7 +97,7 @@ class SharedBuffers:
         return rec if rec["seq"] == seq == self.requests[seq % 2]["seq"] else None
 
     def write_answer(self, seq: int, slot: int, actions=None, score=float("nan"), flags=0, g=float("nan"),
-                     threshold=float("nan"), plan_ms=0.0, error: str = "", intent=None) -> None:
+                     threshold=float("nan"), plan_ms=0.0, error: str = "", intent=None, candidate_intent=None) -> None:
         a = self.answers[seq % 2]
         a["seq"] = -1
         n = 0 if actions is None else min(len(actions), MAX_HORIZON)
@@ -108,6 +110,10 @@ class SharedBuffers:
         a["n_intent"] = k
         if k:
             a["intent"][:k] = intent[:k]
+        c = 0 if candidate_intent is None or not k else min(len(candidate_intent), MAX_CANDIDATES)
+        a["n_candidates"] = c
+        if c:
+            a["candidate_intent"][:c, :k] = candidate_intent[:c, :k]
         a["seq"] = seq
 
     def read_answer(self, seq: int):

@@ -129,7 +129,7 @@ def serve(spec: dict, chan: ch.SharedBuffers, req_fd: int, ans_fd: int) -> int:
         chan.write_answer(newest, p.slot, p.actions if not p.error else None, p.score, flags,
                           np.nan if p.g is None else p.g,
                           np.nan if p.threshold is None else float(p.threshold), p.plan_ms, p.error or "",
-                          intent=p.info.get("intent"))
+                          intent=p.info.get("intent"), candidate_intent=p.info.get("candidate_intent"))
         ch.send_seq(ans_fd, ch.PLANNED, newest)
         plans += 1
         if fault is not None and plans >= fault[1]:

@@ -238,6 +238,9 @@ def _planned(rec) -> Planned:
     k = int(rec["n_intent"])
     if k and not flags & ch.ERROR:
         info["intent"] = np.array(rec["intent"][:k])
+        c = int(rec["n_candidates"])
+        if c:
+            info["candidate_intent"] = np.array(rec["candidate_intent"][:c, :k], dtype=np.float64)
     return Planned(int(rec["slot"]), np.array(rec["actions"][:n]) if not flags & ch.ERROR else np.zeros((0, 0)),
                    float(rec["score"]), bool(flags & ch.ANYTIME_FALLBACK), bool(flags & ch.INTERVENED),
                    g if flags & ch.HAS_G else None, None if np.isnan(thr) else thr, float(rec["plan_ms"]),

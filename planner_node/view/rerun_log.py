@@ -129,8 +129,8 @@ class RunLog:
         self.rec.log("world/plan/base/heights", rr.LineStrips3D(stalks, colors=[[60, 200, 120, 90]], radii=[0.003]))
 
     def plan_candidates(self, paths: list[np.ndarray]) -> None:
-        """Other candidates' base or body paths, faded (where a plan carries them)."""
-        self.rec.log("world/plan/candidates", rr.LineStrips3D(paths, colors=[[180, 180, 180, 60]], radii=[0.004]))
+        """The best other candidates' predicted base paths (K of (T, 3)), faded."""
+        self.rec.log("world/plan/candidates", rr.LineStrips3D(paths, colors=[[150, 150, 150, 70]], radii=[0.006]))
 
     # -- series -----------------------------------------------------------------------------
     def scalar(self, path: str, value: float | None) -> None:
