@@ -20,7 +20,7 @@ web viewer, no browser); and the same with a headless Chromium rendering the web
 machine too (``--browser``; needs Debian's chromium + chromium-driver). Mean and standard error
 of the node's deadline figures per condition (``results/view/view_ab.json``).
 
-    python bench/soak.py --view-ab 4 --seconds 60 [--browser]
+    python bench/soak.py --view-ab 5 --seconds 60 [--browser]
 
 ``--stand``: the stand soak. Lockstep and as fast as the planner answers, task stand, no pushes,
 no reset on a fall, for ``--steps`` simulation steps (20,000 = 10 simulated minutes), ``--runs``

@@ -381,6 +381,9 @@ def test_planner_view_web_serves_the_viewer_on_localhost_only_and_stops_it(ros_d
         assert page and b"<html" in page.lower(), "the web viewer's page was not served"
         listening = _listeners()
         assert listening[web] == {"127.0.0.1"} and listening[grpc] == {"127.0.0.1"}, dict(listening)
+        # best effort: the view and its viewer run at nice 10 (the planner, worker and bridge first)
+        stat = Path(f"/proc/{p.pid}/stat").read_text()
+        assert int(stat.rsplit(")", 1)[1].split()[16]) == 10, stat
     finally:
         os.killpg(p.pid, signal.SIGINT)
         out = p.communicate(timeout=30)[0]

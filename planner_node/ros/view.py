@@ -8,6 +8,7 @@ See planner_node.view.rerun_log for what is logged where.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -195,6 +196,9 @@ def main(argv=None) -> int:
     p.add_argument("--view", choices=("native", "web"), help="open a viewer: native (needs a display) or web (localhost)")
     p.add_argument("--web-port", type=int, default=9090)
     p.add_argument("--grpc-port", type=int, default=9876)
+    p.add_argument("--nice", type=int, default=10,
+                   help="run at this niceness (default 10): the view is best effort, and on the robot's own cores "
+                        "the scheduler then favours the planner, its worker and the bridge (0: as started)")
     from rclpy.utilities import remove_ros_args
     a = p.parse_args(remove_ros_args(argv)[1:])
     if not a.rrd and not a.view:
@@ -204,6 +208,8 @@ def main(argv=None) -> int:
     except ImportError as e:
         print(f"planner view: {e}", file=sys.stderr)
         return 2
+    if a.nice > 0:
+        os.nice(a.nice)  # before the viewer process starts: it inherits the niceness
     init(argv)
     return spin(ViewNode(rrd=a.rrd, view=a.view, web_port=a.web_port, grpc_port=a.grpc_port))
 
