@@ -295,6 +295,20 @@ def test_yaml_alias_nest_refused(hgap_bundle, tmp_path):
         load_bundle(b)
 
 
+@pytest.mark.parametrize("extra", ["format_version: 3\n", "normalizer:\n  obs_mean: x\n  obs_mean: y\n"])
+def test_yaml_duplicate_key_refused(hgap_bundle, tmp_path, extra):
+    """A key given twice (top level, or inside a mapping): YAML would keep the last silently, so
+    what a reviewer reads is not what loads; refused by name."""
+    b = _copy(hgap_bundle, tmp_path)
+    text = (b / "manifest.yaml").read_text()
+    if extra.startswith("normalizer"):
+        text = text.replace("normalizer:", "normalizer_unused:", 1)  # one normalizer block, with the duplicate inside
+    (b / "manifest.yaml").write_text(text + extra)
+    key = "format_version" if extra.startswith("format") else "obs_mean"
+    with pytest.raises(BundleError, match=f"duplicate key '{key}'"):
+        load_bundle(b)
+
+
 def test_card_names_data_by_hash_never_an_absolute_path(hgap_bundle, tiny_data):
     from planner_node.dataset import Dataset
     card = (hgap_bundle / "CARD.md").read_text()

@@ -158,10 +158,12 @@ _SafeBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser wh
 
 
 class _NoAliasLoader(_SafeBase):
-    """safe_load that also refuses YAML anchors/aliases: our writer never emits them, and a nest
-    of aliases expands exponentially in whatever walks the result. libyaml parses (a manifest in
-    ~3 ms against ~35 ms of pure-Python parsing that held the GIL against the command clock while
-    a swap was verified); an alias shows as a node reached twice, refused before construction."""
+    """safe_load that also refuses YAML anchors/aliases and duplicate keys. Our writer never emits
+    either. A nest of aliases expands exponentially in whatever walks the result, and a duplicate
+    key is silently overridden by the last one, so what a reviewer reads is not what loads.
+    libyaml parses (a manifest in ~3 ms against ~35 ms of pure-Python parsing that held the GIL
+    against the command clock while a swap was verified). An alias shows as a node reached twice;
+    both are refused before construction."""
 
     def get_single_data(self):
         node = self.get_single_node()
@@ -175,6 +177,13 @@ class _NoAliasLoader(_SafeBase):
                 raise yaml.YAMLError(f"YAML alias at line {line}: aliases are not allowed")
             seen.add(id(n))
             if isinstance(n, yaml.MappingNode):
+                keys: set = set()
+                for k, _ in n.value:
+                    if isinstance(k, yaml.ScalarNode):
+                        if k.value in keys:
+                            line = k.start_mark.line + 1 if k.start_mark else "?"
+                            raise yaml.YAMLError(f"duplicate key {k.value!r} at line {line}: keys must be unique")
+                        keys.add(k.value)
                 stack.extend(x for kv in n.value for x in kv)
             elif isinstance(n, yaml.SequenceNode):
                 stack.extend(n.value)
