@@ -295,6 +295,18 @@ class Dataset:
             out[start:start + len(p), : p.shape[1]] = p
         return out
 
+    def plans_at(self, rows: np.ndarray) -> np.ndarray | None:
+        """(len(rows), K, 56) float32: the recorded plans of these rows only (``plans`` builds the
+        dense array for the whole dataset, hundreds of MB for a large one); None if none recorded."""
+        if not self._plan_parts:
+            return None
+        rows = np.asarray(rows)
+        out = np.zeros((len(rows), max(p.shape[1] for _, p in self._plan_parts), spec.ACTION_DIM), np.float32)
+        for start, p in self._plan_parts:
+            hit = (rows >= start) & (rows < start + len(p))
+            out[hit, : p.shape[1]] = p[rows[hit] - start]
+        return out
+
     @property
     def sha256(self) -> str:
         return self.meta["dataset_sha256"]

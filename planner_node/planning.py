@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from planner_node import spec
 from planner_node.kinds import KINDS
 
 
@@ -22,12 +23,7 @@ from planner_node.kinds import KINDS
 INTENT_BLOCKS = ("body_height", "world_zaxis", "sensors_velocimeter", "sensors_gyro")
 
 
-def _intent_index() -> np.ndarray:
-    from planner_node import spec
-    return np.concatenate([np.arange(spec.OBS_SLICES[b].start, spec.OBS_SLICES[b].stop) for b in INTENT_BLOCKS])
-
-
-INTENT_INDEX = _intent_index()
+INTENT_INDEX = np.concatenate([np.arange(spec.OBS_SLICES[b].start, spec.OBS_SLICES[b].stop) for b in INTENT_BLOCKS])
 INTENT_DIM = len(INTENT_INDEX)
 #: The most candidates whose predicted states a plan passes on for viewing (the best-scored first).
 MAX_CANDIDATES = 8

@@ -76,18 +76,15 @@ class McapRecorder:
         self._seq = 0
 
     def write(self, topic: str, msg, t_ns: int) -> None:
-        if topic not in self._channels:
-            tn = type_name(msg)
-            sid = self._w.register_schema(name=tn, encoding="ros2msg", data=schema_text(tn).encode())
-            self._channels[topic] = self._w.register_channel(topic=topic, message_encoding="cdr", schema_id=sid)
-        self._seq += 1
-        self._w.add_message(channel_id=self._channels[topic], log_time=t_ns, publish_time=t_ns,
-                            data=self._serialize(msg), sequence=self._seq)
+        tn = type_name(msg)
+        self.write_cdr(topic, tn, lambda: schema_text(tn), self._serialize(msg), t_ns)
 
-    def write_cdr(self, topic: str, type_name: str, schema: str, data: bytes, t_ns: int) -> None:
-        """A message already encoded as CDR, of a type given by its ros2msg ``schema`` text."""
+    def write_cdr(self, topic: str, type_name: str, schema, data: bytes, t_ns: int) -> None:
+        """A message already encoded as CDR, of a type given by its ros2msg ``schema`` text (or a
+        function returning it, called once per topic)."""
         if topic not in self._channels:
-            sid = self._w.register_schema(name=type_name, encoding="ros2msg", data=schema.encode())
+            text = schema() if callable(schema) else schema
+            sid = self._w.register_schema(name=type_name, encoding="ros2msg", data=text.encode())
             self._channels[topic] = self._w.register_channel(topic=topic, message_encoding="cdr", schema_id=sid)
         self._seq += 1
         self._w.add_message(channel_id=self._channels[topic], log_time=t_ns, publish_time=t_ns, data=data,

@@ -42,7 +42,7 @@ def view_episode(path: str, episode: int, rrd: str | None = None, view: str | No
     labels = ds.label_rows()[rows]
     push_every = int(ds.push_every_rows()[rows[0]])
     recipe = str(ds.recipe_rows()[rows[0]])
-    plans = ds.plans[rows] if ds.plans is not None else None
+    plans = ds.plans_at(rows)
     plan_steps = ds.plan_steps[rows]
     kin = Kinematics()
     rec, viewer = open_recording("planner_node_dataset", rrd=rrd, view=view)
