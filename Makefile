@@ -12,7 +12,7 @@ export ROS_DOMAIN_ID ?= 37
 export MUJOCO_GL ?= egl
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test demo default-bundle data lint bench colcon-check clean
+.PHONY: setup test demo default-bundle data rollouts lint bench colcon-check clean
 
 setup: $(VENV)/.stamp
 
@@ -43,6 +43,12 @@ default-bundle: setup
 # round; resumable; RAY=auto spreads the episodes over a Ray cluster).
 data: setup
 	bash bench/make_data.sh
+
+# The policy-rollout dataset (over the data budget: only its manifest is committed), regenerated
+# from the committed policy into build/rollouts/ and checked shard by shard against that manifest.
+rollouts: setup
+	$(PLANNER) data generate --recipe policy_rollouts --learner runs/chunk_rsw4_s0 --workers 2 \
+		--out build/rollouts/policy_rollouts --expect data/regenerate/policy_rollouts.json
 
 bench: setup
 	$(PY) bench/data_throughput.py

@@ -259,6 +259,38 @@ def chunk_targets(ds: Dataset, rows: np.ndarray, horizon: int) -> tuple[np.ndarr
     return acts[last], inside.astype(np.float32)
 
 
+def window_arrays(ds: Dataset, norm: Normalizer, policy_tasks: list[str], episodes: list, H: int, t,
+                  labelled: np.ndarray, weights: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """The training windows of ``episodes`` (row-index arrays): (obs z-scored, task one-hot,
+    command, the next ``H`` actions z-scored, per-step loss weights), as tensors. ``t`` gives
+    ``drop_before_fall``, ``label_tails``, ``label_tail_weight`` and ``label_weight`` (see
+    ChunkTrainConfig); ``labelled`` marks label rows, ``weights`` scales each row's loss.
+    Shared by the kinds that clone action chunks."""
+    k = t.drop_before_fall
+    term = ds.arrays["terminals"]
+    episodes = [ep[:-k] if k and term[ep[-1]] else ep for ep in episodes]
+    rows = np.concatenate(episodes) if episodes else np.zeros(0, np.int64)
+    a = ds.arrays
+    obs = norm.norm_obs(a["observations"][rows]).astype(np.float32)
+    task = np.eye(len(policy_tasks), dtype=np.float32)[a["task_ids"][rows]]
+    acts, mask = chunk_targets(ds, rows, H)
+    # A label row (DAgger, ``labels="expert"``) supervises its first action only unless
+    # ``label_tails`` says otherwise (see ChunkTrainConfig).
+    lab = labelled[rows]
+    if t.label_tails != "labels":
+        mask[lab, 1:] = 0.0
+    if t.label_tails == "plans" and ds.plans is not None:
+        k = np.minimum(ds.plan_steps[rows], H) * lab   # plan steps that supervise the row
+        steps = np.arange(H)[None] < k[:, None]
+        acts[steps] = ds.plans[rows][:, :H][steps[:, : ds.plans.shape[1]]]
+        mask[steps] = 1.0
+    mask[lab, 1:] *= t.label_tail_weight
+    mask[lab, 0] *= t.label_weight
+    return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in
+                 (obs, task, a["commands"][rows].astype(np.float32),
+                  norm.norm_act(acts).astype(np.float32), mask * weights[rows, None]))
+
+
 class ChunkTrainer:
     """Behaviour cloning of action chunks; resumable, with deterministic batches keyed by
     (seed, step), the same run-directory layout as the other kinds' trainers."""
@@ -293,29 +325,8 @@ class ChunkTrainer:
         self._resume_or_start()
 
     def _arrays(self, episodes: list, H: int) -> tuple[torch.Tensor, ...]:
-        k = self.cfg.train.drop_before_fall
-        term = self.ds.arrays["terminals"]
-        episodes = [ep[:-k] if k and term[ep[-1]] else ep for ep in episodes]
-        rows = np.concatenate(episodes) if episodes else np.zeros(0, np.int64)
-        a = self.ds.arrays
-        obs = self.norm.norm_obs(a["observations"][rows]).astype(np.float32)
-        task = np.eye(len(self.policy_tasks), dtype=np.float32)[a["task_ids"][rows]]
-        acts, mask = chunk_targets(self.ds, rows, H)
-        # A label row (DAgger, ``labels="expert"``) supervises its first action only unless
-        # ``label_tails`` says otherwise (see ChunkTrainConfig).
-        labelled = self.labelled[rows]
-        if self.cfg.train.label_tails != "labels":
-            mask[labelled, 1:] = 0.0
-        if self.cfg.train.label_tails == "plans" and self.ds.plans is not None:
-            k = np.minimum(self.ds.plan_steps[rows], H) * labelled   # plan steps that supervise the row
-            steps = np.arange(H)[None] < k[:, None]
-            acts[steps] = self.ds.plans[rows][:, :H][steps[:, : self.ds.plans.shape[1]]]
-            mask[steps] = 1.0
-        mask[labelled, 1:] *= self.cfg.train.label_tail_weight
-        mask[labelled, 0] *= self.cfg.train.label_weight
-        return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in
-                     (obs, task, a["commands"][rows].astype(np.float32),
-                      self.norm.norm_act(acts).astype(np.float32), mask * self.weights[rows, None]))
+        return window_arrays(self.ds, self.norm, self.policy_tasks, episodes, H, self.cfg.train, self.labelled,
+                             self.weights)
 
     def _payload(self) -> dict:
         return {"kind": KIND, "config": self.cfg.to_dict(), "stage": "done" if self.step >= self.cfg.train.steps

@@ -86,14 +86,18 @@ class QNet(nn.Module):
         return self.net(torch.cat([(obs - self.obs_mean) / self.obs_std, act], dim=-1))
 
 
-def transitions(ds: Dataset, tasks: list[str] | None = None) -> dict[str, np.ndarray]:
+def transitions(ds: Dataset, tasks: list[str] | None = None, skip_labels: bool = False) -> dict[str, np.ndarray]:
     """(s, a, s', fell, r[task]) for every step whose next state is known: all but an
-    episode's last step, which is kept only when it ended in a fall (then s' is unused)."""
+    episode's last step, which is kept only when it ended in a fall (then s' is unused).
+    ``skip_labels``: leave out the episodes of label rounds (their actions were not executed)."""
     tasks = list(tasks or TASKS)
     a = ds.arrays
     obs, act = a["observations"], a["actions"]
     keep, nxt = [], []
+    labelled = ds.label_rows() if skip_labels else np.zeros(len(ds), bool)
     for ep in ds.episodes():
+        if labelled[ep[0]]:
+            continue
         keep.append(ep[:-1])
         nxt.append(ep[1:])
         if a["terminals"][ep[-1]]:
@@ -154,8 +158,11 @@ def near_fall_mask(ds: Dataset, tr: dict, within: int = 10) -> np.ndarray:
     return flag[tr["rows"]]
 
 
-def train_critic(data: str | Path, out: str | Path, cfg: CriticConfig = CriticConfig(), progress: bool = True) -> dict:
-    """Train on ``data``; writes ``out/critic.pt`` (weights_only-loadable) and ``out/curves.json``."""
+def train_critic(data: str | Path, out: str | Path, cfg: CriticConfig = CriticConfig(), progress: bool = True,
+                 skip_labels: bool = False) -> dict:
+    """Train on ``data``; writes ``out/critic.pt`` (weights_only-loadable) and ``out/curves.json``.
+    Data that holds label rounds is refused, unless ``skip_labels``: then it trains on the
+    other episodes (a policy kind's critic, trained beside it on the same data)."""
     from tqdm import tqdm
 
     from planner_node.atomic import write_json
@@ -164,8 +171,11 @@ def train_critic(data: str | Path, out: str | Path, cfg: CriticConfig = CriticCo
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     ds = Dataset(data)
-    ds.require_executed_actions("the task critic")
-    tr = transitions(ds)
+    if not skip_labels:
+        ds.require_executed_actions("the task critic")
+    tr = transitions(ds, skip_labels=skip_labels)
+    if not len(tr["rows"]):
+        raise ValueError(f"{data}: no episode of executed actions to train the task critic on")
     tasks = tr["tasks"]
     train_idx, hold_idx = _split(tr, cfg.holdout_fraction, cfg.seed)
     mean, std = ds.stats["obs_mean"], ds.stats["obs_std"]
@@ -224,11 +234,17 @@ def evaluate_critic(v: ValueNet, q: QNet, tr: dict, idx: np.ndarray, cfg: Critic
 class Critic:
     """A trained critic for scoring (torch): ``values(obs)`` -> (N, n_tasks) numpy."""
 
-    def __init__(self, run: str | Path, threads: int = 1):
+    def __init__(self, run: str | Path | None, threads: int = 1, payload: dict | None = None):
+        """From a run (``critic.pt`` or its directory), or the ``payload`` of a loaded one (a
+        checkpoint that carries its critic inside)."""
         from planner_node.models.checkpoint import CheckpointError, load_checkpoint
-        p = Path(run)
-        ck = load_checkpoint(p / "critic.pt" if p.is_dir() else p, expect_kind=KIND)
+        if payload is None:
+            p = Path(run)
+            ck = load_checkpoint(p / "critic.pt" if p.is_dir() else p, expect_kind=KIND)
+        else:
+            ck = payload
         cfg = CriticConfig(**ck["config"])
+        self.expectile = cfg.expectile
         self.tasks, self.discount = list(ck["tasks"]), cfg.discount
         sd = ck["v"]
         self.v = ValueNet(sd["obs_mean"].numpy(), sd["obs_std"].numpy(), len(self.tasks), cfg.width, cfg.layers)

@@ -42,6 +42,16 @@ def cmd_data_generate(a) -> int:
                     learner=a.learner, seed=a.seed, ray_address=a.ray, episodes=a.episodes)
     print(f"{a.out}: {meta['transitions']} transitions in {len(meta['shards'])} shards "
           f"(dataset {meta['dataset_sha256'][:16]}, spec {meta['spec_hash']})")
+    if a.expect:
+        from planner_node.dataset import read_manifest
+        want = read_manifest(a.expect)
+        if want["dataset_sha256"] != meta["dataset_sha256"]:
+            bad = next((i for i, (x, y) in enumerate(zip(want["shards"], meta["shards"])) if x != y),
+                       min(len(want["shards"]), len(meta["shards"])))
+            print(f"{a.out}: NOT the dataset {a.expect} records (dataset {want['dataset_sha256'][:16]}); "
+                  f"the first differing shard is entry {bad}", file=sys.stderr)
+            return 1
+        print(f"{a.out}: matches {a.expect} byte for byte (every shard's sha256)")
     return 0
 
 
@@ -418,8 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--learner", help="for the dagger recipes: the learned planner's run (dagger, dagger_late: it drives "
                    "first and the expert recovers from where it took the robot; dagger_labels: it drives the "
                    "episode and the expert's action at every state it visits is recorded; rescue_stand: it drives the episode "
-                   "and, where it tried ahead would fall after a push, the expert drives that window, which is recorded)")
+                   "and, where it tried ahead would fall after a push, the expert drives that window, which is recorded; "
+                   "policy_rollouts: the policy drives every episode, its executed and clean actions recorded)")
     g.add_argument("--seed", type=int, help="replace the recipe's seed (new episodes, e.g. a second DAgger round)")
+    g.add_argument("--expect", metavar="MANIFEST", help="a committed manifest whose shards are not committed (e.g. "
+                   "data/regenerate/policy_rollouts.json): exit 1 unless the generated dataset is it, shard by shard")
     g.add_argument("--episodes", type=int, help="replace the recipe's episode count; a generation in progress "
                                                 "resumes with another count (e.g. stop a long round early with "
                                                 "the episodes it has)")

@@ -29,6 +29,13 @@ and, in the shards of label rounds that record plans (recipe ``plan_labels``), o
     plans        (N, K, 56) float16  the expert's first K planned actions at the row's state
                                      (plans[:, 0] is the row's action, its label)
 
+and, in the shards of policy rollouts (recipe ``rollout``; MoCapAct's ``mean_actions``)::
+
+    clean_actions (N, 56) float16   the policy's own action at the row's state, before the
+                                    episode's exploration noise (``actions`` is what ran)
+    noise_std     (N,)    float32   the episode's exploration noise (std, action units)
+    task_weight   (N,)    float32   the episode's task weight (the policy's ``task_weights``)
+
 float16 keeps 11 significant bits: the round trip changes an action by at most 2.4e-4 and an
 observation by at most 2^-11 of its magnitude (``bench/data_throughput.py`` prints the error in
 units of each feature's standard deviation, which is what training sees). Arrays are loaded as
@@ -64,15 +71,21 @@ FIELDS = {  # name: (trailing shape, stored dtype)
     "task_ids": ((), np.int16),
     "commands": ((3,), np.float32),
 }
-# Optional fields: (shape after the row and plan-step axes, stored dtype); K varies by shard.
-OPTIONAL_FIELDS = {"plans": ((spec.ACTION_DIM,), np.float16)}
+# Optional fields: (shape after the row axis, stored dtype); None: an axis whose length varies
+# by shard (>= 1: plan steps K).
+OPTIONAL_FIELDS = {"plans": ((None, spec.ACTION_DIM), np.float16),
+                   "clean_actions": ((spec.ACTION_DIM,), np.float16),
+                   "noise_std": ((), np.float32),
+                   "task_weight": ((), np.float32)}
+#: the optional fields of a fixed row shape, which ``Dataset.optional`` concatenates
+ROW_FIELDS = ("clean_actions", "noise_std", "task_weight")
 
 
 def fields_of(arrays: dict) -> dict:
     """The fields a shard holds: every required one, and the optional ones it has."""
     return {**FIELDS, **{k: v for k, v in OPTIONAL_FIELDS.items() if k in arrays}}
 
-LOADED_DTYPE = {"observations": np.float32, "actions": np.float32, "plans": np.float32}  # widened on load
+LOADED_DTYPE = {"observations": np.float32, "actions": np.float32, "plans": np.float32, "clean_actions": np.float32}  # widened on load
 STD_EPS = 1e-4
 SHARDS = "shards"
 MANIFEST_KEYS = ("format_version", "spec_hash", "tasks", "source", "shards", "transitions",
@@ -99,8 +112,11 @@ def validate_arrays(arrays: dict[str, np.ndarray], where: str) -> int:
         if name not in arrays:
             continue
         a = arrays[name]
-        if a.ndim != 2 + len(shape) or a.shape[2:] != shape or a.shape[0] != n or a.shape[1] < 1:
-            raise DatasetError(f"{where}: key {name!r} has shape {a.shape}, expected ({n}, K >= 1, *{shape})")
+        fits = a.ndim == 1 + len(shape) and a.shape[0] == n and all(
+            (d >= 1) if want is None else (d == want) for d, want in zip(a.shape[1:], shape))
+        if not fits:
+            dims = ", ".join(["N"] + ["K >= 1" if d is None else str(d) for d in shape])
+            raise DatasetError(f"{where}: key {name!r} has shape {a.shape}, expected ({dims}) with N = {n}")
     for name in ("observations", "actions", "rewards", "commands", *(k for k in fields_of(arrays) if k not in FIELDS)):
         if not np.all(np.isfinite(arrays[name])):
             raise DatasetError(f"{where}: key {name!r} contains NaN or Inf")
@@ -279,6 +295,8 @@ class Dataset:
                                           for p in parts]) if parts else np.zeros(0, np.int64)
         starts = np.cumsum([0] + [len(p["rewards"]) for p in parts])
         self._plan_parts = [(int(start), p["plans"]) for start, p in zip(starts, parts) if "plans" in p]
+        self._optional = {name: [(int(start), p[name]) for start, p in zip(starts, parts) if name in p]
+                          for name in ROW_FIELDS}
         self.stats = {k: np.asarray(v) for k, v in self.meta["stats"].items() if k != "std_eps"}
 
     def __len__(self) -> int:
@@ -293,6 +311,20 @@ class Dataset:
         out = np.zeros((len(self), max(p.shape[1] for _, p in self._plan_parts), spec.ACTION_DIM), np.float32)
         for start, p in self._plan_parts:
             out[start:start + len(p), : p.shape[1]] = p
+        return out
+
+    def optional(self, name: str) -> np.ndarray | None:
+        """(N, ...) float32: the optional row field ``name`` (``ROW_FIELDS``), NaN in the rows of
+        shards that did not record it; None if none did."""
+        if name not in ROW_FIELDS:
+            raise KeyError(f"{name!r} is not an optional row field; valid: {', '.join(ROW_FIELDS)}")
+        parts = self._optional[name]
+        if not parts:
+            return None
+        shape = OPTIONAL_FIELDS[name][0]
+        out = np.full((len(self), *shape), np.nan, np.float32)
+        for start, p in parts:
+            out[start:start + len(p)] = p
         return out
 
     def plans_at(self, rows: np.ndarray) -> np.ndarray | None:

@@ -105,6 +105,22 @@ KINDS: dict[str, Kind] = {
         tiny={"policy": {"horizon": 4, "width": 32, "layers": 1, "ensemble": 2},
               "train": {"steps": 40, "batch_size": 16, "checkpoint_every": 20, "eval_every": 20,
                         "holdout_fraction": 0.25, "threads": 1}}),
+    "idql": Kind(
+        name="idql", config="planner_node.models.idql:IDQLConfig", trainer="planner_node.models.idql:IDQLTrainer",
+        reference="planner_node.models.idql:IDQLPlanner", export="planner_node.export.idql:export_graphs",
+        runtime="planner_node.runtime.idql:RuntimeIDQLPlanner", flops="planner_node.export.idql:tick_flops",
+        # samples chunks denoised in ``steps`` DDIM steps (one graph: the steps unrolled), one
+        # chosen by the critic (``select``: runtime/idql_select.py), blended as the chunk policy's.
+        defaults={"samples": 32, "steps": 5, "select": "argmax", "temperature": 1.0, "overlap": 8, "decay": 0.5,
+                  "task_weights": "", "stance_gain": 0.5, "stance_width": 0.91},
+        batch_param="samples",
+        kind_config_keys=("obs_dim", "act_dim", "tasks", "diffusion_steps", "sample_steps", "expectile",
+                          "model_config"),
+        smoke={"samples": 4, "steps": 2},
+        tiny={"policy": {"horizon": 4, "width": 32, "blocks": 1, "diffusion_steps": 5, "time_dim": 8},
+              "critic": {"width": 32, "layers": 1, "steps": 20, "batch_size": 32},
+              "train": {"steps": 40, "batch_size": 16, "checkpoint_every": 20, "eval_every": 20,
+                        "holdout_fraction": 0.25, "threads": 1}}),
 }
 
 

@@ -74,6 +74,23 @@ class Recipe:
     # drift has built up; then the expert warms up (``expert_warmup``) and labelling begins for
     # ``steps`` steps. A fall in the prefix backs off ``backoff`` steps. (0, 0) = from the start.
     label_from: tuple[int, int] = (0, 0)
+    # Policy rollouts (MoCapAct's recipe for H-GAP's data, Wagener et al. 2022): the learner (a
+    # policy run) drives whole episodes and its executed actions are recorded, so every kind
+    # trains on the result (world models too: these are transitions). Per episode, drawn and
+    # recorded in the shard: the action noise std (``noise_range``, added to the policy's action,
+    # whose clean value is recorded beside it as ``clean_actions``) and the task weight
+    # (``weight_range``: the policy's ``task_weights`` for the episode's task; stand is always
+    # its own). Pushes come at random gaps (``push_gap``, steps) with random speeds
+    # (``push_range``, m/s) and directions; ``push_every`` and ``push_speed`` are unused. A share
+    # of the episodes (``long_share``) runs ``long_steps`` instead of ``steps``, so that the data
+    # holds the slow drift of a minute's stand. A fall ends an episode (terminal).
+    rollout: bool = False
+    noise_range: tuple[float, float] = (0.0, 0.1)
+    weight_range: tuple[float, float] = (0.0, 1.0)
+    push_range: tuple[float, float] = (0.1, 0.35)
+    push_gap: tuple[int, int] = (40, 120)
+    long_share: float = 0.0
+    long_steps: int = 2000
 
     def __post_init__(self):
         if self.episodes < 1 or self.steps < 1:
@@ -100,6 +117,21 @@ class Recipe:
             raise ValueError(f"Recipe.expert_warmup must be >= 0, got {self.expert_warmup}")
         if self.learner_planner and self.learner_planner not in KINDS:
             raise ValueError(f"Recipe.learner_planner must be one of {', '.join(KINDS)}, got {self.learner_planner!r}")
+        if self.rollout:
+            for name in ("noise_range", "weight_range", "push_range"):
+                lo, hi = getattr(self, name)
+                if not 0 <= lo <= hi:
+                    raise ValueError(f"Recipe.{name} must be a range 0 <= lo <= hi, got {getattr(self, name)!r}")
+            if self.weight_range[1] > 1:
+                raise ValueError(f"Recipe.weight_range must lie in [0, 1], got {self.weight_range!r}")
+            if not 1 <= self.push_gap[0] <= self.push_gap[1]:
+                raise ValueError(f"Recipe.push_gap must be a range 1 <= lo <= hi, got {self.push_gap!r}")
+            if not 0 <= self.long_share <= 1 or self.long_steps < 1:
+                raise ValueError(f"Recipe.long_share must be in [0, 1] and long_steps >= 1, got {self.long_share}, "
+                                 f"{self.long_steps}")
+            if self.labels != "executed" or self.rescue or self.handover[1] > 0:
+                raise ValueError("Recipe.rollout records the learner's own executed actions: it takes no labels, "
+                                 "rescue or handover")
         for t in self.tasks:
             get_task(t)
         extra = [t for t in self.draw if t not in self.tasks]
@@ -229,6 +261,13 @@ RECIPES: dict[str, Recipe] = {
     "tiny_rescue": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand",),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           expert_warmup=1, rescue=True),
+    # Policy rollouts (see Recipe.rollout): the shipped chunk policy (`--learner
+    # runs/chunk_rsw4_s0`) on the 10 tasks, noise std in [0, 0.1] (its own actions' std is ~0.1),
+    # task weights in [0, 1], pushes of 0.1-0.35 m/s every 40-120 steps, 10 % of the episodes
+    # 2,000 steps long. `make rollouts` (docs/data.md#policy-rollouts).
+    "policy_rollouts": Recipe(episodes=4000, steps=300, seed=50, rollout=True, long_share=0.1),
+    "tiny_rollouts": Recipe(episodes=3, steps=12, tasks=("stand", "forward", "track"), rollout=True, long_share=0.34,
+                            long_steps=20, push_gap=(3, 6)),
     "tiny_labels": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand", "forward"),
                           expert={"samples": 6, "horizon": 5, "knots": 2, "threads": 1}, push_every=4,
                           labels="expert", expert_share=0.5),
@@ -253,8 +292,10 @@ def generate_episode(recipe: Recipe, index: int, threads: int) -> dict[str, np.n
     command = np.zeros(3)
     if task_name == "track":
         command = np.array([rng.uniform(-0.3, 1.0), rng.uniform(-0.3, 0.3), rng.uniform(-0.5, 0.5)])
-    env = HumanoidEnv(EnvConfig(push_every=recipe.push_every, push_speed=recipe.push_speed))
+    env = HumanoidEnv(EnvConfig(push_every=0 if recipe.rollout else recipe.push_every, push_speed=recipe.push_speed))
     obs = env.reset(seed)
+    if recipe.rollout:
+        return _policy_rollout(recipe, index, threads, env, obs, task_name, command, rng, seed)
     if recipe.labels == "expert":
         return _labelled_episode(recipe, index, threads, env, obs, task_name, command, rng, seed)
     if recipe.rescue:
@@ -300,6 +341,38 @@ def _rollout(recipe: Recipe, index: int, env, obs, task_name: str, command, act,
         if fell:
             break
     return _episode_arrays(rows, recipe, index, task_name, command)
+
+
+def _policy_rollout(recipe: Recipe, index: int, threads: int, env, obs, task_name: str, command, rng,
+                    seed: int) -> dict[str, np.ndarray]:
+    """One ``rollout`` episode: the learner drives it all, with the episode's noise and task
+    weight, pushed at random gaps; executed and clean actions recorded."""
+    from planner_node.planning import planner_class
+
+    sigma = float(rng.uniform(*recipe.noise_range))
+    weight = float(rng.uniform(*recipe.weight_range))
+    steps = recipe.long_steps if rng.random() < recipe.long_share else recipe.steps
+    settings = {} if task_name == "stand" else {"task_weights": f"{task_name}:{weight:.6g}"}
+    learner = planner_class(recipe.learner_planner)(checkpoint=recipe.learner, seed=seed, threads=threads, **settings)
+    next_push = int(rng.integers(recipe.push_gap[0], recipe.push_gap[1] + 1))
+    clean = []
+
+    def act(request):
+        nonlocal next_push
+        if env.t == next_push:   # pushed before this step's action takes effect, as EnvConfig's pushes
+            env.push(float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(*recipe.push_range)))
+            next_push += int(rng.integers(recipe.push_gap[0], recipe.push_gap[1] + 1))
+        a = np.asarray(learner.plan(request).actions[0], np.float64)
+        clean.append(a)
+        executed = np.clip(a + rng.normal(0, sigma, a.shape), -1, 1) if sigma > 0 else a
+        return executed, executed
+
+    arrays = _rollout(recipe, index, env, obs, task_name, command, act, steps=steps)
+    n = len(arrays["rewards"])
+    arrays["clean_actions"] = np.stack(clean)[:n]
+    arrays["noise_std"] = np.full(n, sigma)
+    arrays["task_weight"] = np.full(n, 1.0 if task_name == "stand" else weight)
+    return arrays
 
 
 def _episode_arrays(rows: dict, recipe: Recipe, index: int, task_name: str, command) -> dict[str, np.ndarray]:
@@ -460,12 +533,21 @@ def _episode(store: str, recipe: Recipe, index: int, threads: int) -> dict:
 
 
 _DAGGER_FIELDS = ("learner", "learner_planner", "handover", "backoff")
+_ROLLOUT_FIELDS = ("rollout", "noise_range", "weight_range", "push_range", "push_gap", "long_share", "long_steps")
 
 
 def _recipe_dict(name: str, recipe: Recipe) -> dict:
     """What recipe.json records (JSON types). Expert-only recipes leave the DAgger fields out,
     so datasets made before DAgger existed still resume and are reused."""
     d = {"name": name, **asdict(recipe), "tasks": list(recipe.tasks), "draw": list(recipe.draw)}
+    if not recipe.rollout:
+        for k in _ROLLOUT_FIELDS:
+            d.pop(k)   # recipes made before it existed still resume
+    else:
+        for k in ("handover", "backoff", "push_every", "push_speed", "expert", "action_noise"):
+            d.pop(k)   # the learner drives throughout; pushes and noise are drawn; no expert
+        for k in ("noise_range", "weight_range", "push_range", "push_gap"):
+            d[k] = list(d[k])
     if not recipe.expert_warmup:
         d.pop("expert_warmup")   # recipes made before it existed still resume
     if not recipe.plan_labels:
@@ -489,6 +571,8 @@ def _recipe_dict(name: str, recipe: Recipe) -> dict:
     if recipe.rescue:
         d.pop("handover")
         d.pop("backoff")   # the learner drives throughout: no handover
+        return {**d, **_learner_fields(recipe)}
+    if recipe.rollout:
         return {**d, **_learner_fields(recipe)}
     if recipe.handover[1] == 0 and not recipe.learner:
         for k in _DAGGER_FIELDS:
@@ -562,6 +646,8 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
     if recipe.rescue and not recipe.learner:
         raise DatasetError(f"recipe {recipe_name!r} rescues a learned planner where it would fall: "
                            "give its run with --learner RUN")
+    if recipe.rollout and not recipe.learner:
+        raise DatasetError(f"recipe {recipe_name!r} rolls out a learned policy: give its run with --learner RUN")
     if recipe.labels == "expert" and not recipe.learner:
         raise DatasetError(f"recipe {recipe_name!r} labels the states a learned planner visits: "
                            "give its run with --learner RUN")
@@ -621,7 +707,7 @@ def generate(recipe_name: str, out: str | Path, workers: int = 1, progress: bool
             bar.update(1)
     bar.close()
     ordered = [done[i] for i in range(recipe.episodes)]
-    kind = "expert_labels" if recipe.labels == "expert" else "mppi_expert"
+    kind = "expert_labels" if recipe.labels == "expert" else "policy_rollouts" if recipe.rollout else "mppi_expert"
     meta = finalize(out, ordered, list(recipe.tasks), {"kind": kind, "recipe": recipe_dict})
     prog.unlink(missing_ok=True)
     return meta

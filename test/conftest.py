@@ -86,6 +86,23 @@ def hgap_bundle(hgap_run, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def kind_bundles(tiny_data, tmp_path_factory):
+    """A signed bundle of every registered kind, in registry order: trained on its record's tiny
+    config, exported at its record's smoke settings (no per-kind code)."""
+    from planner_node.export.bundle_writer import export_bundle
+    from planner_node.kinds import KINDS, resolve
+    from planner_node.models.config import config_from_dict
+    out = {}
+    for name, k in KINDS.items():
+        run = tmp_path_factory.mktemp("runs") / name
+        resolve(k.trainer)(config_from_dict({"kind": name, **k.tiny}), tiny_data, run, progress=False).run()
+        bundle = tmp_path_factory.mktemp("bundles") / name
+        export_bundle(run, bundle, **k.smoke)
+        out[name] = signed(bundle)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tap_bundle(tap_run, tmp_path_factory):
     from planner_node.export.bundle_writer import export_bundle
     out = tmp_path_factory.mktemp("bundles") / "tap"

@@ -93,19 +93,23 @@ def test_ground_truth_mpc_walks_forward_over_ros(probe, tmp_path):
     assert fwd >= 0.5, f"moved {fwd:.2f} m forward, {left:.2f} m left"
 
 
-def test_hot_swap_mid_run_keeps_commanding(probe, tmp_path, hgap_bundle, tap_bundle):
-    with bringup(tmp_path, {"deadline_ms": 30.0}, {"lockstep_timeout_s": 5.0}, bundle=str(hgap_bundle)):
+def test_hot_swap_mid_run_keeps_commanding(probe, tmp_path, kind_bundles):
+    """Swapped mid-run through a bundle of every registered kind, in turn: each swap lands,
+    and no state goes unanswered or late."""
+    bundles = list(kind_bundles.values())
+    with bringup(tmp_path, {"deadline_ms": 30.0}, {"lockstep_timeout_s": 5.0}, bundle=str(bundles[0])):
         probe.wait_for(lambda: len(probe.msgs["/joint_states"]) > 30, 120, "the loop to run")
         bad = probe.set_param("planner", "bundle_path", str(tmp_path / "nope"))
         assert not bad.successful and "manifest.yaml" in bad.reason
-        n0 = len(probe.msgs["/joint_states"])
-        res = probe.set_param("planner", "bundle_path", str(tap_bundle))
-        assert res.successful, res.reason
-        probe.wait_for(lambda: probe.diagnostics().get("active_bundle") == str(tap_bundle), 120, "the swap")
-        probe.wait_for(lambda: len(probe.msgs["/joint_states"]) > n0 + 60, 120, "60 steps after the swap")
+        for name, bundle in list(kind_bundles.items())[1:]:
+            n0 = len(probe.msgs["/joint_states"])
+            res = probe.set_param("planner", "bundle_path", str(bundle))
+            assert res.successful, f"{name}: {res.reason}"
+            probe.wait_for(lambda b=bundle: probe.diagnostics().get("active_bundle") == str(b), 120, f"the swap to {name}")
+            probe.wait_for(lambda n=n0: len(probe.msgs["/joint_states"]) > n + 60, 120, f"60 steps after the swap to {name}")
         probe.spin(2.2)
         d = probe.diagnostics()
-    assert int(d.get("swaps", 0)) == 1 and int(d.get("deadline_misses", 0)) == 0, d
+    assert int(d.get("swaps", 0)) == len(bundles) - 1 and int(d.get("deadline_misses", 0)) == 0, d
     assert int(d.get("fallbacks", 0)) == 0, d  # every state was answered by a plan, old or new
     assert int(d.get("rejected_bundle_path", 0)) == 1, d
     sim = probe.diagnostics("sim_bridge")

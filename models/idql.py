@@ -1,0 +1,400 @@
+"""IDQL (Hansen-Estruch et al. 2023): a diffusion model of the behaviour policy's action chunks,
+and the IQL task critic choosing among its samples. Its training (``planner train`` with
+``kind: idql``), the tick it runs (``IDQLTick``, also what the export traces) and its PyTorch
+reference planner.
+
+Why: the chunk policy regresses to the mean of the expert's actions; where the expert's
+recoveries are multimodal (a step left or right), the mean is neither. A diffusion model samples
+the modes; the critic (Q - V of each sample's first action, falls terminal) picks among them.
+
+* Denoiser: IDQL's LN-ResNet. Input: the noisy chunk (H x 56, z-scored), a sinusoidal embedding
+  of the diffusion step, the z-scored observation, the task (one-hot, or a blend with stand:
+  ``task_weights``) and the command. Output: the noise (epsilon prediction).
+* Training: DDPM on the data's chunks (the chunk policy's windows, ``window_arrays``: a label
+  row supervises its first action only), cosine noise schedule over ``diffusion_steps``; the
+  loss is in action units, as the chunk policy's, so joints the expert barely moves (mostly its
+  exploration noise) do not dominate.
+* Critic: the task critic (``models/critic.py``: Q and V of every task, expectile V) trained
+  after the policy on the same data's episodes of executed actions (label rounds' recorded
+  actions were not executed, so no backup runs over them), and carried in the checkpoint.
+* Sampling: DDIM (deterministic) over ``steps`` of the schedule, from draws the caller gives,
+  with each step's clean estimate clipped to the action limits; unrolled, so one graph per tick.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import nn
+
+from planner_node import spec
+from planner_node.dataset import Dataset
+from planner_node.models.checkpoint import load_checkpoint, save_checkpoint
+from planner_node.models.chunk import recipe_weights, window_arrays
+from planner_node.models.config import ConfigError, check_fields
+from planner_node.models.critic import Critic, CriticConfig, QNet, ValueNet, train_critic
+from planner_node.models.data import Normalizer, returns_to_go, split_episodes
+from planner_node.models.train import append_metrics, open_run, plot_metrics
+from planner_node.planning import Plan, Planner, PlanRequest
+from planner_node.runtime.chunk import COMMAND_DIM, StanceHold, TemporalEnsemble, policy_inputs
+from planner_node.runtime.idql_select import check_settings, choose, plan_info, sample_steps
+
+KIND = "idql"
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    horizon: int = 8            # actions per chunk (x 30 ms)
+    width: int = 256
+    blocks: int = 3             # LN-ResNet blocks (IDQL: 3 x 256)
+    dropout: float = 0.1        # inside each block while training (IDQL's); identity when exported
+    diffusion_steps: int = 10   # T of the training schedule (IDQL: 5); DDIM runs ``steps`` of them
+    time_dim: int = 32          # sinusoidal embedding of the step
+
+    def __post_init__(self):
+        check_fields("policy", {"horizon": self.horizon >= 1, "width": self.width > 0, "blocks": self.blocks >= 1,
+                                "dropout": 0 <= self.dropout < 1, "diffusion_steps": self.diffusion_steps >= 1,
+                                "time_dim": self.time_dim >= 2 and self.time_dim % 2 == 0}, self)
+
+
+@dataclass(frozen=True)
+class IDQLTrainConfig:
+    steps: int = 20_000
+    batch_size: int = 256
+    lr: float = 3e-4            # cosine-annealed to 0 over ``steps``
+    weight_decay: float = 1e-4
+    drop_before_fall: int = 0   # as ChunkTrainConfig
+    label_weight: float = 1.0   # as ChunkTrainConfig
+    recipe_weights: str = ""    # as ChunkTrainConfig
+    seed: int = 0
+    holdout_fraction: float = 0.1
+    checkpoint_every: int = 1000
+    eval_every: int = 500
+    threads: int = 2
+
+    def __post_init__(self):
+        from planner_node.models.chunk import parse_recipe_weights
+        check_fields("train", {"steps": self.steps >= 0, "batch_size": self.batch_size > 0, "lr": self.lr > 0,
+                               "weight_decay": self.weight_decay >= 0, "drop_before_fall": self.drop_before_fall >= 0,
+                               "label_weight": self.label_weight > 0,
+                               "recipe_weights": parse_recipe_weights(self.recipe_weights) is not None,
+                               "holdout_fraction": 0 <= self.holdout_fraction < 1,
+                               "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
+                               "threads": self.threads > 0}, self)
+
+
+@dataclass(frozen=True)
+class IDQLCriticConfig:
+    """The task critic trained beside the policy (``CriticConfig``'s fields)."""
+    width: int = 256
+    layers: int = 2
+    discount: float = 0.99
+    expectile: float = 0.7
+    steps: int = 20_000
+    batch_size: int = 512
+    lr: float = 3e-4
+
+    def __post_init__(self):
+        check_fields("critic", {"width": self.width > 0, "layers": self.layers >= 1, "discount": 0 < self.discount < 1,
+                                "expectile": 0 < self.expectile < 1, "steps": self.steps >= 1,
+                                "batch_size": self.batch_size > 0, "lr": self.lr > 0}, self)
+
+
+@dataclass(frozen=True)
+class IDQLConfig:
+    kind: str = KIND
+    policy: DenoiserConfig = field(default_factory=DenoiserConfig)
+    critic: IDQLCriticConfig = field(default_factory=IDQLCriticConfig)
+    train: IDQLTrainConfig = field(default_factory=IDQLTrainConfig)
+
+    def __post_init__(self):
+        if self.kind != KIND:
+            raise ConfigError(f"kind: {self.kind!r} is not {KIND!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# -- network ------------------------------------------------------------------------------------
+def cosine_alphas_cumprod(T: int) -> np.ndarray:
+    """(T,) alpha-bar of the cosine schedule (Nichol & Dhariwal 2021), step t = 0 .. T-1, each beta
+    at most 0.999."""
+    s = 0.008
+    x = np.linspace(0, T, T + 1) / T
+    f = np.cos((x + s) / (1 + s) * np.pi / 2) ** 2
+    betas = np.clip(1 - f[1:] / f[:-1], 0, 0.999)
+    return np.cumprod(1 - betas)
+
+
+class ResBlock(nn.Module):
+    """IDQL's LN-ResNet block: x + W2 Mish(W1 LN(Dropout(x))), 4x wide inside."""
+
+    def __init__(self, width: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Dropout(dropout), nn.LayerNorm(width), nn.Linear(width, 4 * width), nn.Mish(),
+                                 nn.Linear(4 * width, width))
+
+    def forward(self, x):
+        return x + self.net(x)
+
+
+class Denoiser(nn.Module):
+    """(x_t (N, H*56), t (N,) float step, cond (N, 224 + n_tasks + 3)) -> predicted noise (N, H*56)."""
+
+    def __init__(self, cfg: DenoiserConfig, n_tasks: int):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.horizon * spec.ACTION_DIM
+        self.time = nn.Sequential(nn.Linear(cfg.time_dim, 2 * cfg.time_dim), nn.Mish(),
+                                  nn.Linear(2 * cfg.time_dim, cfg.time_dim))
+        self.inp = nn.Linear(d + cfg.time_dim + spec.OBS_DIM + n_tasks + COMMAND_DIM, cfg.width)
+        self.blocks = nn.Sequential(*[ResBlock(cfg.width, cfg.dropout) for _ in range(cfg.blocks)])
+        self.out = nn.Sequential(nn.Mish(), nn.Linear(cfg.width, d))
+        half = cfg.time_dim // 2
+        self.register_buffer("freqs", torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32) / half))
+
+    def embed(self, t: torch.Tensor) -> torch.Tensor:
+        a = t[:, None] * self.freqs[None]
+        return self.time(torch.cat([a.sin(), a.cos()], -1))
+
+    def forward(self, x, t, cond):
+        return self.out(self.blocks(self.inp(torch.cat([x, self.embed(t), cond], -1))))
+
+
+class IDQLTick(nn.Module):
+    """One tick: (noise (N, H*56) draws, obs (1, 224) z-scored, task (1, n_tasks), command (1, 3))
+    -> the N sampled chunks (N, H, 56) z-scored and each one's advantage (N,): Q(s, a0) - V(s) of
+    its first action under the task (a task blend weighs the tasks' advantages alike; the critic's
+    columns are picked in the policy's task order). DDIM over
+    ``steps`` (a subsequence of the schedule), unrolled; each clean estimate is clipped to the
+    actions' limits in z units."""
+
+    def __init__(self, denoiser: Denoiser, q: QNet, v: ValueNet, norm: Normalizer, steps: int, task_cols: list[int]):
+        super().__init__()
+        self.register_buffer("task_cols", torch.tensor(task_cols, dtype=torch.int64))   # policy task -> critic
+        self.denoiser, self.q, self.v = denoiser, q, v
+        self.H = denoiser.cfg.horizon
+        ab = cosine_alphas_cumprod(denoiser.cfg.diffusion_steps)
+        self.schedule = [(t, float(ab[t]), float(ab[p]) if p >= 0 else 1.0)
+                         for t, p in sample_steps(denoiser.cfg.diffusion_steps, steps)]
+        st = norm.stats
+        for name in ("obs_mean", "obs_std", "act_mean", "act_std"):
+            self.register_buffer(name, torch.from_numpy(st[name].copy()))
+        self.register_buffer("z_lo", torch.from_numpy(((-1.0 - st["act_mean"]) / st["act_std"]).astype(np.float32)))
+        self.register_buffer("z_hi", torch.from_numpy(((1.0 - st["act_mean"]) / st["act_std"]).astype(np.float32)))
+
+    def sample(self, noise, obs, task, command):
+        n = noise.shape[0]
+        cond = torch.cat([obs, task, command], -1).expand(n, -1)
+        x = noise
+        lo, hi = self.z_lo.repeat(self.H), self.z_hi.repeat(self.H)
+        for t, ab, ab_prev in self.schedule:
+            eps = self.denoiser(x, torch.full((n,), float(t)), cond)
+            x0 = torch.maximum(torch.minimum((x - math.sqrt(1 - ab) * eps) / math.sqrt(ab), hi), lo)
+            eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
+            x = math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev) * eps if ab_prev < 1.0 else x0
+        return x.reshape(n, self.H, spec.ACTION_DIM)
+
+    def advantage(self, chunks, obs, task):
+        raw = obs * self.obs_std + self.obs_mean
+        first = torch.clamp(chunks[:, 0] * self.act_std + self.act_mean, -1.0, 1.0)
+        a = (self.q(raw.expand(chunks.shape[0], -1), first) - self.v(raw)).index_select(1, self.task_cols)
+        return (a * task).sum(-1) / task.sum(-1)
+
+    def forward(self, noise, obs, task, command):
+        chunks = self.sample(noise, obs, task, command)
+        return chunks, self.advantage(chunks, obs, task)
+
+
+# -- training -----------------------------------------------------------------------------------
+class IDQLTrainer:
+    """The denoiser (resumable, deterministic batches keyed by (seed, step)), then the critic on
+    the same data; the run directory's layout is the other kinds'."""
+
+    def __init__(self, cfg: IDQLConfig, data_dir: str | Path, out: str | Path, progress: bool = True):
+        self.cfg, self.out, self.progress, self.data_dir = cfg, Path(out), progress, data_dir
+        t, H = cfg.train, cfg.policy.horizon
+        torch.set_num_threads(t.threads)
+        torch.manual_seed(t.seed)
+        self.ds = Dataset(data_dir)
+        self.data_id = {"path": str(self.ds.path.resolve()), "dataset_sha256": self.ds.sha256}
+        self.norm = Normalizer.from_dataset(self.ds, returns_to_go(self.ds, 0.99))
+        self.policy_tasks = list(self.ds.tasks)
+        train_eps, hold_eps = split_episodes(self.ds, t.holdout_fraction, t.seed)
+        labelled, weights = self.ds.label_rows(), recipe_weights(self.ds, t.recipe_weights)
+        # as the chunk policy's default: a label row supervises its first action only
+        windows = SimpleNamespace(drop_before_fall=t.drop_before_fall, label_tails="none", label_tail_weight=1.0,
+                                  label_weight=t.label_weight)
+        self.train = window_arrays(self.ds, self.norm, self.policy_tasks, train_eps, H, windows, labelled, weights)
+        self.hold = window_arrays(self.ds, self.norm, self.policy_tasks, hold_eps, H, windows, labelled, weights)
+        if not len(self.train[0]):
+            raise ValueError(f"{data_dir}: no training episode")
+        self.tasks = [self.ds.tasks[i] for i in np.unique(self.ds.arrays["task_ids"])]
+        self.split = {"train_episodes": len(train_eps), "holdout_episodes": len(hold_eps),
+                      "train_windows": len(self.train[0]), "holdout_windows": len(self.hold[0])}
+        self.act_var = torch.from_numpy(self.norm.stats["act_std"] ** 2)
+        self.act_var = self.act_var / self.act_var.mean()   # action units, scaled to a mean of 1
+        self.alphas = torch.from_numpy(cosine_alphas_cumprod(cfg.policy.diffusion_steps).astype(np.float32))
+        self.model = Denoiser(cfg.policy, len(self.policy_tasks))
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.step, self.critic = 0, None
+        ck = open_run(self.out, cfg.to_dict(), self.data_id, KIND, ("model", "opt"))
+        if ck is not None:
+            self.model.load_state_dict(ck["model"])
+            if "opt" in ck:
+                self.opt.load_state_dict(ck["opt"])
+            self.step, self.critic = ck["step"], ck.get("critic")
+            torch.set_rng_state(ck["torch_rng"])
+
+    def _payload(self) -> dict:
+        done = self.step >= self.cfg.train.steps and self.critic is not None
+        return {"kind": KIND, "config": self.cfg.to_dict(), "stage": "done" if done else "policy", "step": self.step,
+                "model": self.model.state_dict(), "opt": self.opt.state_dict(), "normalizer": self.norm.to_tensors(),
+                "dataset": self.data_id, "tasks": self.tasks, "policy_tasks": self.policy_tasks, "split": self.split,
+                "torch_rng": torch.get_rng_state(), **({"critic": self.critic} if self.critic is not None else {})}
+
+    def save(self) -> None:
+        save_checkpoint(self.out / "checkpoint.pt", self._payload())
+
+    def loss(self, x0, obs, task, cmd, mask, rng: np.random.Generator) -> torch.Tensor:
+        """Epsilon-prediction MSE at a random step, weighted per joint in action units and by
+        the windows' step mask (steps past an episode's end, label tails: 0)."""
+        n = x0.shape[0]
+        t = torch.from_numpy(rng.integers(0, len(self.alphas), n))
+        eps = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
+        ab = self.alphas[t][:, None, None]
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        pred = self.model(xt.reshape(n, -1), t.float(), torch.cat([obs, task, cmd], -1)).reshape(x0.shape)
+        err = ((pred - eps) ** 2 * self.act_var).mean(-1) * mask
+        return err.sum() / mask.sum().clamp(min=1)
+
+    @torch.no_grad()
+    def _holdout(self) -> float:
+        if not len(self.hold[0]):
+            return float("nan")
+        obs, task, cmd, act, mask = (x[:4096] for x in self.hold)
+        self.model.eval()
+        try:
+            return self.loss(act, obs, task, cmd, (mask > 0).float(), np.random.default_rng(0)).item()
+        finally:
+            self.model.train()
+
+    def _lr(self) -> float:
+        t = self.cfg.train
+        return float(t.lr * 0.5 * (1 + np.cos(np.pi * min(self.step, t.steps) / max(t.steps, 1))))
+
+    def _train_critic(self) -> None:
+        """The task critic on this data's executed episodes, into ``critic/`` and the checkpoint."""
+        c = self.cfg.critic
+        cc = CriticConfig(width=c.width, layers=c.layers, discount=c.discount, expectile=c.expectile, steps=c.steps,
+                          batch_size=c.batch_size, lr=c.lr, seed=self.cfg.train.seed, threads=self.cfg.train.threads)
+        train_critic(self.data_dir, self.out / "critic", cc, progress=self.progress, skip_labels=True)
+        self.critic = {k: v for k, v in load_checkpoint(self.out / "critic" / "critic.pt", expect_kind="critic").items()
+                       if k in ("kind", "config", "tasks", "v", "q", "metrics")}
+
+    def run(self, stop_after: int | None = None) -> dict:
+        """Train to the end (or return after ``stop_after`` optimizer steps without saving, as a
+        kill would leave it: the next run resumes from the last checkpoint)."""
+        from tqdm import tqdm
+
+        t = self.cfg.train
+        t0, done_steps = time.time(), 0
+        bar = tqdm(total=t.steps, initial=self.step, desc="idql denoiser", disable=not self.progress)
+        n = len(self.train[0])
+        while self.step < t.steps:
+            if stop_after is not None and done_steps >= stop_after:
+                return {"stage": "killed", "step": self.step}
+            rng = np.random.default_rng([t.seed, self.step])
+            obs, task, cmd, act, mask = (x[torch.from_numpy(rng.integers(0, n, t.batch_size))] for x in self.train)
+            loss = self.loss(act, obs, task, cmd, mask, rng)
+            for g in self.opt.param_groups:
+                g["lr"] = self._lr()
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+            done_steps += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if self.step % t.eval_every == 0 or self.step == t.steps:
+                append_metrics(self.out, {"stage": "policy", "step": self.step, "wall_s": round(time.time() - t0, 2),
+                                          "train_loss": loss.item(), "holdout_loss": self._holdout()})
+            if self.step % t.checkpoint_every == 0:
+                self.save()
+        bar.close()
+        if self.critic is None:
+            self.save()                  # the denoiser is kept if the critic's training is killed
+            self._train_critic()
+            done_steps += 1
+        if done_steps:   # a finished run resumed is left as it is
+            self.save()
+            plot_metrics(self.out, (("policy", "denoising MSE (action-unit weighted)"),))
+        return {"stage": "done", "wall_s": time.time() - t0, **self.split, "critic": self.critic["metrics"]}
+
+
+# -- the planner --------------------------------------------------------------------------------
+def build_tick(ck: dict, steps: int) -> tuple[IDQLConfig, IDQLTick, Critic]:
+    """The trained tick (eval mode) from a loaded checkpoint, sampling in ``steps`` DDIM steps."""
+    from planner_node.models.checkpoint import CheckpointError
+    from planner_node.models.config import config_from_dict
+    if "critic" not in ck:
+        raise CheckpointError(f"idql checkpoint at step {ck.get('step')} has no critic yet: finish its training "
+                              "(planner train resumes it)")
+    cfg = config_from_dict(ck["config"])
+    den = Denoiser(cfg.policy, len(ck["policy_tasks"]))
+    den.load_state_dict(ck["model"])
+    critic = Critic(None, payload=ck["critic"])
+    missing = [t for t in ck["policy_tasks"] if t not in critic.tasks]
+    if missing:
+        raise CheckpointError(f"idql checkpoint: its critic knows no task {missing[0]!r} (it knows "
+                              f"{', '.join(critic.tasks)})")
+    cols = [critic.tasks.index(t) for t in ck["policy_tasks"]]
+    tick = IDQLTick(den, critic.q, critic.v, Normalizer.from_tensors(ck["normalizer"]), steps, cols)
+    return cfg, tick.eval(), critic
+
+
+class IDQLPlanner(Planner):
+    """IDQL's PyTorch reference planner: ``samples`` chunks from the denoiser, one chosen by the
+    critic (``select``), blended with the last ones (temporal ensembling) as the chunk policy's."""
+
+    name = kind = KIND
+
+    def __init__(self, checkpoint: str, seed: int | None = 0, threads: int = 2, **settings):
+        from planner_node.kinds import get_kind
+        unknown = sorted(set(settings) - set(get_kind(KIND).defaults))
+        if unknown:
+            raise ValueError(f"unknown idql settings {unknown}; valid: {sorted(get_kind(KIND).defaults)}")
+        ck = load_checkpoint(checkpoint, expect_kind=KIND)
+        self.settings = {**get_kind(KIND).defaults, **settings}
+        self.cfg, self.tick, self.critic = build_tick(ck, int(self.settings["steps"]))
+        self.norm = Normalizer.from_tensors(ck["normalizer"])
+        self.tasks = list(ck["policy_tasks"])
+        torch.set_num_threads(threads)
+        self.task_weights = check_settings(self.settings, self.cfg.policy.horizon, self.tasks,
+                                           self.cfg.policy.diffusion_steps)
+        self.blend = TemporalEnsemble(self.settings["overlap"], self.settings["decay"])
+        self.stance = StanceHold(self.settings["stance_gain"], self.settings["stance_width"])
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.blend.reset()
+        self.stance.reset()
+
+    @torch.no_grad()
+    def plan(self, request: PlanRequest) -> Plan:
+        n, d = int(self.settings["samples"]), self.cfg.policy.horizon * spec.ACTION_DIM
+        noise = self.rng.standard_normal((n, d), dtype=np.float32)
+        obs = self.norm.norm_obs(np.asarray(request.obs, np.float32)).astype(np.float32)[None]
+        task, cmd = policy_inputs(obs, self.tasks, request.task, request.command, self.task_weights)
+        z, adv = self.tick(torch.from_numpy(noise), torch.from_numpy(obs), torch.from_numpy(task),
+                           torch.from_numpy(cmd))
+        chunks = np.clip(self.norm.unnorm_act(z.numpy().astype(np.float64)), -1.0, 1.0)
+        i = choose(adv.numpy().astype(np.float64), self.settings, self.rng, self.critic.expectile)
+        return Plan(self.stance(self.blend(chunks[i]), request.obs), float(adv[i]), info=plan_info(chunks, adv.numpy()))
