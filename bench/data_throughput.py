@@ -3,7 +3,8 @@
 
 1. raw ``mujoco.rollout`` physics steps/s on the executed model (the ceiling);
 2. each recipe's expert in its own closed-loop episodes: physics steps/s of its rollouts and
-   their share of raw, control steps/s, and transitions per CPU-hour (wall x cores);
+   their share of raw, control steps/s, and transitions per CPU-hour (wall x cores); a rollout
+   recipe (``policy_rollouts --learner RUN``): the policy on one core, no expert;
 3. one process (2 rollout threads per episode) against a local Ray (2 CPUs, one episode per
    CPU), on the same episodes, with and without Ray's start-up;
 4. the float16 round trip of the stored observations, in units of each feature's std.
@@ -41,8 +42,22 @@ class _Timed(mppi_mod.MPPIPlanner):
         return out
 
 
-def recipe_row(name: str, episodes: int, steps: int, threads: int) -> dict:
+def bench_recipe(name: str, episodes: int, steps: int, learner: str | None):
+    """The recipe, cut to ``episodes`` x ``steps`` (a rollout recipe's long episodes too), with
+    its policy run for a rollout recipe."""
     recipe = replace(RECIPES[name], episodes=episodes, steps=steps)
+    if not recipe.rollout:
+        return recipe
+    if not learner:
+        raise SystemExit(f"recipe {name!r} rolls out a policy: give its run with --learner RUN")
+    from planner_node.models.checkpoint import load_checkpoint
+    return replace(recipe, learner=learner, learner_planner=load_checkpoint(learner)["kind"], long_steps=steps)
+
+
+def recipe_row(name: str, episodes: int, steps: int, threads: int, learner: str | None = None) -> dict:
+    recipe = bench_recipe(name, episodes, steps, learner)
+    if recipe.rollout:
+        threads = 1   # a policy drives: its torch and MuJoCo on one core (Ray runs one episode per CPU)
     _Timed.physics, _Timed.rollout_s = 0, 0.0
     real = mppi_mod.MPPIPlanner
     mppi_mod.MPPIPlanner = _Timed
@@ -54,11 +69,12 @@ def recipe_row(name: str, episodes: int, steps: int, threads: int) -> dict:
         mppi_mod.MPPIPlanner = real
     return {"recipe": name, "transitions": n, "wall_s": wall, "ctrl_steps_per_s": n / wall,
             "expert_physics_per_s": _Timed.physics / wall, "rollout_physics_per_s": _Timed.physics / max(_Timed.rollout_s, 1e-9),
-            "transitions_per_cpu_hour": n / (wall * threads) * 3600, "expert": recipe.expert}
+            "transitions_per_cpu_hour": n / (wall * threads) * 3600, "threads": threads,
+            "expert": recipe.learner if recipe.rollout else recipe.expert}
 
 
-def ray_vs_single(recipe_name: str, episodes: int, steps: int, workers: int) -> list[dict]:
-    recipe = replace(RECIPES[recipe_name], episodes=episodes, steps=steps)
+def ray_vs_single(recipe_name: str, episodes: int, steps: int, workers: int, learner: str | None = None) -> list[dict]:
+    recipe = bench_recipe(recipe_name, episodes, steps, learner)
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for label, kw in (("one process", {"workers": 1}), (f"local Ray, {workers} CPUs", {"workers": workers})):
@@ -87,6 +103,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--recipes", nargs="+", default=["default", "fast", "walk", "dart"])
+    ap.add_argument("--learner", help="the policy run that drives the rollout recipes (policy_rollouts), "
+                    "e.g. runs/chunk_rsw4_s0")
     ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--ray-episodes", type=int, default=6)
@@ -101,14 +119,14 @@ def main() -> int:
     print("-" * len(head))
     rows = []
     for name in a.recipes:
-        r = recipe_row(name, a.episodes, a.steps, a.threads)
+        r = recipe_row(name, a.episodes, a.steps, a.threads, a.learner)
         r["share_of_raw"] = r["expert_physics_per_s"] / raw
         rows.append(r)
         print(f"{name:<10}{r['ctrl_steps_per_s']:>13.1f}{r['expert_physics_per_s']:>15,.0f}{r['share_of_raw']:>14.0%}"
               f"{r['rollout_physics_per_s']:>16,.0f}{r['transitions_per_cpu_hour']:>19,.0f}", flush=True)
     print("\n(expert phys/s: physics steps its rollouts take per second of the whole episode loop; the planning "
           "copy's step is cheaper in wall time per simulated second when its timestep is longer)\n")
-    ray_rows = ray_vs_single(a.recipes[0], a.ray_episodes, a.steps, a.threads)
+    ray_rows = ray_vs_single(a.recipes[0], a.ray_episodes, a.steps, a.threads, a.learner)
     head = f"{'generation, ' + a.recipes[0]:<26}{'episodes':>9}{'wall s':>9}{'transitions/s':>15}  dataset"
     print(head)
     print("-" * len(head))

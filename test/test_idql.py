@@ -37,7 +37,15 @@ def test_training_lowers_the_loss_resumes_exactly_and_ends_with_a_critic(tiny_da
     from planner_node.models.idql import IDQLTrainer
     rows = list(csv.DictReader(open(idql_run / "metrics.csv")))
     assert [r["stage"] for r in rows] == ["policy"] * 4 and (idql_run / "loss.png").exists()
-    assert float(rows[-1]["holdout_loss"]) < float(rows[0]["holdout_loss"])
+    tr = IDQLTrainer(config_from_dict(TINY_TRAIN), tiny_data, tmp_path / "short", progress=False)
+    obs, task, cmd, act, mask = tr.train
+
+    def loss():
+        with torch.no_grad():
+            return tr.loss(act, obs, task, cmd, mask, np.random.default_rng(0)).item()
+    before = loss()
+    tr.run()
+    assert loss() < 0.7 * before
     ck = load_checkpoint(idql_run)
     assert ck["stage"] == "done" and set(ck["critic"]) >= {"v", "q", "config", "tasks", "metrics"}
     # A kill mid-run, then a resume, ends with the same weights as an uninterrupted run.
@@ -53,6 +61,19 @@ def test_training_lowers_the_loss_resumes_exactly_and_ends_with_a_critic(tiny_da
     done = (full / "checkpoint.pt").read_bytes()
     assert IDQLTrainer(cfg, tiny_data, full, progress=False).run()["stage"] == "done"
     assert (full / "checkpoint.pt").read_bytes() == done
+
+
+def test_a_batch_takes_the_same_rows_of_every_array(tiny_data, tmp_path):
+    """Each window's observation, task, command, chunk and mask stay together (a batch drawn
+    per array would pair observations with other rows' actions, and the denoiser would learn to
+    ignore the observation)."""
+    from planner_node.models.config import config_from_dict
+    from planner_node.models.idql import IDQLTrainer
+    tr = IDQLTrainer(config_from_dict(TINY), tiny_data, tmp_path / "run", progress=False)
+    batch = tr.batch(np.random.default_rng(3))
+    key = torch.cat([tr.train[0], tr.train[3].flatten(1)], 1)   # (obs, chunk) of every window
+    got = torch.cat([batch[0], batch[3].flatten(1)], 1)
+    assert all((key == row).all(1).any() for row in got), "a batch row pairs one window's obs with another's chunk"
 
 
 def test_a_checkpoint_without_its_critic_is_refused_by_name(tiny_data, tmp_path):
