@@ -6,6 +6,9 @@
 # the shipped bundle's task weights and posture term. Finished files are kept (resumes).
 #   bash experiments/idql_eval.sh                       # schedule B, all 10 tasks
 #   SCHEDULES="A C D" TASKS=stand bash experiments/idql_eval.sh
+# Other bundles or settings: LABEL names their files, SETS adds --set flags, e.g.
+#   IDQL=build/idql_s2 LABEL=idql_s2 bash experiments/idql_eval.sh     # exported with --set steps=2
+#   LABEL=idql_o1 SETS="overlap=1" VARIANTS=uniform TASKS=stand bash experiments/idql_eval.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-38} RAY_USAGE_STATS_ENABLED=0
@@ -32,8 +35,10 @@ for s in $SCHEDULES; do
     f=$OUT/$s/chunk_$t.json
     [ -f "$f" ] || $P eval --task "$t" "${common[@]}" --bundle "$CHUNK" --json "$f" > /dev/null
     for v in $VARIANTS; do
-      f=$OUT/$s/idql_${v}_$t.json
-      [ -f "$f" ] || $P eval --task "$t" "${common[@]}" --bundle "$IDQL" --set select="$v" --json "$f" > /dev/null
+      f=$OUT/$s/${LABEL:-idql}_${v}_$t.json
+      sets=(--set select="$v")
+      for kv in ${SETS:-}; do sets+=(--set "$kv"); done
+      [ -f "$f" ] || $P eval --task "$t" "${common[@]}" --bundle "$IDQL" "${sets[@]}" --json "$f" > /dev/null
     done
   done
   echo "== schedule $s"

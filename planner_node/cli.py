@@ -97,6 +97,14 @@ def cmd_data_info(a) -> int:
                   f"steps, expert {r.get('expert')}, learner {(r.get('learner') or '-')[:12]}")
     if ds.plans is not None:
         print(f"  expert plans recorded on {int((ds.plan_steps > 0).sum())} rows ({ds.plans.shape[1]} steps each)")
+    clean = ds.optional("clean_actions")
+    if clean is not None:
+        has = np.isfinite(clean[:, 0])
+        sigma, w = ds.optional("noise_std")[has], ds.optional("task_weight")[has]
+        noise = (arr["actions"][has] - clean[has]).var() / max(float(arr["actions"][has].var()), 1e-12)
+        print(f"  policy rollouts on {int(has.sum())} rows: clean actions recorded; noise std {sigma.min():.3f}-"
+              f"{sigma.max():.3f} (the noise is {noise:.0%} of the executed actions' variance), task weight "
+              f"{w.min():.2f}-{w.max():.2f}")
     print(f"{'task':<12}{'episodes':>9}{'steps':>8}{'mean ret':>10}{'falls':>7}")
     for i, name in enumerate(ds.tasks):
         rows = [e for e in eps if arr["task_ids"][e[0]] == i]

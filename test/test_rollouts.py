@@ -60,6 +60,8 @@ def test_the_same_recipe_and_policy_make_the_same_shards(rollouts, policy_run, t
     assert main(["data", "generate", "--recipe", "tiny_rollouts", "--learner", str(policy_run), "--out", str(again),
                  "--quiet", "--expect", f"{rollouts}.json"]) == 0
     assert "matches" in capsys.readouterr().out
+    assert main(["data", "info", str(again)]) == 0
+    assert f"policy rollouts on {len(Dataset(again))} rows: clean actions recorded" in capsys.readouterr().out
     other = tmp_path / "other"
     assert main(["data", "generate", "--recipe", "tiny_rollouts", "--learner", str(policy_run), "--out", str(other),
                  "--quiet", "--seed", "7", "--expect", f"{rollouts}.json"]) == 1
