@@ -265,7 +265,7 @@ RECIPES: dict[str, Recipe] = {
     # runs/chunk_rsw4_s0`) on the 10 tasks, noise std in [0, 0.1] (its own actions' std is ~0.1),
     # task weights in [0, 1], pushes of 0.1-0.35 m/s every 40-120 steps, 10 % of the episodes
     # 2,000 steps long. `make rollouts` (docs/data.md#policy-rollouts).
-    "policy_rollouts": Recipe(episodes=4000, steps=300, seed=50, rollout=True, long_share=0.1),
+    "policy_rollouts": Recipe(episodes=4400, steps=300, seed=50, rollout=True, long_share=0.1),
     "tiny_rollouts": Recipe(episodes=3, steps=12, tasks=("stand", "forward", "track"), rollout=True, long_share=0.34,
                             long_steps=20, push_gap=(3, 6)),
     "tiny_labels": Recipe(episodes=2, steps=8, tasks=("stand", "forward", "track"), draw=("stand", "forward"),
