@@ -101,7 +101,8 @@ def cmd_data_info(a) -> int:
     if clean is not None:
         has = np.isfinite(clean[:, 0])
         sigma, w = ds.optional("noise_std")[has], ds.optional("task_weight")[has]
-        noise = (arr["actions"][has] - clean[has]).var() / max(float(arr["actions"][has].var()), 1e-12)
+        # per joint, averaged: the noise's share of each joint's variance over the rows
+        noise = float((arr["actions"][has] - clean[has]).var(0).mean()) / max(float(arr["actions"][has].var(0).mean()), 1e-12)
         print(f"  policy rollouts on {int(has.sum())} rows: clean actions recorded; noise std {sigma.min():.3f}-"
               f"{sigma.max():.3f} (the noise is {noise:.0%} of the executed actions' variance), task weight "
               f"{w.min():.2f}-{w.max():.2f}")
