@@ -35,7 +35,7 @@ from planner_node.dataset import Dataset
 from planner_node.models.checkpoint import load_checkpoint, save_checkpoint
 from planner_node.models.config import ConfigError, check_fields
 from planner_node.models.data import Normalizer, returns_to_go, split_episodes
-from planner_node.models.train import append_metrics, open_run, plot_metrics
+from planner_node.models.train import open_run, plot_metrics, policy_step
 from planner_node.planning import Candidates, Plan, Planner, PlanRequest
 from planner_node.runtime.chunk import COMMAND_DIM, StanceHold, TemporalEnsemble, check_settings, policy_inputs
 
@@ -382,10 +382,6 @@ class ChunkTrainer:
         finally:
             self.model.train()
 
-    def _lr(self) -> float:
-        t = self.cfg.train
-        return float(t.lr * 0.5 * (1 + np.cos(np.pi * min(self.step, t.steps) / max(t.steps, 1))))
-
     def run(self, stop_after: int | None = None) -> dict:
         """Train to the end (or return after ``stop_after`` optimizer steps without saving, as a
         kill would leave it: the next run resumes from the last checkpoint)."""
@@ -409,20 +405,8 @@ class ChunkTrainer:
                 loss = self.loss(torch.stack([self.model.split(y)[0][:, 0] for y in outs]), act, mask) / K
             else:
                 loss = sum(self.mode_loss(y, act[k], mask[k]) for k, y in enumerate(outs)) / K
-            for g in self.opt.param_groups:
-                g["lr"] = self._lr()
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-            self.step += 1
+            policy_step(self, loss, t0, bar)
             done_steps += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if self.step % t.eval_every == 0 or self.step == t.steps:
-                append_metrics(self.out, {"stage": "policy", "step": self.step, "wall_s": round(time.time() - t0, 2),
-                           "train_loss": loss.item(), "holdout_loss": self._holdout()})
-            if self.step % t.checkpoint_every == 0:
-                self.save()
         bar.close()
         if done_steps:   # a finished run resumed is left as it is (its bytes are what later rounds record)
             self.save()

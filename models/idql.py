@@ -44,7 +44,7 @@ from planner_node.models.chunk import recipe_weights, window_arrays
 from planner_node.models.config import ConfigError, check_fields
 from planner_node.models.critic import Critic, CriticConfig, QNet, ValueNet, train_critic
 from planner_node.models.data import Normalizer, returns_to_go, split_episodes
-from planner_node.models.train import append_metrics, open_run, plot_metrics
+from planner_node.models.train import open_run, plot_metrics, policy_step
 from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.runtime.chunk import COMMAND_DIM, StanceHold, TemporalEnsemble, policy_inputs
 from planner_node.runtime.idql_select import check_settings, choose, plan_info, sample_steps
@@ -313,10 +313,6 @@ class IDQLTrainer:
         finally:
             self.model.train()
 
-    def _lr(self) -> float:
-        t = self.cfg.train
-        return float(t.lr * 0.5 * (1 + np.cos(np.pi * min(self.step, t.steps) / max(t.steps, 1))))
-
     def _train_critic(self) -> None:
         """The task critic on this data's executed episodes, into ``critic/`` and the checkpoint."""
         c = self.cfg.critic
@@ -340,20 +336,8 @@ class IDQLTrainer:
             rng = np.random.default_rng([t.seed, self.step])
             obs, task, cmd, act, mask = self.batch(rng)
             loss = self.loss(act, obs, task, cmd, mask, rng)
-            for g in self.opt.param_groups:
-                g["lr"] = self._lr()
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-            self.step += 1
+            policy_step(self, loss, t0, bar)
             done_steps += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if self.step % t.eval_every == 0 or self.step == t.steps:
-                append_metrics(self.out, {"stage": "policy", "step": self.step, "wall_s": round(time.time() - t0, 2),
-                                          "train_loss": loss.item(), "holdout_loss": self._holdout()})
-            if self.step % t.checkpoint_every == 0:
-                self.save()
         bar.close()
         if self.critic is None:
             self.save()                  # the denoiser is kept if the critic's training is killed

@@ -262,6 +262,29 @@ def append_metrics(run: Path, row: dict, fields=METRIC_FIELDS) -> None:
         w.writerow(row)
 
 
+def policy_step(trainer, loss, t0: float, bar, stage: str = "policy") -> None:
+    """One optimizer step of a policy kind's trainer (chunk, IDQL) and its bookkeeping: the
+    cosine learning rate (``train.lr`` to 0 over ``train.steps``), the step, the progress bar,
+    a metrics row every ``eval_every`` (with ``trainer._holdout()``) and a checkpoint every
+    ``checkpoint_every`` (``trainer.save()``). ``trainer`` has ``cfg.train``, ``opt``, ``step``,
+    ``out``."""
+    t = trainer.cfg.train
+    lr = float(t.lr * 0.5 * (1 + np.cos(np.pi * min(trainer.step, t.steps) / max(t.steps, 1))))
+    for g in trainer.opt.param_groups:
+        g["lr"] = lr
+    trainer.opt.zero_grad()
+    loss.backward()
+    trainer.opt.step()
+    trainer.step += 1
+    bar.update(1)
+    bar.set_postfix(loss=f"{loss.item():.4f}")
+    if trainer.step % t.eval_every == 0 or trainer.step == t.steps:
+        append_metrics(trainer.out, {"stage": stage, "step": trainer.step, "wall_s": round(time.time() - t0, 2),
+                                     "train_loss": loss.item(), "holdout_loss": trainer._holdout()})
+    if trainer.step % t.checkpoint_every == 0:
+        trainer.save()
+
+
 def same_config(recorded: dict, config: dict) -> bool:
     """Whether a checkpoint's recorded config is ``config``, once each is read as the code reads
     it now: a setting added since the run was trained takes its default, which is what the run
