@@ -38,6 +38,10 @@ class Probe:
         rclpy.init(context=self.ctx, domain_id=domain)
         self.node = Node("hil_probe", context=self.ctx)
         self.msgs = defaultdict(list)   # topic -> [(monotonic time, msg)]
+        # topic -> [monotonic time the publisher wrote each message]: a message that waited in
+        # this probe's queue (the probe does not spin while a test kills a process) arrives
+        # late, but was sent when it was sent
+        self.sent = defaultdict(list)
         self.events = []                # (topic, monotonic time) in arrival order
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         for topic, typ in (("/humanoid/joint_commands", Float64MultiArray), ("/joint_states", JointState),
@@ -48,10 +52,12 @@ class Probe:
         self.executor.add_node(self.node)
 
     def _cb(self, topic):
-        def f(msg):
+        def f(msg, info):
             now = time.monotonic()
             self.msgs[topic].append((now, msg))
             self.events.append((topic, now))
+            src = int(info.get("source_timestamp", 0) or 0)  # the writer's system clock [ns]
+            self.sent[topic].append(now - max(time.time_ns() - src, 0) * 1e-9 if src > 0 else now)
         return f
 
     def sim_time(self) -> float:
