@@ -7,6 +7,13 @@ Needs torch (with CUDA), numpy and PyYAML only: the graphs are the bundle's refe
 Runtime, MuJoCo and ROS. ``--device cpu`` is a dry run of the same code (no CUDA-graph row).
 
     python bench/gpu_plan.py [--bundle bundles/hgap] [--ticks 500] [--json OUT.json]
+
+``--train CONFIG ...``: training throughput instead, each config's trainer (``--device``, every
+device in the same run: ``--device cpu,cuda``) for ``--train-steps`` optimizer steps after 5
+warm-up steps on ``--data``, in optimizer steps/s and windows/s (nothing is saved):
+
+    python bench/gpu_plan.py --train config/train/hgap_paper.yaml config/train/diffuser_paper.yaml \
+        --data data/train --device cpu,cuda [--train-steps 50]
 """
 from __future__ import annotations
 
@@ -27,7 +34,12 @@ def main() -> int:
     ap.add_argument("--ticks", type=int, default=500)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--json")
+    ap.add_argument("--train", nargs="+", metavar="CONFIG", help="measure these training configs instead")
+    ap.add_argument("--data", default="data/train", help="with --train: the dataset (world-model kinds need executed actions)")
+    ap.add_argument("--train-steps", type=int, default=50)
     a = ap.parse_args()
+    if a.train:
+        return train_throughput(a)
     import torch
 
     from planner_node.export.graphs import sample_tokens_in_graph
@@ -118,6 +130,55 @@ def main() -> int:
         print(f"CUDA-graph replay draws the eager tokens: {same}")
     if a.json:
         Path(a.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "rows": rows}, indent=1))
+    return 0
+
+
+def train_throughput(a) -> int:
+    """Optimizer steps/s of each config's trainer on each device of ``--device`` (comma list)."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    from planner_node.kinds import get_kind, resolve
+    from planner_node.models.config import load_config
+
+    devices = a.device.split(",")
+    rows = []
+    for path in a.train:
+        cfg = load_config(path)
+        for dev in devices:
+            if dev == "cuda" and not torch.cuda.is_available():
+                rows.append({"config": path, "device": "cuda", "skipped": "no CUDA device visible to torch"})
+                continue
+            tmp = tempfile.mkdtemp(prefix="train_bench_")
+            try:
+                trainer = resolve(get_kind(cfg.kind).trainer)(cfg, a.data, Path(tmp) / "run", progress=False,
+                                                              device=dev)
+                trainer.run(stop_after=5)                       # warm-up: allocations, kernels, caches
+                if dev == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                trainer.run(stop_after=a.train_steps)
+                if dev == "cuda":
+                    torch.cuda.synchronize()
+                dt = time.perf_counter() - t0
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            batch = cfg.train.batch_size
+            name = torch.cuda.get_device_name() if dev == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+            rows.append({"config": path, "device": name, "steps_per_s": a.train_steps / dt,
+                         "windows_per_s": a.train_steps * batch / dt, "batch": batch})
+    print(f"training throughput on {a.data}: {a.train_steps} optimizer steps per row after 5 warm-up steps "
+          f"(torch {torch.__version__})")
+    print(f"{'config':<38}{'device':<30}{'batch':>6}{'steps/s':>10}{'windows/s':>12}")
+    for r in rows:
+        if "skipped" in r:
+            print(f"{r['config']:<38}{r['device']:<30}  skipped: {r['skipped']}")
+        else:
+            print(f"{r['config']:<38}{r['device']:<30}{r['batch']:>6}{r['steps_per_s']:>10.2f}{r['windows_per_s']:>12.0f}")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"torch": torch.__version__, "data": a.data, "rows": rows}, indent=1))
     return 0
 
 

@@ -35,12 +35,14 @@ from planner_node.dataset import Dataset
 from planner_node.models.checkpoint import load_checkpoint, save_checkpoint
 from planner_node.models.config import ConfigError, check_fields
 from planner_node.models.data import Normalizer, returns_to_go, split_episodes
+from planner_node.models.device import cpu_state, describe, resolve_device, to
 from planner_node.models.train import open_run, plot_metrics, policy_step
 from planner_node.planning import Candidates, Plan, Planner, PlanRequest
 from planner_node.runtime.chunk import COMMAND_DIM, StanceHold, TemporalEnsemble, check_settings, policy_inputs
 
 KIND = "chunk"
 LABEL_TAILS = ("none", "labels", "plans")
+ACTION_TARGETS = ("executed", "clean")
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ class ChunkTrainConfig:
     # "RECIPE:W,RECIPE:W" ('' = every row at 1): the rows a recipe made (through merges) count W
     # times in the loss, e.g. a small round of targeted data (``rescue_stand``) among 170k rows.
     recipe_weights: str = ""
+    # What the chunks learn: "executed" actions, or a rollout's "clean" ones (``target_actions``).
+    action_target: str = "executed"
     seed: int = 0
     holdout_fraction: float = 0.1
     checkpoint_every: int = 500
@@ -124,6 +128,7 @@ class ChunkTrainConfig:
                          "label_tails": self.label_tails in LABEL_TAILS,
                          "label_tail_weight": self.label_tail_weight > 0, "obs_noise": 0 <= self.obs_noise < float("inf"),
                          "recipe_weights": parse_recipe_weights(self.recipe_weights) is not None,
+                         "action_target": self.action_target in ACTION_TARGETS,
                          "holdout_fraction": 0 <= self.holdout_fraction < 1,
                          "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
                          "threads": self.threads > 0}, self)
@@ -248,10 +253,29 @@ def advantage_weights(ds: Dataset, t: ChunkTrainConfig) -> np.ndarray:
     return np.minimum(np.exp(t.advantage_beta * z), t.advantage_max_weight).astype(np.float32)
 
 
-def chunk_targets(ds: Dataset, rows: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def target_actions(ds: Dataset, target: str = "executed") -> np.ndarray:
+    """(N, 56) the actions a policy learns from. "executed": what ran. "clean": the recorded
+    clean action (a policy rollout's action before its exploration noise, as MoCapAct's
+    ``mean_actions``), the executed one in rows of shards that did not record it."""
+    acts = ds.arrays["actions"]
+    if target == "executed":
+        return acts
+    if target != "clean":
+        raise ValueError(f"action_target: {target!r}; valid: {', '.join(ACTION_TARGETS)}")
+    clean = ds.optional("clean_actions")
+    if clean is None:
+        raise ValueError(f"action_target: 'clean', but {ds.path} records no clean_actions "
+                         "(a policy_rollouts recipe does)")
+    missing = np.isnan(clean).any(axis=1)
+    return np.where(missing[:, None], acts, clean).astype(acts.dtype)
+
+
+def chunk_targets(ds: Dataset, rows: np.ndarray, horizon: int,
+                  actions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each dataset row: the episode's next ``horizon`` actions (R, H, 56) and a mask (R, H)
-    that is 0 past the episode's last step (the action there is the last one, repeated)."""
-    acts, ids = ds.arrays["actions"], ds.arrays["episode_ids"]
+    that is 0 past the episode's last step (the action there is the last one, repeated).
+    ``actions``: the (N, 56) targets (``target_actions``; default the executed ones)."""
+    acts, ids = ds.arrays["actions"] if actions is None else actions, ds.arrays["episode_ids"]
     n = len(acts)
     j = rows[:, None] + np.arange(horizon)[None]
     inside = (j < n) & (ids[np.minimum(j, n - 1)] == ids[rows][:, None])
@@ -273,7 +297,7 @@ def window_arrays(ds: Dataset, norm: Normalizer, policy_tasks: list[str], episod
     a = ds.arrays
     obs = norm.norm_obs(a["observations"][rows]).astype(np.float32)
     task = np.eye(len(policy_tasks), dtype=np.float32)[a["task_ids"][rows]]
-    acts, mask = chunk_targets(ds, rows, H)
+    acts, mask = chunk_targets(ds, rows, H, target_actions(ds, t.action_target))
     # A label row (DAgger, ``labels="expert"``) supervises its first action only unless
     # ``label_tails`` says otherwise (see ChunkTrainConfig).
     lab = labelled[rows]
@@ -295,8 +319,10 @@ class ChunkTrainer:
     """Behaviour cloning of action chunks; resumable, with deterministic batches keyed by
     (seed, step), the same run-directory layout as the other kinds' trainers."""
 
-    def __init__(self, cfg: ChunkConfig, data_dir: str | Path, out: str | Path, progress: bool = True):
+    def __init__(self, cfg: ChunkConfig, data_dir: str | Path, out: str | Path, progress: bool = True,
+                 device: str = "auto"):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.device = resolve_device(device)
         t, H = cfg.train, cfg.policy.horizon
         torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)
@@ -318,8 +344,8 @@ class ChunkTrainer:
             self.split["advantage_weights"] = {"mean": float(w.mean()), "p10": float(np.percentile(w, 10)),
                                                "p90": float(np.percentile(w, 90)),
                                                "clipped": float(np.mean(w >= t.advantage_max_weight))}
-        self.act_var = torch.from_numpy(self.norm.stats["act_std"] ** 2)
-        self.model = ChunkPolicy(cfg.policy, len(self.policy_tasks))
+        self.act_var = torch.from_numpy(self.norm.stats["act_std"] ** 2).to(self.device)
+        self.model = ChunkPolicy(cfg.policy, len(self.policy_tasks)).to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.step = 0
         self._resume_or_start()
@@ -330,7 +356,8 @@ class ChunkTrainer:
 
     def _payload(self) -> dict:
         return {"kind": KIND, "config": self.cfg.to_dict(), "stage": "done" if self.step >= self.cfg.train.steps
-                else "policy", "step": self.step, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                else "policy", "step": self.step, "model": cpu_state(self.model.state_dict()),
+                "opt": cpu_state(self.opt.state_dict()),
                 "normalizer": self.norm.to_tensors(), "dataset": self.data_id, "tasks": self.tasks,
                 "policy_tasks": self.policy_tasks, "split": self.split, "torch_rng": torch.get_rng_state()}
 
@@ -373,7 +400,7 @@ class ChunkTrainer:
     def _holdout(self) -> float:
         if not len(self.hold[0]):
             return float("nan")
-        obs, task, cmd, act, mask = (x[:4096] for x in self.hold)
+        obs, task, cmd, act, mask = to(self.device, *(x[:4096] for x in self.hold))
         # the mean's error, every window counting once, so runs with and without weights compare;
         # in eval mode (no dropout), as the policy runs
         self.model.eval()
@@ -389,6 +416,8 @@ class ChunkTrainer:
 
         t, K = self.cfg.train, self.cfg.policy.ensemble
         t0, done_steps = time.time(), 0
+        if self.progress:
+            print(f"training on {describe(self.device)}")
         bar = tqdm(total=t.steps, initial=self.step, desc="chunk policy", disable=not self.progress)
         n = len(self.train[0])
         while self.step < t.steps:
@@ -399,6 +428,7 @@ class ChunkTrainer:
             obs, task, cmd, act, mask = (x[idx] for x in self.train)
             if t.obs_noise:
                 obs = obs + t.obs_noise * torch.from_numpy(rng.standard_normal(obs.shape, dtype=np.float32))
+            obs, task, cmd, act, mask = to(self.device, obs, task, cmd, act, mask)
             x = torch.cat([obs, task, cmd], dim=-1)
             outs = [net(x[k]) for k, net in enumerate(self.model.nets)]
             if self.model.M == 1:

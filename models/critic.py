@@ -159,17 +159,21 @@ def near_fall_mask(ds: Dataset, tr: dict, within: int = 10) -> np.ndarray:
 
 
 def train_critic(data: str | Path, out: str | Path, cfg: CriticConfig = CriticConfig(), progress: bool = True,
-                 skip_labels: bool = False) -> dict:
+                 skip_labels: bool = False, device: str = "auto") -> dict:
     """Train on ``data``; writes ``out/critic.pt`` (weights_only-loadable) and ``out/curves.json``.
     Data that holds label rounds is refused, unless ``skip_labels``: then it trains on the
-    other episodes (a policy kind's critic, trained beside it on the same data)."""
+    other episodes (a policy kind's critic, trained beside it on the same data). ``device``:
+    where the networks train (``models/device.py``); they are saved and evaluated on the CPU."""
     from tqdm import tqdm
+
+    from planner_node.models.device import resolve_device, to
 
     from planner_node.atomic import write_json
     from planner_node.models.checkpoint import save_checkpoint
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    dev = resolve_device(device)
     ds = Dataset(data)
     if not skip_labels:
         ds.require_executed_actions("the task critic")
@@ -184,6 +188,7 @@ def train_critic(data: str | Path, out: str | Path, cfg: CriticConfig = CriticCo
     q = QNet(mean, std, tr["a"].shape[1], n_t, cfg.width, cfg.layers)
     q_target = QNet(mean, std, tr["a"].shape[1], n_t, cfg.width, cfg.layers)
     q_target.load_state_dict(q.state_dict())
+    v, q, q_target = v.to(dev), q.to(dev), q_target.to(dev)
     opt_v = torch.optim.Adam(v.parameters(), lr=cfg.lr)
     opt_q = torch.optim.Adam(q.parameters(), lr=cfg.lr)
     T = {k: torch.from_numpy(np.asarray(tr[k], np.float32)) for k in ("s", "a", "s2", "fell", "r")}
@@ -192,7 +197,7 @@ def train_critic(data: str | Path, out: str | Path, cfg: CriticConfig = CriticCo
     t0 = time.time()
     for step in tqdm(range(1, cfg.steps + 1), desc="train critic", disable=not progress):
         b = torch.from_numpy(rng.choice(train_idx, cfg.batch_size))
-        s, a, s2, fell, r = (T[k][b] for k in ("s", "a", "s2", "fell", "r"))
+        s, a, s2, fell, r = to(dev, *(T[k][b] for k in ("s", "a", "s2", "fell", "r")))
         with torch.no_grad():
             q_t = q_target(s, a)
             target = r + cfg.discount * (1.0 - fell)[:, None] * v(s2)
@@ -207,6 +212,7 @@ def train_critic(data: str | Path, out: str | Path, cfg: CriticConfig = CriticCo
         polyak(q_target, q, cfg.polyak)
         if step % 500 == 0 or step == cfg.steps:
             curves.append({"step": step, "loss_v": loss_v.item(), "loss_q": loss_q.item()})
+    v, q = v.cpu(), q.cpu()
     metrics = evaluate_critic(v, q, tr, hold_idx if len(hold_idx) else train_idx, cfg, near_fall_mask(ds, tr))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from planner_node.dataset import Dataset
 from planner_node.models.checkpoint import load_checkpoint, save_checkpoint
 from planner_node.models.config import ConfigError, check_fields
 from planner_node.models.data import Normalizer, make_windows, returns_to_go, split_episodes
+from planner_node.models.device import cpu_state, ddp, describe, init_distributed, resolve_device, to
 from planner_node.models.layers import mish
 from planner_node.models.train import append_metrics, open_run, plot_metrics
 from planner_node.planning import Candidates, Plan, Planner, PlanRequest
@@ -275,8 +276,11 @@ class DiffuserTrainer:
     """Stages ``diffusion`` then ``value`` then ``done``; resumable, deterministic batches keyed by
     (seed, stage, step), the same run directory layout as the VQ-VAE + prior trainer."""
 
-    def __init__(self, cfg: DiffuserConfig, data_dir: str | Path, out: str | Path, progress: bool = True):
+    def __init__(self, cfg: DiffuserConfig, data_dir: str | Path, out: str | Path, progress: bool = True,
+                 device: str = "auto"):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.device = resolve_device(device)
+        self.world, self.rank = init_distributed(self.device)
         t, H = cfg.train, cfg.unet.horizon
         torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)
@@ -300,34 +304,34 @@ class DiffuserTrainer:
         self.split = {"train_episodes": len(train_eps), "holdout_episodes": len(hold_eps),
                       "train_windows": len(self.train_x), "holdout_windows": len(self.hold_x)}
         D = cfg.transition_dim
-        self.model, self.ema = TemporalUnet(cfg.unet, D), TemporalUnet(cfg.unet, D)
+        self.model, self.ema = TemporalUnet(cfg.unet, D).to(self.device), TemporalUnet(cfg.unet, D).to(self.device)
         self.ema.load_state_dict(self.model.state_dict())
-        self.value = TrajectoryValue(H, D, len(self.value_tasks), cfg.value.width, cfg.value.layers)
+        self.value = TrajectoryValue(H, D, len(self.value_tasks), cfg.value.width, cfg.value.layers).to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=t.lr)
         self.opt_value = torch.optim.Adam(self.value.parameters(), lr=t.lr)
         sched = Schedule(cfg.diffusion.steps)
-        self.sqrt_ab = torch.tensor(np.sqrt(sched.alphas_cumprod), dtype=torch.float32)
-        self.sqrt_1mab = torch.tensor(np.sqrt(1 - sched.alphas_cumprod), dtype=torch.float32)
+        self.sqrt_ab = torch.tensor(np.sqrt(sched.alphas_cumprod), dtype=torch.float32, device=self.device)
+        self.sqrt_1mab = torch.tensor(np.sqrt(1 - sched.alphas_cumprod), dtype=torch.float32, device=self.device)
         w = torch.ones(H, D)
         w[0, spec.OBS_DIM:] = cfg.diffusion.action_weight
-        self.loss_weight = w
+        self.loss_weight = w.to(self.device)
         self.stage, self.step = "diffusion", 0
         self._resume_or_start()
 
     def _payload(self) -> dict:
         return {"kind": KIND, "config": self.cfg.to_dict(), "stage": self.stage, "step": self.step,
-                "model": self.model.state_dict(), "ema": self.ema.state_dict(), "value": self.value.state_dict(),
-                "opt": self.opt.state_dict(), "opt_value": self.opt_value.state_dict(),
+                **{name: cpu_state(getattr(self, name).state_dict()) for name in ("model", "ema", "value", "opt", "opt_value")},
                 "normalizer": self.norm.to_tensors(), "dataset": self.data_id, "tasks": self.tasks,
                 "value_tasks": self.value_tasks, "value_mean": torch.from_numpy(self.val_mean),
                 "value_std": torch.from_numpy(self.val_std), "split": self.split, "torch_rng": torch.get_rng_state()}
 
     def save(self) -> None:
-        save_checkpoint(self.out / "checkpoint.pt", self._payload())
+        if self.rank == 0:
+            save_checkpoint(self.out / "checkpoint.pt", self._payload())
 
     def _resume_or_start(self) -> None:
         states = ("model", "ema", "value", "opt", "opt_value")
-        ck = open_run(self.out, self.cfg.to_dict(), self.data_id, KIND, states)
+        ck = open_run(self.out, self.cfg.to_dict(), self.data_id, KIND, states, write=self.rank == 0)
         if ck is not None:
             for name in states:
                 if name in ck:
@@ -337,8 +341,8 @@ class DiffuserTrainer:
 
     def _noisy(self, x0: torch.Tensor, rng: np.random.Generator):
         """(x_t conditioned on row 0's observation, t) for x0 at random steps, noise from ``rng``."""
-        t = torch.from_numpy(rng.integers(0, self.cfg.diffusion.steps, len(x0)))
-        noise = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
+        t, noise = to(self.device, torch.from_numpy(rng.integers(0, self.cfg.diffusion.steps, len(x0))),
+                      torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32)))
         xt = self.sqrt_ab[t][:, None, None] * x0 + self.sqrt_1mab[t][:, None, None] * noise
         return apply_condition(xt, x0[:, 0, : spec.OBS_DIM]), t
 
@@ -347,19 +351,19 @@ class DiffuserTrainer:
         pred = apply_condition(model(xt, t.float()), x0[:, 0, : spec.OBS_DIM])
         return ((pred - x0) ** 2 * self.loss_weight).mean()
 
-    def value_loss(self, x0: torch.Tensor, target: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    def value_loss(self, x0: torch.Tensor, target: torch.Tensor, rng: np.random.Generator, value=None) -> torch.Tensor:
         xt, t = self._noisy(x0, rng)
-        return F.mse_loss(self.value(xt, t.float()), target)
+        return F.mse_loss((self.value if value is None else value)(xt, t.float()), target)
 
     @torch.no_grad()
     def _holdout(self, stage: str) -> float:
         if not len(self.hold_x):
             return float("nan")
         rng = np.random.default_rng([self.cfg.train.seed, 99])   # the same noise at every evaluation
-        x = self.hold_x[:512]
+        x, v = to(self.device, self.hold_x[:512], self.hold_v[:512])
         if stage == "diffusion":
             return self.diffusion_loss(self.ema, x, rng).item()
-        return self.value_loss(x, self.hold_v[:512], rng).item()
+        return self.value_loss(x, v, rng).item()
 
     def _ema_update(self) -> None:
         d = self.cfg.train.ema_decay
@@ -379,14 +383,20 @@ class DiffuserTrainer:
         for stage, total, opt in (("diffusion", t.diffusion_steps, self.opt), ("value", t.value_steps, self.opt_value)):
             if self.stage != stage:
                 continue
-            bar = tqdm(total=total, initial=self.step, desc=f"diffuser {stage}", disable=not self.progress)
+            if self.progress and not self.rank:
+                print(f"training on {describe(self.device)}, {self.world} rank(s)")
+            trained = ddp(self.model if stage == "diffusion" else self.value, self.device, self.world)
+            bar = tqdm(total=total, initial=self.step, desc=f"diffuser {stage}", disable=not self.progress or self.rank)
             while self.step < total:
                 if stop_after is not None and done_steps >= stop_after:
                     return {"stage": "killed", "step": self.step}
-                rng = np.random.default_rng([t.seed, 0 if stage == "diffusion" else 1, self.step])
+                # one rank keys its batches as before torchrun existed (resumed runs match)
+                key = [t.seed, 0 if stage == "diffusion" else 1, self.step] + ([self.rank] if self.world > 1 else [])
+                rng = np.random.default_rng(key)
                 i = torch.from_numpy(rng.integers(0, len(self.train_x), t.batch_size))
-                loss = (self.diffusion_loss(self.model, self.train_x[i], rng) if stage == "diffusion"
-                        else self.value_loss(self.train_x[i], self.train_v[i], rng))
+                x0, v0 = to(self.device, self.train_x[i], self.train_v[i])
+                loss = (self.diffusion_loss(trained, x0, rng) if stage == "diffusion"
+                        else self.value_loss(x0, v0, rng, trained))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -396,7 +406,7 @@ class DiffuserTrainer:
                 done_steps += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-                if self.step % t.eval_every == 0 or self.step == total:
+                if (self.step % t.eval_every == 0 or self.step == total) and self.rank == 0:
                     append_metrics(self.out, {"stage": stage, "step": self.step, "wall_s": round(time.time() - t0, 2),
                                "train_loss": loss.item(), "holdout_loss": self._holdout(stage)})
                 if self.step % t.checkpoint_every == 0:
@@ -404,7 +414,8 @@ class DiffuserTrainer:
             bar.close()
             self.stage, self.step = ("value", 0) if stage == "diffusion" else ("done", 0)
             self.save()
-        plot_metrics(self.out, (("diffusion", "weighted x0 MSE"), ("value", "value MSE (z-scored)")))
+        if self.rank == 0:
+            plot_metrics(self.out, (("diffusion", "weighted x0 MSE"), ("value", "value MSE (z-scored)")))
         return {"stage": self.stage, "wall_s": time.time() - t0, **self.split}
 
 

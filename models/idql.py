@@ -44,6 +44,7 @@ from planner_node.models.chunk import recipe_weights, window_arrays
 from planner_node.models.config import ConfigError, check_fields
 from planner_node.models.critic import Critic, CriticConfig, QNet, ValueNet, train_critic
 from planner_node.models.data import Normalizer, returns_to_go, split_episodes
+from planner_node.models.device import cpu_state, describe, resolve_device, to
 from planner_node.models.train import open_run, plot_metrics, policy_step
 from planner_node.planning import Plan, Planner, PlanRequest
 from planner_node.runtime.chunk import COMMAND_DIM, StanceHold, TemporalEnsemble, policy_inputs
@@ -76,6 +77,7 @@ class IDQLTrainConfig:
     drop_before_fall: int = 0   # as ChunkTrainConfig
     label_weight: float = 1.0   # as ChunkTrainConfig
     recipe_weights: str = ""    # as ChunkTrainConfig
+    action_target: str = "executed"  # as ChunkTrainConfig ("clean": a rollout's clean actions)
     seed: int = 0
     holdout_fraction: float = 0.1
     checkpoint_every: int = 1000
@@ -83,11 +85,12 @@ class IDQLTrainConfig:
     threads: int = 2
 
     def __post_init__(self):
-        from planner_node.models.chunk import parse_recipe_weights
+        from planner_node.models.chunk import ACTION_TARGETS, parse_recipe_weights
         check_fields("train", {"steps": self.steps >= 0, "batch_size": self.batch_size > 0, "lr": self.lr > 0,
                                "weight_decay": self.weight_decay >= 0, "drop_before_fall": self.drop_before_fall >= 0,
                                "label_weight": self.label_weight > 0,
                                "recipe_weights": parse_recipe_weights(self.recipe_weights) is not None,
+                               "action_target": self.action_target in ACTION_TARGETS,
                                "holdout_fraction": 0 <= self.holdout_fraction < 1,
                                "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
                                "threads": self.threads > 0}, self)
@@ -240,8 +243,10 @@ class IDQLTrainer:
     """The denoiser (resumable, deterministic batches keyed by (seed, step)), then the critic on
     the same data; the run directory's layout is the other kinds'."""
 
-    def __init__(self, cfg: IDQLConfig, data_dir: str | Path, out: str | Path, progress: bool = True):
+    def __init__(self, cfg: IDQLConfig, data_dir: str | Path, out: str | Path, progress: bool = True,
+                 device: str = "auto"):
         self.cfg, self.out, self.progress, self.data_dir = cfg, Path(out), progress, data_dir
+        self.device_name, self.device = device, resolve_device(device)
         t, H = cfg.train, cfg.policy.horizon
         torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)
@@ -253,7 +258,7 @@ class IDQLTrainer:
         labelled, weights = self.ds.label_rows(), recipe_weights(self.ds, t.recipe_weights)
         # as the chunk policy's default: a label row supervises its first action only
         windows = SimpleNamespace(drop_before_fall=t.drop_before_fall, label_tails="none", label_tail_weight=1.0,
-                                  label_weight=t.label_weight)
+                                  label_weight=t.label_weight, action_target=t.action_target)
         self.train = window_arrays(self.ds, self.norm, self.policy_tasks, train_eps, H, windows, labelled, weights)
         self.hold = window_arrays(self.ds, self.norm, self.policy_tasks, hold_eps, H, windows, labelled, weights)
         if not len(self.train[0]):
@@ -261,10 +266,10 @@ class IDQLTrainer:
         self.tasks = [self.ds.tasks[i] for i in np.unique(self.ds.arrays["task_ids"])]
         self.split = {"train_episodes": len(train_eps), "holdout_episodes": len(hold_eps),
                       "train_windows": len(self.train[0]), "holdout_windows": len(self.hold[0])}
-        self.act_var = torch.from_numpy(self.norm.stats["act_std"] ** 2)
-        self.act_var = self.act_var / self.act_var.mean()   # action units, scaled to a mean of 1
-        self.alphas = torch.from_numpy(cosine_alphas_cumprod(cfg.policy.diffusion_steps).astype(np.float32))
-        self.model = Denoiser(cfg.policy, len(self.policy_tasks))
+        act_var = torch.from_numpy(self.norm.stats["act_std"] ** 2)
+        self.act_var = (act_var / act_var.mean()).to(self.device)   # action units, scaled to a mean of 1
+        self.alphas = torch.from_numpy(cosine_alphas_cumprod(cfg.policy.diffusion_steps).astype(np.float32)).to(self.device)
+        self.model = Denoiser(cfg.policy, len(self.policy_tasks)).to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.step, self.critic = 0, None
         ck = open_run(self.out, cfg.to_dict(), self.data_id, KIND, ("model", "opt"))
@@ -278,7 +283,8 @@ class IDQLTrainer:
     def _payload(self) -> dict:
         done = self.step >= self.cfg.train.steps and self.critic is not None
         return {"kind": KIND, "config": self.cfg.to_dict(), "stage": "done" if done else "policy", "step": self.step,
-                "model": self.model.state_dict(), "opt": self.opt.state_dict(), "normalizer": self.norm.to_tensors(),
+                "model": cpu_state(self.model.state_dict()), "opt": cpu_state(self.opt.state_dict()),
+                "normalizer": self.norm.to_tensors(),
                 "dataset": self.data_id, "tasks": self.tasks, "policy_tasks": self.policy_tasks, "split": self.split,
                 "torch_rng": torch.get_rng_state(), **({"critic": self.critic} if self.critic is not None else {})}
 
@@ -288,14 +294,14 @@ class IDQLTrainer:
     def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         """``batch_size`` training windows drawn with ``rng``: the same rows of every array."""
         idx = torch.from_numpy(rng.integers(0, len(self.train[0]), self.cfg.train.batch_size))
-        return tuple(x[idx] for x in self.train)
+        return to(self.device, *(x[idx] for x in self.train))
 
     def loss(self, x0, obs, task, cmd, mask, rng: np.random.Generator) -> torch.Tensor:
         """The clean chunk's MSE at a random step, weighted per joint in action units and by
         the windows' step mask (steps past an episode's end, label tails: 0)."""
         n = x0.shape[0]
-        t = torch.from_numpy(rng.integers(0, len(self.alphas), n))
-        eps = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
+        t, eps = to(self.device, torch.from_numpy(rng.integers(0, len(self.alphas), n)),
+                    torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32)))
         ab = self.alphas[t][:, None, None]
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
         pred = self.model(xt.reshape(n, -1), t.float(), torch.cat([obs, task, cmd], -1)).reshape(x0.shape)
@@ -306,7 +312,7 @@ class IDQLTrainer:
     def _holdout(self) -> float:
         if not len(self.hold[0]):
             return float("nan")
-        obs, task, cmd, act, mask = (x[:4096] for x in self.hold)
+        obs, task, cmd, act, mask = to(self.device, *(x[:4096] for x in self.hold))
         self.model.eval()
         try:
             return self.loss(act, obs, task, cmd, (mask > 0).float(), np.random.default_rng(0)).item()
@@ -318,7 +324,8 @@ class IDQLTrainer:
         c = self.cfg.critic
         cc = CriticConfig(width=c.width, layers=c.layers, discount=c.discount, expectile=c.expectile, steps=c.steps,
                           batch_size=c.batch_size, lr=c.lr, seed=self.cfg.train.seed, threads=self.cfg.train.threads)
-        train_critic(self.data_dir, self.out / "critic", cc, progress=self.progress, skip_labels=True)
+        train_critic(self.data_dir, self.out / "critic", cc, progress=self.progress, skip_labels=True,
+                     device=self.device_name)
         self.critic = {k: v for k, v in load_checkpoint(self.out / "critic" / "critic.pt", expect_kind="critic").items()
                        if k in ("kind", "config", "tasks", "v", "q", "metrics")}
 
@@ -329,6 +336,8 @@ class IDQLTrainer:
 
         t = self.cfg.train
         t0, done_steps = time.time(), 0
+        if self.progress:
+            print(f"training on {describe(self.device)}")
         bar = tqdm(total=t.steps, initial=self.step, desc="idql denoiser", disable=not self.progress)
         while self.step < t.steps:
             if stop_after is not None and done_steps >= stop_after:

@@ -127,15 +127,20 @@ def _stats(ds: Dataset) -> dict:
     return {k: np.asarray(ds.stats[k], np.float32) for k in ("obs_mean", "obs_std", "act_mean", "act_std")}
 
 
-def train_ldm(data: str | Path, out: str | Path, cfg: LDMConfig = LDMConfig(), progress: bool = True) -> dict:
-    """Train E then G on ``data``; writes ``out/ldm.pt`` (weights_only-loadable) and ``out/curves.json``."""
+def train_ldm(data: str | Path, out: str | Path, cfg: LDMConfig = LDMConfig(), progress: bool = True,
+              device: str = "auto") -> dict:
+    """Train E then G on ``data``; writes ``out/ldm.pt`` (weights_only-loadable) and ``out/curves.json``.
+    ``device``: where the networks train (``models/device.py``); saved and evaluated on the CPU."""
     from tqdm import tqdm
+
+    from planner_node.models.device import resolve_device, to
 
     from planner_node.atomic import write_json
     from planner_node.models.checkpoint import save_checkpoint
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    dev = resolve_device(device)
     ds = Dataset(data)
     ds.require_executed_actions("the Lyapunov density model")
     tr = transitions(ds, tasks=["stand"])  # the (s, a, s') set; rewards are not used here
@@ -149,12 +154,12 @@ def train_ldm(data: str | Path, out: str | Path, cfg: LDMConfig = LDMConfig(), p
     rng = np.random.default_rng(cfg.seed)
     t0 = time.time()
 
-    flow = DensityFlow(stats, dim, cfg.flow_layers, cfg.flow_width, cfg.seed)
+    flow = DensityFlow(stats, dim, cfg.flow_layers, cfg.flow_width, cfg.seed).to(dev)
     opt = torch.optim.Adam(flow.parameters(), lr=cfg.lr)
     curves = []
     for step in tqdm(range(1, cfg.flow_steps + 1), desc="train density (E)", disable=not progress):
         b = torch.from_numpy(rng.choice(train_idx, cfg.batch_size))
-        loss = flow(S[b], A[b]).mean()
+        loss = flow(*to(dev, S[b], A[b])).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -164,7 +169,7 @@ def train_ldm(data: str | Path, out: str | Path, cfg: LDMConfig = LDMConfig(), p
     for p in flow.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
-        E = torch.cat([flow(S[i:i + 4096], A[i:i + 4096]) for i in range(0, len(S), 4096)])
+        E = torch.cat([flow(*to(dev, S[i:i + 4096], A[i:i + 4096])).cpu() for i in range(0, len(S), 4096)])
     threshold = float(np.percentile(E[train_idx].numpy(), 100.0 - cfg.percentile))  # -log(percentile of p)
 
     g = LyapunovNet(flow, cfg.g_width, cfg.g_layers)
@@ -172,6 +177,7 @@ def train_ldm(data: str | Path, out: str | Path, cfg: LDMConfig = LDMConfig(), p
         g.net[-1].bias.fill_(-6.0)
     g_target = LyapunovNet(flow, cfg.g_width, cfg.g_layers)
     g_target.load_state_dict(g.state_dict())
+    g, g_target = g.to(dev), g_target.to(dev)
     opt = torch.optim.Adam(g.net.parameters(), lr=cfg.lr)
     K = cfg.candidates
     for step in tqdm(range(1, cfg.g_steps + 1), desc="train Lyapunov density (G)", disable=not progress):
@@ -181,10 +187,11 @@ def train_ldm(data: str | Path, out: str | Path, cfg: LDMConfig = LDMConfig(), p
             others = A[torch.from_numpy(rng.choice(train_idx, (n, K - 1)))]            # dataset actions
             cand = torch.cat([A2[b][:, None], others], 1)                              # (n, K, 56)
             s2 = S2[b][:, None].expand(-1, K, -1)
-            g_next = g_target(s2.reshape(n * K, -1), cand.reshape(n * K, -1)).view(n, K).min(1).values
+            s2, cand, e_b, s_b, a_b = to(dev, s2.reshape(n * K, -1), cand.reshape(n * K, -1), E[b], S[b], A[b])
+            g_next = g_target(s2, cand).view(n, K).min(1).values
             # max{E, gamma min G' + (1 - gamma) E} - E: what the future adds to E (>= 0)
-            target = torch.clamp(cfg.discount * (g_next - E[b]), min=0.0)
-        residual = nn.functional.softplus(g.net(flow.pair(S[b], A[b]))[:, 0])
+            target = torch.clamp(cfg.discount * (g_next - e_b), min=0.0)
+        residual = nn.functional.softplus(g.net(flow.pair(s_b, a_b))[:, 0])
         loss = nn.functional.smooth_l1_loss(residual, target)
         opt.zero_grad()
         loss.backward()
@@ -192,7 +199,7 @@ def train_ldm(data: str | Path, out: str | Path, cfg: LDMConfig = LDMConfig(), p
         polyak(g_target.net, g.net, cfg.polyak)
         if step == 1 or step % 250 == 0 or step == cfg.g_steps:
             curves.append({"stage": "G", "step": step, "loss": loss.item()})
-    g.eval()
+    g, flow = g.eval().cpu(), flow.cpu()
     metrics = evaluate_ldm(flow, g, S, A, E, hold_idx if len(hold_idx) else train_idx, threshold)
     metrics["threshold"] = threshold
     out = Path(out)

@@ -8,14 +8,14 @@ Re-running with an existing RUN resumes from its checkpoint (same config and dat
 refused). Batches come from an RNG keyed by (seed, stage, step, rank), and torch's RNG is
 checkpointed, so a resumed run continues exactly as an uninterrupted one.
 
-Beyond one machine: launch with ``torchrun --nproc_per_node N -m planner_node.cli train ...``;
-each rank draws its own batches, gradients and codebook statistics are all-reduced (gloo),
-rank 0 writes.
+``--device auto|cpu|cuda`` (``models/device.py``): the model trains there, the data stays on the
+CPU and each batch moves. Beyond one device: ``torchrun --nproc_per_node N -m planner_node.cli
+train ...``; each rank draws its own batches, gradients and codebook statistics are all-reduced
+(NCCL on GPUs, gloo on CPUs), rank 0 writes.
 """
 from __future__ import annotations
 
 import csv
-import os
 import time
 from pathlib import Path
 
@@ -26,20 +26,13 @@ import yaml
 from planner_node.atomic import write_text
 from planner_node.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from planner_node.models.config import ConfigError, ModelConfig, config_from_dict
+from planner_node.models.device import cpu_state, ddp, describe, init_distributed, resolve_device, to
 from planner_node.models.data import Normalizer, make_windows, returns_to_go, split_episodes
 from planner_node.models.prior import LatentPrior
 from planner_node.models.vqvae import TrajectoryVQVAE
 from planner_node.dataset import Dataset
 
 STAGES = ("vq", "prior", "done")
-
-
-def _dist():
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("gloo")
-    rank = torch.distributed.get_rank() if world > 1 else 0
-    return world, rank
 
 
 def codebook_usage(tokens: torch.Tensor, size: int) -> tuple[float, float]:
@@ -51,9 +44,11 @@ def codebook_usage(tokens: torch.Tensor, size: int) -> tuple[float, float]:
 
 
 class Trainer:
-    def __init__(self, cfg: ModelConfig, data_dir: str | Path, out: str | Path, progress: bool = True):
+    def __init__(self, cfg: ModelConfig, data_dir: str | Path, out: str | Path, progress: bool = True,
+                 device: str = "auto"):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.world, self.rank = _dist()
+        self.device = resolve_device(device)
+        self.world, self.rank = init_distributed(self.device)
         torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
         self.ds = Dataset(data_dir)
@@ -72,8 +67,8 @@ class Trainer:
         self.tasks = [self.ds.tasks[i] for i in np.unique(self.ds.arrays["task_ids"])]
         self.split = {"train_episodes": len(train_eps), "holdout_episodes": len(hold_eps),
                       "train_windows": len(self.train_x), "holdout_windows": len(self.hold_x)}
-        self.vq = TrajectoryVQVAE(cfg.vq)
-        self.prior = LatentPrior(cfg.vq, cfg.prior)
+        self.vq = TrajectoryVQVAE(cfg.vq).to(self.device)
+        self.prior = LatentPrior(cfg.vq, cfg.prior).to(self.device)
         t = cfg.train
         self.opt_vq = torch.optim.AdamW(self.vq.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.opt_prior = torch.optim.AdamW(self.prior.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -84,8 +79,8 @@ class Trainer:
     # -- persistence -------------------------------------------------------------------------
     def _payload(self) -> dict:
         return {"kind": self.cfg.kind, "config": self.cfg.to_dict(), "stage": self.stage, "step": self.step,
-                "vq": self.vq.state_dict(), "prior": self.prior.state_dict(),
-                "opt_vq": self.opt_vq.state_dict(), "opt_prior": self.opt_prior.state_dict(),
+                "vq": cpu_state(self.vq.state_dict()), "prior": cpu_state(self.prior.state_dict()),
+                "opt_vq": cpu_state(self.opt_vq.state_dict()), "opt_prior": cpu_state(self.opt_prior.state_dict()),
                 "normalizer": self.norm.to_tensors(), "dataset": self.data_id, "tasks": self.tasks, "split": self.split,
                 "torch_rng": torch.get_rng_state(),
                 "prior_best": self.best_prior[2] if self.best_prior[2] is not None else {},
@@ -132,18 +127,16 @@ class Trainer:
     # -- stages --------------------------------------------------------------------------------
     def _batch(self, x: torch.Tensor, stage: int) -> torch.Tensor:
         rng = np.random.default_rng([self.cfg.train.seed, stage, self.step, self.rank])
-        return x[torch.from_numpy(rng.integers(0, len(x), self.cfg.train.batch_size))]
+        return to(self.device, x[torch.from_numpy(rng.integers(0, len(x), self.cfg.train.batch_size))])[0]
 
     def _wrap(self, module):
-        if self.world > 1:
-            return torch.nn.parallel.DistributedDataParallel(module)
-        return module
+        return ddp(module, self.device, self.world)
 
     @torch.no_grad()
     def _eval_vq(self) -> tuple[float, float, float]:
         self.vq.eval()
         x = self.hold_x if len(self.hold_x) else self.train_x[:256]
-        x = x[:1024]
+        (x,) = to(self.device, x[:1024])
         loss, _ = self.vq.loss(x)
         _, idx, _ = self.vq.encode(x)
         self.vq.train()
@@ -153,7 +146,7 @@ class Trainer:
     @torch.no_grad()
     def encode_all(self, x: torch.Tensor) -> torch.Tensor:
         self.vq.eval()
-        return torch.cat([self.vq.encode(x[i:i + 512])[1] for i in range(0, len(x), 512)]) if len(x) else \
+        return torch.cat([self.vq.encode(to(self.device, x[i:i + 512])[0])[1].cpu() for i in range(0, len(x), 512)]) if len(x) else \
             torch.zeros((0, self.cfg.vq.num_tokens), dtype=torch.long)
 
     def run(self, stop_after: int | None = None) -> dict:
@@ -173,6 +166,8 @@ class Trainer:
         if self.stage == "vq":
             vq = self._wrap(self.vq)
             self.vq.train()
+            if self.progress and not self.rank:
+                print(f"training on {describe(self.device)}, {self.world} rank(s)")
             bar = tqdm(total=t.vq_steps, initial=self.step, desc="vq-vae", disable=not self.progress or self.rank)
             while self.step < t.vq_steps:
                 if killed():
@@ -208,8 +203,9 @@ class Trainer:
                     return {"stage": "killed", "step": self.step}
                 rng = np.random.default_rng([t.seed, 1, self.step, self.rank])
                 i = torch.from_numpy(rng.integers(0, len(tok_tr), t.batch_size))
-                logits = prior(state_tr[i], tok_tr[i])
-                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok_tr[i].reshape(-1))
+                s_b, tok_b = to(self.device, state_tr[i], tok_tr[i])
+                logits = prior(s_b, tok_b)
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok_b.reshape(-1))
                 self.opt_prior.zero_grad()
                 loss.backward()
                 self.opt_prior.step()
@@ -219,14 +215,14 @@ class Trainer:
                 if self.step % t.eval_every == 0 or self.step == t.prior_steps:
                     with torch.no_grad():
                         self.prior.eval()
-                        hl = self.prior.nll(state_ho, tok_ho).item() if len(tok_ho) else float("nan")
+                        hl = self.prior.nll(*to(self.device, state_ho, tok_ho)).item() if len(tok_ho) else float("nan")
                         self.prior.train()
                     self._log({"stage": "prior", "step": self.step, "wall_s": round(time.time() - t0, 2),
                                "train_loss": loss.item(), "holdout_loss": hl})
                     # Early stopping by selection: keep the prior with the best held-out NLL
                     # (small datasets overfit it long before prior_steps).
                     if hl == hl and hl < self.best_prior[0]:
-                        self.best_prior = (hl, self.step, {k: v.clone() for k, v in self.prior.state_dict().items()})
+                        self.best_prior = (hl, self.step, cpu_state(self.prior.state_dict()))
                 if self.step % t.checkpoint_every == 0:
                     self.save()
             bar.close()
@@ -299,11 +295,13 @@ def same_config(recorded: dict, config: dict) -> bool:
         return False
 
 
-def open_run(out: Path, config: dict, data_id: dict, kind: str, states: tuple[str, ...]) -> dict | None:
+def open_run(out: Path, config: dict, data_id: dict, kind: str, states: tuple[str, ...],
+             write: bool = True) -> dict | None:
     """A trainer's run directory: the checkpoint to resume from (trained with this ``config`` on
     this data; each of ``states`` present, except that a finished run may be committed without
     its optimizer state), or None after starting a new run (``config.yaml`` written; a directory
-    that holds anything else but no checkpoint is refused, never overwritten)."""
+    that holds anything else but no checkpoint is refused, never overwritten). ``write=False``
+    (a rank other than 0): only reads."""
     ck_path = out / "checkpoint.pt"
     if ck_path.exists():
         ck = load_checkpoint(ck_path, expect_kind=kind)
@@ -315,6 +313,8 @@ def open_run(out: Path, config: dict, data_id: dict, kind: str, states: tuple[st
         if missing and ck["stage"] != "done":
             raise CheckpointError(f"{ck_path}: has no {missing[0]!r} state, so it cannot resume training")
         return ck
+    if not write:
+        return None
     if out.exists() and any(p.name != "config.yaml" for p in out.iterdir()):
         raise CheckpointError(f"{out}: exists without a checkpoint; refusing to overwrite it")
     out.mkdir(parents=True, exist_ok=True)
@@ -356,11 +356,12 @@ def plot_metrics(run: Path, panels=LATENT_PANELS) -> None:
     plt.close(fig)
 
 
-def train(config_path: str | Path, data_dir: str | Path, out: str | Path, progress: bool = True) -> dict:
+def train(config_path: str | Path, data_dir: str | Path, out: str | Path, progress: bool = True,
+          device: str = "auto") -> dict:
     from planner_node.kinds import get_kind, resolve
     from planner_node.models.config import load_config
     cfg = load_config(config_path)
-    return resolve(get_kind(cfg.kind).trainer)(cfg, data_dir, out, progress).run()
+    return resolve(get_kind(cfg.kind).trainer)(cfg, data_dir, out, progress, device=device).run()
 
 
 def build_models(ck: dict, best: bool = True) -> tuple[ModelConfig, TrajectoryVQVAE, LatentPrior, Normalizer]:

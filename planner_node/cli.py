@@ -277,9 +277,15 @@ def _eval_scored(a, factory, env_config, command, extra) -> int:
     return 0
 
 
+def _device_arg(parser) -> None:
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to train (default auto: the CUDA GPU torch sees, else the CPU); checkpoints "
+                             "load on either. Several GPUs: torchrun --nproc_per_node N -m planner_node.cli ...")
+
+
 def cmd_train_critic(a) -> int:
     from planner_node.models.critic import CriticConfig, train_critic
-    m = train_critic(a.data, a.out, CriticConfig(steps=a.steps), progress=not a.quiet)
+    m = train_critic(a.data, a.out, CriticConfig(steps=a.steps), progress=not a.quiet, device=a.device)
     auc = m["near_fall_auc"]
     print(f"{a.out}: held-out TD MSE {m['holdout_td_mse']:.4f} over {m['holdout_transitions']} transitions; "
           f"V ranks states 10 steps before a fall below the rest (AUC): "
@@ -291,7 +297,7 @@ def cmd_train_ldm(a) -> int:
     from planner_node.models.ldm import LDMConfig, train_ldm
     given = {k: v for k, v in (("flow_steps", a.flow_steps), ("g_steps", a.g_steps), ("percentile", a.percentile))
              if v is not None}  # the rest, and anything not given, are LDMConfig's defaults
-    m = train_ldm(a.data, a.out, LDMConfig(**given), progress=not a.quiet)
+    m = train_ldm(a.data, a.out, LDMConfig(**given), progress=not a.quiet, device=a.device)
     print(f"{a.out}: held-out NLL {m['holdout_nll']:.1f} over {m['holdout_pairs']} pairs; threshold G <= "
           f"{m['threshold']:.2f}; held-out pairs above it: E {m['e_above_threshold_fraction']:.0%}, "
           f"G {m['g_above_threshold_fraction']:.0%}; G < E on {m['g_below_e_fraction']:.1%}")
@@ -300,7 +306,7 @@ def cmd_train_ldm(a) -> int:
 
 def cmd_train(a) -> int:
     from planner_node.models.train import train
-    res = train(a.config, a.data, a.out, progress=not a.quiet)
+    res = train(a.config, a.data, a.out, progress=not a.quiet, device=a.device)
     print(f"{a.out}: {res['stage']} in {res['wall_s']:.0f} s ({res['train_windows']} training windows, "
           f"{res['holdout_windows']} held out); curves in {a.out}/loss.png")
     return 0
@@ -473,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="e.g. config/train/hgap_small.yaml")
     t.add_argument("--data", required=True, help="dataset manifest, STORE/NAME[.json]")
     t.add_argument("--out", required=True, help="run directory")
+    _device_arg(t)
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(fn=cmd_train)
 
@@ -631,6 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--data", required=True, help="dataset manifest, STORE/NAME[.json]")
     tc.add_argument("--out", required=True, help="run directory (critic.pt, curves.json)")
     tc.add_argument("--steps", type=int, default=20_000)
+    _device_arg(tc)
     tc.add_argument("--quiet", action="store_true")
     tc.set_defaults(fn=cmd_train_critic)
     tl = sub.add_parser("train-ldm", help="train the Lyapunov density model: density E(s,a) (a flow), then G by the backup")
@@ -640,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--g-steps", type=int, help="Lyapunov density (G) training steps (default 4000)")
     tl.add_argument("--percentile", type=float,
                     help="threshold: -log of this percentile of the data's densities (default 40, the prototype's)")
+    _device_arg(tl)
     tl.add_argument("--quiet", action="store_true")
     tl.set_defaults(fn=cmd_train_ldm)
     return p

@@ -86,6 +86,36 @@ def test_rollouts_need_a_policy_and_their_fields_are_checked(tmp_path, rollouts,
         ds.optional("plans")
 
 
+def test_policies_learn_the_clean_actions_when_told(tmp_path, rollouts, tiny_data):
+    """``action_target: clean``: the chunks are the recorded clean actions (the executed ones in
+    rows of shards without them); data that recorded none is refused by name."""
+    from types import SimpleNamespace
+
+    from planner_node.models.chunk import chunk_targets, target_actions, window_arrays
+    from planner_node.models.config import config_from_dict
+    from planner_node.models.data import Normalizer, returns_to_go
+    merge([tiny_data, rollouts], tmp_path / "both")
+    ds = Dataset(tmp_path / "both")
+    n = len(Dataset(tiny_data))
+    clean = target_actions(ds, "clean")
+    assert np.array_equal(clean[:n], ds.arrays["actions"][:n])
+    assert np.array_equal(clean[n:], ds.optional("clean_actions")[n:])
+    assert not np.array_equal(clean[n:], ds.arrays["actions"][n:])   # the noise is gone
+    rows = np.arange(n, len(ds))
+    norm = Normalizer.from_dataset(ds, returns_to_go(ds, 0.99))
+    t = SimpleNamespace(drop_before_fall=0, label_tails="none", label_tail_weight=1.0, label_weight=1.0,
+                        action_target="clean")
+    eps = [e for e in ds.episodes() if e[0] >= n]
+    got = window_arrays(ds, norm, list(ds.tasks), eps, 4, t, ds.label_rows(), np.ones(len(ds), np.float32))[3]
+    want, _ = chunk_targets(ds, np.concatenate(eps), 4, clean)
+    np.testing.assert_allclose(got.numpy(), norm.norm_act(want), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="records no clean_actions"):
+        target_actions(Dataset(tiny_data), "clean")
+    with pytest.raises(ValueError, match="action_target"):
+        config_from_dict({"kind": "idql", **KINDS["idql"].tiny,
+                          "train": {**KINDS["idql"].tiny.get("train", {}), "action_target": "mean"}})
+
+
 @pytest.mark.skipif(not COMMITTED.exists(), reason="data/regenerate/policy_rollouts.json is not committed")
 def test_the_committed_rollout_manifest_regenerates_byte_for_byte(tmp_path):
     """The first episodes of ``make rollouts``, from the committed policy, are the committed
