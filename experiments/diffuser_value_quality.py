@@ -30,7 +30,8 @@ def main() -> int:
     from planner_node.models.checkpoint import load_checkpoint
     from planner_node.models.config import config_from_dict
     from planner_node.models.data import make_windows, split_episodes
-    from planner_node.models.diffuser import build_models, task_returns, window_starts
+    from planner_node.models.data import window_starts
+    from planner_node.models.diffuser import build_models, task_returns
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run")
     ap.add_argument("--data", default="data/train")

@@ -34,7 +34,7 @@ from planner_node import spec
 from planner_node.dataset import Dataset
 from planner_node.models.checkpoint import load_checkpoint, save_checkpoint
 from planner_node.models.config import ConfigError, check_fields
-from planner_node.models.data import Normalizer, returns_to_go, split_episodes
+from planner_node.models.data import ACTION_TARGETS, Normalizer, returns_to_go, split_episodes, target_actions
 from planner_node.models.device import cpu_state, describe, resolve_device, to
 from planner_node.models.train import open_run, plot_metrics, policy_step
 from planner_node.planning import Candidates, Plan, Planner, PlanRequest
@@ -42,7 +42,6 @@ from planner_node.runtime.chunk import COMMAND_DIM, StanceHold, TemporalEnsemble
 
 KIND = "chunk"
 LABEL_TAILS = ("none", "labels", "plans")
-ACTION_TARGETS = ("executed", "clean")
 
 
 @dataclass(frozen=True)
@@ -251,23 +250,6 @@ def advantage_weights(ds: Dataset, t: ChunkTrainConfig) -> np.ndarray:
         # per task: the tasks' reward scales differ (rotate_z's A spreads 9x stand's)
         z[rows] = adv / max(float(adv.std()), 1e-6)
     return np.minimum(np.exp(t.advantage_beta * z), t.advantage_max_weight).astype(np.float32)
-
-
-def target_actions(ds: Dataset, target: str = "executed") -> np.ndarray:
-    """(N, 56) the actions a policy learns from. "executed": what ran. "clean": the recorded
-    clean action (a policy rollout's action before its exploration noise, as MoCapAct's
-    ``mean_actions``), the executed one in rows of shards that did not record it."""
-    acts = ds.arrays["actions"]
-    if target == "executed":
-        return acts
-    if target != "clean":
-        raise ValueError(f"action_target: {target!r}; valid: {', '.join(ACTION_TARGETS)}")
-    clean = ds.optional("clean_actions")
-    if clean is None:
-        raise ValueError(f"action_target: 'clean', but {ds.path} records no clean_actions "
-                         "(a policy_rollouts recipe does)")
-    missing = np.isnan(clean).any(axis=1)
-    return np.where(missing[:, None], acts, clean).astype(acts.dtype)
 
 
 def chunk_targets(ds: Dataset, rows: np.ndarray, horizon: int,

@@ -33,6 +33,9 @@ class VQConfig:
     codebook_size: int = 512
     ema_decay: float = 0.99
     commitment: float = 0.25
+    # The action reconstruction's weight against the observation's (each a mean over its own
+    # z-scored features): above 1 spends the codes on the actions, which the planner executes.
+    action_weight: float = 1.0
     predict_return: bool = False  # TAP: decoder also predicts reward and return-to-go
     discount: float = 0.99
 
@@ -46,6 +49,8 @@ class VQConfig:
             raise ConfigError(f"vq.width ({self.width}) must divide by vq.heads and by 8 (GroupNorm)")
         if not 0 < self.ema_decay < 1:
             raise ConfigError(f"vq.ema_decay must be in (0, 1), got {self.ema_decay}")
+        if not 0 < self.action_weight < float("inf"):
+            raise ConfigError(f"vq.action_weight must be > 0, got {self.action_weight}")
 
     @property
     def latent_steps(self) -> int:
@@ -91,9 +96,15 @@ class TrainConfig:
     checkpoint_every: int = 250
     eval_every: int = 100
     threads: int = 2
+    # The windows' actions: "executed", or a policy rollout's recorded "clean" ones
+    # (``models/data.py: target_actions``; the states are always the executed trajectory's).
+    action_target: str = "executed"
 
     def __post_init__(self):
+        from planner_node.models.data import ACTION_TARGETS
         _positive(self, "batch_size", "checkpoint_every", "eval_every", "threads")
+        if self.action_target not in ACTION_TARGETS:
+            raise ConfigError(f"train.action_target must be one of {', '.join(ACTION_TARGETS)}, got {self.action_target!r}")
         if self.vq_steps < 0 or self.prior_steps < 0:
             raise ConfigError("train.vq_steps and train.prior_steps must be >= 0")
         if not 0 <= self.holdout_fraction < 1:

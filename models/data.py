@@ -69,16 +69,96 @@ def split_episodes(ds: Dataset, holdout_fraction: float, seed: int) -> tuple[lis
     return [eps[i] for i in train], [eps[i] for i in hold]
 
 
-def make_windows(ds: Dataset, episodes: list, horizon: int, norm: Normalizer, returns: np.ndarray,
-                 with_returns: bool) -> np.ndarray:
-    """(N, H, D) float32 windows that lie inside one episode."""
+#: What a model learns as the data's actions (``target_actions``).
+ACTION_TARGETS = ("executed", "clean")
+
+
+def target_actions(ds: Dataset, target: str = "executed") -> np.ndarray:
+    """(N, 56) the actions a model learns from. "executed": what ran. "clean": the recorded
+    clean action (a policy rollout's action before its exploration noise, as MoCapAct's
+    ``mean_actions``), the executed one in rows of shards that did not record it."""
+    acts = ds.arrays["actions"]
+    if target == "executed":
+        return acts
+    if target != "clean":
+        raise ValueError(f"action_target: {target!r}; valid: {', '.join(ACTION_TARGETS)}")
+    clean = ds.optional("clean_actions")
+    if clean is None:
+        raise ValueError(f"action_target: 'clean', but {ds.path} records no clean_actions "
+                         "(a policy_rollouts recipe does)")
+    missing = np.isnan(clean).any(axis=1)
+    return np.where(missing[:, None], acts, clean).astype(acts.dtype)
+
+
+def window_features(ds: Dataset, norm: Normalizer, returns: np.ndarray | None, with_returns: bool,
+                    action_target: str = "executed") -> np.ndarray:
+    """(N, D) float32, one row per dataset row: the z-scored observation, action (``action_target``)
+    [, reward and return-to-go]; what every window of the dataset is cut from."""
     a = ds.arrays
-    feats = [norm.norm_obs(a["observations"]), norm.norm_act(a["actions"])]
+    feats = [norm.norm_obs(a["observations"]), norm.norm_act(target_actions(ds, action_target))]
     if with_returns:
         r = np.stack([a["rewards"], returns], axis=-1)
         feats.append((r - norm.stats["ret_mean"]) / norm.stats["ret_std"])
-    x = np.concatenate(feats, axis=-1).astype(np.float32)
-    out = [x[ep[s: s + horizon]] for ep in episodes for s in range(0, len(ep) - horizon + 1)]
-    if not out:
-        return np.zeros((0, horizon, x.shape[1]), np.float32)
-    return np.stack(out)
+    return np.concatenate(feats, axis=-1).astype(np.float32)
+
+
+def window_starts(episodes: list, horizon: int) -> np.ndarray:
+    """The dataset row each window of ``episodes`` starts at, in ``make_windows``' order."""
+    return np.asarray([ep[s] for ep in episodes for s in range(0, len(ep) - horizon + 1)], np.int64)
+
+
+class WindowSet:
+    """The ``horizon``-step windows that lie inside one episode, gathered on demand from one
+    (N, D) feature tensor: a million rows in 16-step windows of 280 features take 18 GB
+    materialised, the features 1.1 GB. Indexing (an int, a slice, an index tensor) gives the
+    (B, H, D) windows, as indexing the materialised array would."""
+
+    def __init__(self, feats: torch.Tensor, starts: np.ndarray, horizon: int):
+        self.feats, self.horizon = feats, horizon
+        self.starts = torch.from_numpy(np.asarray(starts, np.int64))
+        self._steps = torch.arange(horizon)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self), self.horizon, self.feats.shape[1])
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        s = self.starts[idx]
+        return self.feats[s[..., None] + self._steps]
+
+    def first(self) -> torch.Tensor:
+        """(N, D): each window's first row (the state a plan starts from)."""
+        return self.feats[self.starts]
+
+
+def window_set(feats: np.ndarray | torch.Tensor, episodes: list, horizon: int) -> WindowSet:
+    f = feats if isinstance(feats, torch.Tensor) else torch.from_numpy(feats)
+    return WindowSet(f, window_starts(episodes, horizon), horizon)
+
+
+def make_windows(ds: Dataset, episodes: list, horizon: int, norm: Normalizer, returns: np.ndarray,
+                 with_returns: bool) -> np.ndarray:
+    """(N, H, D) float32 windows that lie inside one episode, materialised (small data, probes)."""
+    x = window_features(ds, norm, returns, with_returns)
+    w = window_set(x, episodes, horizon)
+    return w[:].numpy() if len(w) else np.zeros((0, horizon, x.shape[1]), np.float32)
+
+
+def windows_at(ds: Dataset, starts: np.ndarray, horizon: int, norm: Normalizer, returns: np.ndarray,
+               with_returns: bool) -> np.ndarray:
+    """(len(starts), H, D) float32: ``make_windows``' window that starts at each dataset row (each
+    must have ``horizon`` rows left in its episode)."""
+    ids = ds.arrays["episode_ids"]
+    j = np.asarray(starts)[:, None] + np.arange(horizon)[None]
+    if len(j) and (j.max() >= len(ids) or (ids[j] != ids[j[:, :1]]).any()):
+        raise ValueError(f"a window of {horizon} steps leaves its episode")
+    rows = j.reshape(-1)
+    a = ds.arrays
+    feats = [norm.norm_obs(a["observations"][rows]), norm.norm_act(a["actions"][rows])]
+    if with_returns:
+        r = np.stack([a["rewards"][rows], returns[rows]], axis=-1)
+        feats.append((r - norm.stats["ret_mean"]) / norm.stats["ret_std"])
+    return np.concatenate(feats, axis=-1).astype(np.float32).reshape(len(j), horizon, -1)

@@ -32,7 +32,8 @@ from planner_node import spec
 from planner_node.dataset import Dataset
 from planner_node.models.checkpoint import load_checkpoint, save_checkpoint
 from planner_node.models.config import ConfigError, check_fields
-from planner_node.models.data import Normalizer, make_windows, returns_to_go, split_episodes
+from planner_node.models.data import (Normalizer, returns_to_go, split_episodes, window_features, window_set,
+                                      window_starts)
 from planner_node.models.device import cpu_state, ddp, describe, init_distributed, resolve_device, to
 from planner_node.models.layers import mish
 from planner_node.models.train import append_metrics, open_run, plot_metrics
@@ -92,9 +93,12 @@ class DiffuserTrainConfig:
     checkpoint_every: int = 250
     eval_every: int = 100
     threads: int = 2
+    action_target: str = "executed"   # as the VQ-VAE's TrainConfig ("clean": a rollout's clean actions)
 
     def __post_init__(self):
+        from planner_node.models.data import ACTION_TARGETS
         check_fields("train", {"diffusion_steps": self.diffusion_steps >= 0, "value_steps": self.value_steps >= 0,
+                         "action_target": self.action_target in ACTION_TARGETS,
                          "batch_size": self.batch_size > 0, "lr": self.lr > 0, "ema_decay": 0 <= self.ema_decay < 1,
                          "holdout_fraction": 0 <= self.holdout_fraction < 1,
                          "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
@@ -260,11 +264,6 @@ def task_returns(ds: Dataset, discount: float) -> tuple[np.ndarray, list[str]]:
     return out.astype(np.float32), tr["tasks"]
 
 
-def window_starts(episodes: list, horizon: int) -> np.ndarray:
-    """The dataset row each window of ``make_windows`` starts at, in its order."""
-    return np.asarray([ep[s] for ep in episodes for s in range(0, len(ep) - horizon + 1)], np.int64)
-
-
 def apply_condition(x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
     x = x.clone()
     x[:, 0, : spec.OBS_DIM] = state
@@ -289,8 +288,8 @@ class DiffuserTrainer:
         self.data_id = {"path": str(self.ds.path.resolve()), "dataset_sha256": self.ds.sha256}
         self.norm = Normalizer.from_dataset(self.ds, returns_to_go(self.ds, cfg.value.discount))
         train_eps, hold_eps = split_episodes(self.ds, t.holdout_fraction, t.seed)
-        self.train_x = torch.from_numpy(make_windows(self.ds, train_eps, H, self.norm, None, False))
-        self.hold_x = torch.from_numpy(make_windows(self.ds, hold_eps, H, self.norm, None, False))
+        feats = torch.from_numpy(window_features(self.ds, self.norm, None, False, t.action_target))
+        self.train_x, self.hold_x = window_set(feats, train_eps, H), window_set(feats, hold_eps, H)
         if len(self.train_x) == 0:
             raise ValueError(f"{data_dir}: no training episode is at least unet.horizon={H} steps long")
         rtg, self.value_tasks = task_returns(self.ds, cfg.value.discount)

@@ -85,7 +85,8 @@ class IDQLTrainConfig:
     threads: int = 2
 
     def __post_init__(self):
-        from planner_node.models.chunk import ACTION_TARGETS, parse_recipe_weights
+        from planner_node.models.chunk import parse_recipe_weights
+        from planner_node.models.data import ACTION_TARGETS
         check_fields("train", {"steps": self.steps >= 0, "batch_size": self.batch_size > 0, "lr": self.lr > 0,
                                "weight_decay": self.weight_decay >= 0, "drop_before_fall": self.drop_before_fall >= 0,
                                "label_weight": self.label_weight > 0,

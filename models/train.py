@@ -27,9 +27,9 @@ from planner_node.atomic import write_text
 from planner_node.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from planner_node.models.config import ConfigError, ModelConfig, config_from_dict
 from planner_node.models.device import cpu_state, ddp, describe, init_distributed, resolve_device, to
-from planner_node.models.data import Normalizer, make_windows, returns_to_go, split_episodes
+from planner_node.models.data import Normalizer, returns_to_go, split_episodes, window_features, window_set
 from planner_node.models.prior import LatentPrior
-from planner_node.models.vqvae import TrajectoryVQVAE
+from planner_node.models.vqvae import TrajectoryVQVAE, reconstruction_loss
 from planner_node.dataset import Dataset
 
 STAGES = ("vq", "prior", "done")
@@ -58,10 +58,10 @@ class Trainer:
         rets = returns_to_go(self.ds, cfg.vq.discount)
         self.norm = Normalizer.from_dataset(self.ds, rets)
         train_eps, hold_eps = split_episodes(self.ds, cfg.train.holdout_fraction, cfg.train.seed)
-        self.train_x = torch.from_numpy(make_windows(self.ds, train_eps, cfg.vq.horizon, self.norm, rets,
-                                                     cfg.vq.predict_return))
-        self.hold_x = torch.from_numpy(make_windows(self.ds, hold_eps, cfg.vq.horizon, self.norm, rets,
-                                                    cfg.vq.predict_return))
+        feats = torch.from_numpy(window_features(self.ds, self.norm, rets, cfg.vq.predict_return,
+                                                 cfg.train.action_target))
+        self.train_x = window_set(feats, train_eps, cfg.vq.horizon)   # gathered per batch
+        self.hold_x = window_set(feats, hold_eps, cfg.vq.horizon)
         if len(self.train_x) == 0:
             raise ValueError(f"{data_dir}: no training episode is at least vq.horizon={cfg.vq.horizon} steps long")
         self.tasks = [self.ds.tasks[i] for i in np.unique(self.ds.arrays["task_ids"])]
@@ -135,8 +135,8 @@ class Trainer:
     @torch.no_grad()
     def _eval_vq(self) -> tuple[float, float, float]:
         self.vq.eval()
-        x = self.hold_x if len(self.hold_x) else self.train_x[:256]
-        (x,) = to(self.device, x[:1024])
+        x = self.hold_x[:1024] if len(self.hold_x) else self.train_x[:256]
+        (x,) = to(self.device, x)
         loss, _ = self.vq.loss(x)
         _, idx, _ = self.vq.encode(x)
         self.vq.train()
@@ -191,9 +191,9 @@ class Trainer:
             self.stage, self.step = "prior", 0
             self.save()
         if self.stage == "prior":
-            state_tr = self.train_x[:, 0, : self.cfg.vq.obs_dim]
+            state_tr = self.train_x.first()[:, : self.cfg.vq.obs_dim]
             tok_tr = self.encode_all(self.train_x)
-            state_ho = self.hold_x[:, 0, : self.cfg.vq.obs_dim]
+            state_ho = self.hold_x.first()[:, : self.cfg.vq.obs_dim]
             tok_ho = self.encode_all(self.hold_x)
             prior = self._wrap(self.prior)
             self.prior.train()
@@ -234,13 +234,7 @@ class Trainer:
 
 
 def vq_loss(cfg: ModelConfig, x, recon, commit) -> torch.Tensor:
-    c = cfg.vq
-    d_oa = c.obs_dim + c.act_dim
-    loss = torch.nn.functional.mse_loss(recon[..., : c.obs_dim], x[..., : c.obs_dim])
-    loss = loss + torch.nn.functional.mse_loss(recon[..., c.obs_dim: d_oa], x[..., c.obs_dim: d_oa])
-    if c.predict_return:
-        loss = loss + torch.nn.functional.mse_loss(recon[..., d_oa:], x[..., d_oa:])
-    return loss + c.commitment * commit
+    return reconstruction_loss(cfg.vq, x, recon, commit)[0]
 
 
 #: The VQ-VAE + prior trainer's curves: (stage in metrics.csv, y label) per panel.

@@ -120,13 +120,19 @@ class TrajectoryVQVAE(nn.Module):
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         recon, idx, commit = self(x)
-        c = self.cfg
-        rec_obs = F.mse_loss(recon[..., : c.obs_dim], x[..., : c.obs_dim])
-        rec_act = F.mse_loss(recon[..., c.obs_dim: c.obs_dim + c.act_dim], x[..., c.obs_dim: c.obs_dim + c.act_dim])
-        total = rec_obs + rec_act + c.commitment * commit
-        logs = {"rec_obs": rec_obs.item(), "rec_act": rec_act.item(), "commit": commit.item()}
-        if c.predict_return:
-            rec_ret = F.mse_loss(recon[..., -2:], x[..., -2:])
-            total = total + rec_ret
-            logs["rec_return"] = rec_ret.item()
-        return total, {"loss": total.item(), **logs}
+        total, parts = reconstruction_loss(self.cfg, x, recon, commit)
+        return total, {"loss": total.item(), **{k: v.item() for k, v in parts.items()}}
+
+
+def reconstruction_loss(c, x: torch.Tensor, recon: torch.Tensor, commit: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The VQ-VAE's training loss: observation MSE + ``action_weight`` x action MSE (each a mean
+    over its own features, z-scored) [+ reward and return MSE] + ``commitment`` x the commitment
+    term; and its parts."""
+    d_oa = c.obs_dim + c.act_dim
+    parts = {"rec_obs": F.mse_loss(recon[..., : c.obs_dim], x[..., : c.obs_dim]),
+             "rec_act": F.mse_loss(recon[..., c.obs_dim: d_oa], x[..., c.obs_dim: d_oa]), "commit": commit}
+    total = parts["rec_obs"] + c.action_weight * parts["rec_act"] + c.commitment * commit
+    if c.predict_return:
+        parts["rec_return"] = F.mse_loss(recon[..., d_oa:], x[..., d_oa:])
+        total = total + parts["rec_return"]
+    return total, parts

@@ -91,9 +91,9 @@ def test_policies_learn_the_clean_actions_when_told(tmp_path, rollouts, tiny_dat
     rows of shards without them); data that recorded none is refused by name."""
     from types import SimpleNamespace
 
-    from planner_node.models.chunk import chunk_targets, target_actions, window_arrays
+    from planner_node.models.chunk import chunk_targets, window_arrays
     from planner_node.models.config import config_from_dict
-    from planner_node.models.data import Normalizer, returns_to_go
+    from planner_node.models.data import Normalizer, returns_to_go, target_actions
     merge([tiny_data, rollouts], tmp_path / "both")
     ds = Dataset(tmp_path / "both")
     n = len(Dataset(tiny_data))
@@ -101,7 +101,6 @@ def test_policies_learn_the_clean_actions_when_told(tmp_path, rollouts, tiny_dat
     assert np.array_equal(clean[:n], ds.arrays["actions"][:n])
     assert np.array_equal(clean[n:], ds.optional("clean_actions")[n:])
     assert not np.array_equal(clean[n:], ds.arrays["actions"][n:])   # the noise is gone
-    rows = np.arange(n, len(ds))
     norm = Normalizer.from_dataset(ds, returns_to_go(ds, 0.99))
     t = SimpleNamespace(drop_before_fall=0, label_tails="none", label_tail_weight=1.0, label_weight=1.0,
                         action_target="clean")
