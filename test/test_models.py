@@ -126,3 +126,32 @@ def test_dataset_of_other_spec_refused(tiny_data, tmp_path):
     bad.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="other.json.*spec hash"):
         Trainer(config_from_dict({"kind": "hgap", **TINY}), bad, tmp_path / "run", progress=False)
+
+
+def test_window_sets_gather_the_materialised_windows(tiny_data):
+    """The trainers' windows, cut per batch from one feature array, are ``make_windows``' windows,
+    in its order; no window crosses an episode; ``windows_at`` cuts the same window at a row."""
+    import numpy as np
+    import torch
+
+    from planner_node.dataset import Dataset
+    from planner_node.models.data import (Normalizer, make_windows, returns_to_go, split_episodes, window_features,
+                                          window_set, windows_at)
+    ds = Dataset(tiny_data)
+    rets = returns_to_go(ds, 0.99)
+    norm = Normalizer.from_dataset(ds, rets)
+    train, _ = split_episodes(ds, 0.25, 0)
+    want = make_windows(ds, train, 8, norm, rets, True)
+    ws = window_set(window_features(ds, norm, rets, True), train, 8)
+    assert ws.shape == want.shape
+    idx = torch.from_numpy(np.random.default_rng(0).integers(0, len(ws), 50))
+    np.testing.assert_array_equal(ws[idx].numpy(), want[idx.numpy()])
+    np.testing.assert_array_equal(ws[:7].numpy(), want[:7])
+    np.testing.assert_array_equal(ws.first().numpy(), want[:, 0])
+    ids = ds.arrays["episode_ids"]
+    rows = ws.starts.numpy()[:, None] + np.arange(8)
+    assert (ids[rows] == ids[rows[:, :1]]).all()
+    np.testing.assert_array_equal(windows_at(ds, ws.starts.numpy()[idx.numpy()], 8, norm, rets, True), want[idx.numpy()])
+    last = train[0][-1]
+    with pytest.raises(ValueError, match="leaves its episode"):
+        windows_at(ds, np.asarray([last]), 8, norm, rets, True)
