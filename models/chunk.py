@@ -38,7 +38,7 @@ from planner_node.models.data import ACTION_TARGETS, Normalizer, returns_to_go, 
 from planner_node.models.device import cpu_state, describe, resolve_device, to
 from planner_node.models.train import open_run, plot_metrics, policy_step
 from planner_node.planning import Candidates, Plan, Planner, PlanRequest
-from planner_node.runtime.chunk import COMMAND_DIM, StanceHold, TemporalEnsemble, check_settings, policy_inputs
+from planner_node.runtime.chunk import COMMAND_DIM, ChunkExecution, check_settings, policy_inputs
 
 KIND = "chunk"
 LABEL_TAILS = ("none", "labels", "plans")
@@ -118,19 +118,22 @@ class ChunkTrainConfig:
     threads: int = 2
 
     def __post_init__(self):
-        check_fields("train", {"steps": self.steps >= 0, "batch_size": self.batch_size > 0, "lr": self.lr > 0,
-                         "weight_decay": self.weight_decay >= 0, "drop_before_fall": self.drop_before_fall >= 0,
-                         "advantage_beta": self.advantage_beta >= 0,
-                         "advantage_critic": bool(self.advantage_critic) or self.advantage_beta == 0,
-                         "advantage_max_weight": self.advantage_max_weight >= 1,
-                         "label_weight": self.label_weight > 0,
-                         "label_tails": self.label_tails in LABEL_TAILS,
-                         "label_tail_weight": self.label_tail_weight > 0, "obs_noise": 0 <= self.obs_noise < float("inf"),
-                         "recipe_weights": parse_recipe_weights(self.recipe_weights) is not None,
-                         "action_target": self.action_target in ACTION_TARGETS,
-                         "holdout_fraction": 0 <= self.holdout_fraction < 1,
-                         "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
-                         "threads": self.threads > 0}, self)
+        check_fields("train", {**cloning_checks(self),
+                               "advantage_beta": self.advantage_beta >= 0,
+                               "advantage_critic": bool(self.advantage_critic) or self.advantage_beta == 0,
+                               "advantage_max_weight": self.advantage_max_weight >= 1,
+                               "label_tails": self.label_tails in LABEL_TAILS,
+                               "label_tail_weight": self.label_tail_weight > 0,
+                               "obs_noise": 0 <= self.obs_noise < float("inf")}, self)
+
+
+def cloning_checks(t) -> dict[str, bool]:
+    """The checks of the train fields every action-cloning kind's config has (chunk, IDQL)."""
+    return {"steps": t.steps >= 0, "batch_size": t.batch_size > 0, "lr": t.lr > 0, "weight_decay": t.weight_decay >= 0,
+            "drop_before_fall": t.drop_before_fall >= 0, "label_weight": t.label_weight > 0,
+            "recipe_weights": parse_recipe_weights(t.recipe_weights) is not None,
+            "action_target": t.action_target in ACTION_TARGETS, "holdout_fraction": 0 <= t.holdout_fraction < 1,
+            "checkpoint_every": t.checkpoint_every > 0, "eval_every": t.eval_every > 0, "threads": t.threads > 0}
 
 
 def parse_recipe_weights(text: str) -> dict[str, float] | None:
@@ -451,12 +454,10 @@ class ChunkPlanner(Planner):
         torch.set_num_threads(threads)
         self.settings = {**get_kind(KIND).defaults, **settings}
         self.task_weights = check_settings(self.settings, self.cfg.policy.horizon, self.tasks)
-        self.blend = TemporalEnsemble(self.settings["overlap"], self.settings["decay"])
-        self.stance = StanceHold(self.settings["stance_gain"], self.settings["stance_width"])
+        self.execution = ChunkExecution(self.settings)
 
     def reset(self, seed: int | None = None) -> None:
-        self.blend.reset()
-        self.stance.reset()
+        self.execution.reset()
 
     @torch.no_grad()
     def _members(self, request: PlanRequest) -> torch.Tensor:
@@ -465,12 +466,13 @@ class ChunkPlanner(Planner):
         task, cmd = policy_inputs(obs, self.tasks, request.task, request.command, self.task_weights)
         return self.policy.members(torch.from_numpy(obs), torch.from_numpy(task), torch.from_numpy(cmd))[:, 0]
 
-    def _blend(self, z: torch.Tensor) -> np.ndarray:
-        """The plan: the members' mean chunk in action units, blended with the last ones."""
-        return self.blend(np.clip(self.norm.unnorm_act(z.mean(0).numpy()), -1.0, 1.0))
+    def _execute(self, z: torch.Tensor, obs) -> np.ndarray:
+        """The plan: the members' mean chunk in action units, blended with the last ones, plus
+        the posture term."""
+        return self.execution(np.clip(self.norm.unnorm_act(z.mean(0).numpy()), -1.0, 1.0), obs)
 
     def plan(self, request: PlanRequest) -> Plan:
-        return Plan(self.stance(self._blend(self._members(request)), request.obs), 0.0)
+        return Plan(self._execute(self._members(request), request.obs), 0.0)
 
     def candidates(self, request: PlanRequest) -> Candidates:
         """What ``planner eval --score`` chooses among: the blended plan (what ``plan`` returns, the
@@ -478,7 +480,7 @@ class ChunkPlanner(Planner):
         updated as ``plan`` updates it, whichever is executed. The policy predicts no states:
         ``final_obs`` is NaN, so scoring by a critic of predicted states is refused."""
         z = self._members(request)
-        blended = self.stance(self._blend(z), request.obs)
+        blended = self._execute(z, request.obs)
         own = np.clip(self.norm.unnorm_act(z.numpy()), -1.0, 1.0)
         actions = np.concatenate([blended[None], own]).astype(np.float32)
         n = len(actions)

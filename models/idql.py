@@ -47,7 +47,7 @@ from planner_node.models.data import Normalizer, returns_to_go, split_episodes
 from planner_node.models.device import cpu_state, describe, resolve_device, to
 from planner_node.models.train import open_run, plot_metrics, policy_step
 from planner_node.planning import Plan, Planner, PlanRequest
-from planner_node.runtime.chunk import COMMAND_DIM, StanceHold, TemporalEnsemble, policy_inputs
+from planner_node.runtime.chunk import COMMAND_DIM, ChunkExecution, policy_inputs
 from planner_node.runtime.idql_select import check_settings, choose, plan_info, sample_steps
 
 KIND = "idql"
@@ -85,16 +85,8 @@ class IDQLTrainConfig:
     threads: int = 2
 
     def __post_init__(self):
-        from planner_node.models.chunk import parse_recipe_weights
-        from planner_node.models.data import ACTION_TARGETS
-        check_fields("train", {"steps": self.steps >= 0, "batch_size": self.batch_size > 0, "lr": self.lr > 0,
-                               "weight_decay": self.weight_decay >= 0, "drop_before_fall": self.drop_before_fall >= 0,
-                               "label_weight": self.label_weight > 0,
-                               "recipe_weights": parse_recipe_weights(self.recipe_weights) is not None,
-                               "action_target": self.action_target in ACTION_TARGETS,
-                               "holdout_fraction": 0 <= self.holdout_fraction < 1,
-                               "checkpoint_every": self.checkpoint_every > 0, "eval_every": self.eval_every > 0,
-                               "threads": self.threads > 0}, self)
+        from planner_node.models.chunk import cloning_checks
+        check_fields("train", cloning_checks(self), self)
 
 
 @dataclass(frozen=True)
@@ -399,14 +391,12 @@ class IDQLPlanner(Planner):
         torch.set_num_threads(threads)
         self.task_weights = check_settings(self.settings, self.cfg.policy.horizon, self.tasks,
                                            self.cfg.policy.diffusion_steps)
-        self.blend = TemporalEnsemble(self.settings["overlap"], self.settings["decay"])
-        self.stance = StanceHold(self.settings["stance_gain"], self.settings["stance_width"])
+        self.execution = ChunkExecution(self.settings)
         self.reset(seed)
 
     def reset(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)
-        self.blend.reset()
-        self.stance.reset()
+        self.execution.reset()
 
     @torch.no_grad()
     def plan(self, request: PlanRequest) -> Plan:
@@ -418,4 +408,4 @@ class IDQLPlanner(Planner):
                            torch.from_numpy(cmd))
         chunks = np.clip(self.norm.unnorm_act(z.numpy().astype(np.float64)), -1.0, 1.0)
         i = choose(adv.numpy().astype(np.float64), self.settings, self.rng, self.critic.expectile)
-        return Plan(self.stance(self.blend(chunks[i]), request.obs), float(adv[i]), info=plan_info(chunks, adv.numpy()))
+        return Plan(self.execution(chunks[i], request.obs), float(adv[i]), info=plan_info(chunks, adv.numpy()))

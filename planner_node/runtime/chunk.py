@@ -173,6 +173,23 @@ class TemporalEnsemble:
         return out / total
 
 
+class ChunkExecution:
+    """What the chunk kinds (the chunk policy, IDQL) make of a tick's fresh chunk: blended with
+    the last ones (``TemporalEnsemble``: settings ``overlap``, ``decay``), then the posture term
+    (``StanceHold``: ``stance_gain``, ``stance_width``) at the tick's observation."""
+
+    def __init__(self, settings: dict):
+        self.blend = TemporalEnsemble(settings["overlap"], settings["decay"])
+        self.stance = StanceHold(settings.get("stance_gain", 0.0), settings.get("stance_width", 0.0))
+
+    def reset(self) -> None:
+        self.blend.reset()
+        self.stance.reset()
+
+    def __call__(self, chunk: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        return self.stance(self.blend(chunk), obs)
+
+
 class RuntimeChunkPlanner(BundlePlanner):
     """One ``policy`` graph call per plan (well under a millisecond on one core: no anytime
     fallback is needed, so none is kept)."""
@@ -184,17 +201,15 @@ class RuntimeChunkPlanner(BundlePlanner):
         self.tasks = list(self.kind_config["tasks"])
         self.task_weights = check_settings(self.params, self.H, self.tasks)
         self.batch, self.engine = self._fit(self.engines("policy"), 1)
-        self.blend = TemporalEnsemble(self.params["overlap"], self.params["decay"])
-        self.stance = StanceHold(self.params.get("stance_gain", 0.0), self.params.get("stance_width", 0.0))
+        self.execution = ChunkExecution(self.params)
 
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
-        if hasattr(self, "blend"):
-            self.blend.reset()
-            self.stance.reset()
+        if hasattr(self, "execution"):   # the base class resets before __init__ made it
+            self.execution.reset()
 
     def plan(self, request: PlanRequest) -> Plan:
         obs = self.norm_obs(request.obs, self.batch)
         task, cmd = policy_inputs(obs, self.tasks, request.task, request.command, self.task_weights)
         z = self.engine.run({"obs": obs, "task": task, "command": cmd})["actions"][0]
-        return Plan(self.stance(self.blend(self.unnorm_act(z.astype(np.float64))), request.obs), 0.0)
+        return Plan(self.execution(self.unnorm_act(z.astype(np.float64)), request.obs), 0.0)

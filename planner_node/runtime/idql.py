@@ -9,7 +9,7 @@ import numpy as np
 from planner_node import spec
 from planner_node.planning import Plan, PlanRequest
 from planner_node.runtime.bundle_planner import BundlePlanner
-from planner_node.runtime.chunk import StanceHold, TemporalEnsemble, policy_inputs
+from planner_node.runtime.chunk import ChunkExecution, policy_inputs
 from planner_node.runtime.idql_select import check_settings, choose, plan_info
 
 
@@ -31,14 +31,12 @@ class RuntimeIDQLPlanner(BundlePlanner):
             raise ValueError(f"{self.bundle.root}: samples={n}, but the bundle's graphs draw {sorted(engines)}: "
                              "export with --samples N instead")
         self.engine = engines[n]
-        self.blend = TemporalEnsemble(self.params["overlap"], self.params["decay"])
-        self.stance = StanceHold(self.params["stance_gain"], self.params["stance_width"])
+        self.execution = ChunkExecution(self.params)
 
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
-        if hasattr(self, "blend"):
-            self.blend.reset()
-            self.stance.reset()
+        if hasattr(self, "execution"):   # the base class resets before __init__ made it
+            self.execution.reset()
 
     def plan(self, request: PlanRequest) -> Plan:
         n = int(self.params["samples"])
@@ -49,4 +47,4 @@ class RuntimeIDQLPlanner(BundlePlanner):
         chunks = self.unnorm_act(out["actions"].astype(np.float64))
         adv = out["advantage"].astype(np.float64)
         i = choose(adv, self.params, self.rng, self.expectile)
-        return Plan(self.stance(self.blend(chunks[i]), request.obs), float(adv[i]), info=plan_info(chunks, adv))
+        return Plan(self.execution(chunks[i], request.obs), float(adv[i]), info=plan_info(chunks, adv))
