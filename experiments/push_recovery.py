@@ -42,11 +42,11 @@ def main() -> None:
     expert = planner_class("mppi")(**FAR_EXPERT) if a.expert else None
 
     def snapshot(obs):
-        return env.get_state(), env.t, env.rng.bit_generator.state, list(policy.blend.chunks), obs.copy()
+        return env.get_state(), env.t, env.rng.bit_generator.state, list(policy.execution.blend.chunks), obs.copy()
 
     def restore(snap):
         env.set_state(snap[0])
-        env.t, env.rng.bit_generator.state, policy.blend.chunks = snap[1], snap[2], list(snap[3])
+        env.t, env.rng.bit_generator.state, policy.execution.blend.chunks = snap[1], snap[2], list(snap[3])
         return snap[4].copy()
 
     def drive(obs, act, n):
