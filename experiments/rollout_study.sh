@@ -47,5 +47,6 @@ for s in $SCHEDULES; do
     done
   done
   echo "== schedule $s"
-  .venv/bin/python bench/eval_table.py "$OUT/$s"/*.json | tee "$OUT/${s}_table.md"
+  .venv/bin/python bench/eval_table.py --markdown --against "bundle[onnxruntime][default]" \
+    "bundle[onnxruntime][chunk_rollouts]" "bundle[onnxruntime][idql_rollouts]" -- "$OUT/$s"/*.json | tee "$OUT/${s}_table.md"
 done
