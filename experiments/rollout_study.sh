@@ -9,6 +9,7 @@
 # and posture term. Resumable: finished runs, bundles and files are kept.
 #   bash experiments/rollout_study.sh                              # schedule B, all 10 tasks
 #   SCHEDULES="A C D" TASKS=stand bash experiments/rollout_study.sh
+#   SCHEDULES="A C D" SKIP_ARGMAX=1 bash experiments/rollout_study.sh     # all tasks, without the argmax column
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-37} RAY_USAGE_STATS_ENABLED=0
@@ -32,6 +33,7 @@ print(' '.join(f'--set {k}={d[k]}' for k in ('task_weights', 'overlap', 'decay',
 
 COLUMNS_=("chunk|bundles/default|" "chunk_rollouts|build/chunk_rollouts|" "idql_rollouts|build/idql_rollouts|"
           "idql_rollouts_argmax|build/idql_rollouts|select=argmax")
+if [ -n "${SKIP_ARGMAX:-}" ]; then COLUMNS_=("${COLUMNS_[@]:0:3}"); fi   # the attribution column left out
 for s in $SCHEDULES; do
   read -r every speed seed <<< "${SCHED[$s]}"
   mkdir -p "$OUT/$s"
