@@ -155,3 +155,23 @@ def test_window_sets_gather_the_materialised_windows(tiny_data):
     last = train[0][-1]
     with pytest.raises(ValueError, match="leaves its episode"):
         windows_at(ds, np.asarray([last]), 8, norm, rets, True)
+
+
+def test_prior_holdout_nll_is_chunked_and_bounded(tiny_data, hgap_run, monkeypatch):
+    """The prior's held-out NLL, 1,024 windows at a time over at most 8,192: the same figure as
+    one batch where everything fits (a 100k-window held-out set in one batch ran out of memory)."""
+    import torch
+
+    from conftest import TINY
+    from planner_node.models.config import config_from_dict
+    from planner_node.models.train import Trainer
+    tr = Trainer(config_from_dict({"kind": "hgap", **TINY}), tiny_data, hgap_run, progress=False)
+    state, tok = tr.hold_x.first()[:, : tr.cfg.vq.obs_dim], tr.encode_all(tr.hold_x)
+    assert len(tok) > 5
+    with torch.no_grad():
+        whole = tr.prior.nll(state, tok).item()
+        first5 = tr.prior.nll(state[:5], tok[:5]).item()
+    monkeypatch.setattr(Trainer, "PRIOR_HOLDOUT_CHUNK", 3)
+    assert abs(tr._prior_holdout_nll(state, tok) - whole) < 1e-5
+    monkeypatch.setattr(Trainer, "PRIOR_HOLDOUT_MAX", 5)
+    assert abs(tr._prior_holdout_nll(state, tok) - first5) < 1e-5
