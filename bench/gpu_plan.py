@@ -153,8 +153,12 @@ def train_throughput(a) -> int:
                 continue
             tmp = tempfile.mkdtemp(prefix="train_bench_")
             try:
-                trainer = resolve(get_kind(cfg.kind).trainer)(cfg, a.data, Path(tmp) / "run", progress=False,
-                                                              device=dev)
+                try:
+                    trainer = resolve(get_kind(cfg.kind).trainer)(cfg, a.data, Path(tmp) / "run", progress=False,
+                                                                  device=dev)
+                except ValueError as e:   # a config that cannot train on this data: say so, measure the rest
+                    rows.append({"config": path, "device": dev, "skipped": str(e)[:120]})
+                    continue
                 trainer.run(stop_after=5)                       # warm-up: allocations, kernels, caches
                 if dev == "cuda":
                     torch.cuda.synchronize()
