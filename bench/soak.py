@@ -46,13 +46,15 @@ def drain(probe) -> None:
     for topic in list(probe.msgs):
         if topic != "/diagnostics":
             probe.msgs[topic].clear()
+            probe.received[topic].clear()
+            probe.sent[topic].clear()
     del probe.msgs["/diagnostics"][:-20]
     probe.events.clear()
 
 
 def _probe_gap(probe, gap: dict) -> None:
     """The largest interval between two commands as this process received them, across drains."""
-    for t, _ in probe.msgs["/humanoid/joint_commands"]:
+    for t in probe.received["/humanoid/joint_commands"]:  # as this process's DDS received them
         if gap["last"] is not None:
             gap["max_s"] = max(gap["max_s"], t - gap["last"])
         gap["last"] = t

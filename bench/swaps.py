@@ -157,20 +157,25 @@ def main() -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     write_json(a.out / "swaps.json", summary)
     print(f"{'run':<18}{'phase':<10}{'s':>5}{'swaps':>7}{'ticks':>7}{'fresh':>7}{'shifted':>9}{'fallback':>10}"
-          f"{'misses':>8}{'late cmd':>10}{'age p99':>9}{'gap node':>10}{'gap probe':>11}")
+          f"{'misses':>8}{'late cmd':>10}{'age p99':>9}{'gap node':>10}{'gap listener':>14}{'gap probe':>11}")
     for process, phases in runs.items():
         for name, p in phases["phases"].items():
             print(f"{process:<18}{name:<10}{p['seconds']:>5.0f}{p['swaps']:>7}{p['ticks']:>7}{p['commands_fresh_plan']:>7}"
                   f"{p['commands_shifted_plan']:>9}{p['commands_fallback']:>10}{p['deadline_misses']:>8}"
                   f"{p['late_commands']:>10}{p['plan_age_p99_ms']:>9.1f}{p['max_gap_node_ms']:>10.1f}"
-                  f"{p['max_gap_probe_ms']:>11.1f}")
+                  f"{p['max_gap_listener_ms']:>14.1f}{p['max_gap_probe_ms']:>11.1f}")
     print("fresh/shifted/fallback: where each slot's command came from; misses: slots whose fresh plan was not in by "
           "the deadline; late cmd: commands published after their slot ended; age p99: the commanded plan's state age [ms]; "
           "p: command_clock_priority (SCHED_FIFO; 0 normal); d: deadline_ms; "
           "gap node: the largest interval between two commands on the node's steady clock (1 s windows); "
-          "gap probe: as this process received them [ms]")
+          "gap listener: as this process's DDS received them; gap probe: as its Python callbacks ran [ms]")
     print(json.dumps(summary))
     return 0 if all(all(r["alive"].values()) for r in runs.values()) else 1
+
+
+def _clear_commands(probe) -> None:
+    for held in (probe.msgs, probe.received, probe.sent):
+        held["/humanoid/joint_commands"].clear()
 
 
 _PHASE_COUNTERS = ("ticks", "fallbacks", "deadline_misses", "late_commands", "swaps", "commands_fresh_plan",
@@ -183,10 +188,17 @@ def _phase(probe, d0: dict, t0: float) -> dict:
     node_gaps = [float(kv.value) for t, m in probe.msgs["/diagnostics"] if t > t0 for st in m.status
                  if st.name == "planner_node" for kv in st.values if kv.key == "command_gap_max_ms_last_period"]
     times = [t for t, _ in probe.msgs["/humanoid/joint_commands"]]
-    return {"seconds": round(time.monotonic() - t0, 1),
+    worst = [[float(x) for x in kv.value.split()] for t, m in probe.msgs["/diagnostics"] if t > t0
+             for st in m.status if st.name == "planner_node" for kv in st.values if kv.key == "gap_parts_ms_last_period"]
+    gc_ms = [float(kv.value) for t, m in probe.msgs["/diagnostics"] if t > t0 for st in m.status
+             if st.name == "planner_node" for kv in st.values if kv.key == "gc_pause_max_ms_last_period"]
+    return {"gc_pause_max_ms": max(gc_ms, default=float("nan")),
+            "largest_gap_parts_ms": dict(zip(("gap", "previous_phase", "start_late", "lock", "observe", "wait", "choose",
+                                             "publish"), max(worst, default=[]))),"seconds": round(time.monotonic() - t0, 1),
             **{k: int(d1.get(k, 0)) - int(d0.get(k, 0)) for k in _PHASE_COUNTERS},
             "plan_age_p99_ms": float(d1.get("plan_age_p99_ms", "nan")),
             "max_gap_probe_ms": round(_gap_ms(times), 1),
+            "max_gap_listener_ms": round(_gap_ms(probe.received["/humanoid/joint_commands"]), 1),
             "max_gap_node_ms": round(max(node_gaps), 1) if node_gaps else float("nan"),
             "node_gaps_over_2_periods": sum(g > 60.0 for g in node_gaps),
             "fallbacks_by_reason": {k: v - counters(d0, "fallback_").get(k, 0)
@@ -198,7 +210,7 @@ def run_swaps(a, bundles: list[str], planner: dict, domain: int, logs: Path) -> 
     """One stack with these planner parameters: a phase of swaps, then as long without."""
     from hil import Probe
     logs.mkdir(parents=True, exist_ok=True)
-    probe = Probe(domain)
+    probe = Probe(domain, keep=600)
     phases = {}
     try:
         with stack(bundles[0], logs, planner=planner, reset_on_fall=True) as b:
@@ -206,7 +218,7 @@ def run_swaps(a, bundles: list[str], planner: dict, domain: int, logs: Path) -> 
             probe.spin(2.2)
             for phase in ("swaps", "no swaps"):
                 d0 = probe.diagnostics()
-                probe.msgs["/humanoid/joint_commands"].clear()
+                _clear_commands(probe)
                 t0 = time.monotonic()
                 if phase == "swaps":
                     for i in range(a.swaps):
@@ -245,14 +257,14 @@ def kills(a) -> int:
     from planner_node.robot.humanoid import Layout, load_model
     guard = OutputGuard(Layout(load_model()).joint_range)
     logs = Path(tempfile.mkdtemp(prefix="kills_"))
-    probe = Probe(a.domain)
+    probe = Probe(a.domain, keep=600)
     replan_s, bad = [], 0
     try:
         with stack(str(Path(a.a).resolve()), logs, reset_on_fall=True) as b:
             probe.wait_for(lambda: len(probe.msgs["/planner/plan"]) > 30, 180, "the planner to plan")
             probe.spin(2.2)
             d0 = probe.diagnostics()
-            probe.msgs["/humanoid/joint_commands"].clear()
+            _clear_commands(probe)
             t0 = time.monotonic()
             for i in range(a.kills):
                 d = probe.diagnostics()
@@ -276,10 +288,11 @@ def kills(a) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     write_json(a.out / "kills.json", summary)
     print(f"{'kills':>6}{'restarts':>10}{'replan max s':>14}{'ticks':>7}{'fresh':>7}{'shifted':>9}{'fallback':>10}"
-          f"{'bad cmds':>10}{'gap node ms':>13}{'gap probe ms':>14}")
+          f"{'bad cmds':>10}{'gap node ms':>13}{'gap listener ms':>17}{'gap probe ms':>14}")
     print(f"{a.kills:>6}{phase['worker_restarts']:>10}{max(replan_s):>14.2f}{phase['ticks']:>7}"
           f"{phase['commands_fresh_plan']:>7}{phase['commands_shifted_plan']:>9}{phase['commands_fallback']:>10}"
-          f"{bad:>10}{phase['max_gap_node_ms']:>13.1f}{phase['max_gap_probe_ms']:>14.1f}")
+          f"{bad:>10}{phase['max_gap_node_ms']:>13.1f}{phase['max_gap_listener_ms']:>17.1f}"
+          f"{phase['max_gap_probe_ms']:>14.1f}")
     print("replan: kill to the first /diagnostics showing a new worker and fresh plans (1 Hz: an upper bound)")
     print(json.dumps(summary))
     return 0 if all(alive.values()) else 1

@@ -28,10 +28,21 @@ from trajectory_msgs.msg import JointTrajectory
 BLOCKED_S = 1.0
 
 
-class Probe:
-    """Subscribes to everything the nodes publish; records arrival order and times."""
+def _on_steady_clock(stamp_ns: int, now: float) -> float:
+    """A DDS timestamp (the system clock [ns]) as ``time.monotonic()`` reads [s]; ``now`` if unset."""
+    return now - max(time.time_ns() - stamp_ns, 0) * 1e-9 if stamp_ns > 0 else now
 
-    def __init__(self, domain: int):
+
+class Probe:
+    """Subscribes to everything the nodes publish; records arrival order and times.
+
+    ``keep``: hold only about the latest ``keep`` messages of each topic but the commands (and as
+    many events), for benches that run for minutes. Python's collector walks every message a probe
+    holds: at a few hundred thousand (JointState, Odometry, /clock), a full collection pauses the
+    probe's callbacks for hundreds of ms, and the probe then sees command gaps the node never made.
+    """
+
+    def __init__(self, domain: int, keep: int | None = None):
         os.environ["ROS_DOMAIN_ID"] = str(domain)
         os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         self.ctx = rclpy.Context()
@@ -42,6 +53,10 @@ class Probe:
         # this probe's queue (the probe does not spin while a test kills a process) arrives
         # late, but was sent when it was sent
         self.sent = defaultdict(list)
+        # topic -> [monotonic time this process's DDS received each message]: what a listener in
+        # another process sees, apart from when this probe's executor got round to the callback
+        self.received = defaultdict(list)
+        self.keep = keep
         self.events = []                # (topic, monotonic time) in arrival order
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         for topic, typ in (("/humanoid/joint_commands", Float64MultiArray), ("/joint_states", JointState),
@@ -56,8 +71,14 @@ class Probe:
             now = time.monotonic()
             self.msgs[topic].append((now, msg))
             self.events.append((topic, now))
-            src = int(info.get("source_timestamp", 0) or 0)  # the writer's system clock [ns]
-            self.sent[topic].append(now - max(time.time_ns() - src, 0) * 1e-9 if src > 0 else now)
+            # DDS stamps on the system clock [ns]: the writer's, and this reader's on reception
+            self.sent[topic].append(_on_steady_clock(int(info.get("source_timestamp", 0) or 0), now))
+            self.received[topic].append(_on_steady_clock(int(info.get("received_timestamp", 0) or 0), now))
+            if self.keep and topic != "/humanoid/joint_commands" and len(self.msgs[topic]) > 2 * self.keep:
+                for held in (self.msgs[topic], self.sent[topic], self.received[topic]):
+                    del held[:-self.keep]
+            if self.keep and len(self.events) > 2 * self.keep:
+                del self.events[:-self.keep]
         return f
 
     def sim_time(self) -> float:

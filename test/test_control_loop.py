@@ -71,3 +71,52 @@ def test_overrun_skips_slots_instead_of_bursting():
 def test_bad_period_is_refused():
     with pytest.raises(ValueError, match="period_s"):
         ControlLoop(0.0, lambda: None)
+
+
+def test_raise_others_sets_every_other_thread_but_the_clock(tmp_path):
+    """The threads that share the GIL with the clock get the nice value it asks for (and the
+    threads they start later inherit it); the clock thread keeps its own. Nice 5 (a lower
+    priority) needs no privilege; a subprocess, so this test's own threads keep theirs."""
+    import subprocess
+    import sys
+    code = """
+import os, threading, time
+from planner_node.control.control_loop import ControlLoop
+ready, stop = threading.Event(), threading.Event()
+tids = {}
+def other():
+    tids["other"] = threading.get_native_id(); ready.set(); stop.wait(10)
+threading.Thread(target=other, daemon=True).start()
+ready.wait(5)
+def tick():
+    tids.setdefault("clock", threading.get_native_id())
+loop = ControlLoop(0.01, tick).start()
+while "clock" not in tids:
+    time.sleep(0.01)
+status = loop.raise_others(5)
+print(status)
+print(os.getpriority(os.PRIO_PROCESS, tids["other"]), os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
+      os.getpriority(os.PRIO_PROCESS, tids["clock"]))
+loop.stop(); stop.set()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    status, nices = out.stdout.strip().splitlines()
+    assert "at nice 5" in status
+    assert nices.split() == ["5", "5", "0"]  # the other thread, the main thread, the clock
+
+
+def test_a_tick_that_ends_inside_the_next_slot_runs_that_slot_late_instead_of_skipping_it():
+    """Skipping the slot in progress turned a tick 1 ms over its period into a two-period gap."""
+    n = []
+
+    def tick():
+        n.append(time.monotonic())
+        if len(n) == 1:
+            time.sleep(0.25)  # 1.25 periods: into the second slot, not past it
+
+    loop = ControlLoop(0.2, tick).start()
+    assert _until(lambda: len(n) >= 2)
+    loop.stop()
+    assert loop.skipped_slots == 0
+    assert loop.slot >= 1

@@ -4,7 +4,8 @@ Why a thread of our own and not an executor timer: planning must never block mes
 callbacks, and rclpy 9.1's MultiThreadedExecutor stops firing a 30 ms timer under subscription
 traffic (see ``planner_node.ros.spin``). So subscriptions spin on a single-threaded executor and the tick
 runs here. Periods are scheduled on absolute times (no drift); a tick that overruns its period
-skips the missed slots instead of bursting to catch up (a burst would command stale plans).
+runs the slot in progress at once, late, and skips the slots that passed whole instead of
+bursting to catch up (a burst would command stale plans).
 ``wake()`` runs the next tick at once: lockstep answers a new state without waiting for the slot.
 
 ``priority`` > 0 asks Linux for SCHED_FIFO at that priority for this thread, as ros2_control's
@@ -37,6 +38,7 @@ class ControlLoop:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.ticks = 0
         self.skipped_slots = 0   # periods with no tick because the previous one overran
+        self.start_late_s = 0.0  # how long after its slot's scheduled start the running tick started [s]
 
     def start(self) -> "ControlLoop":
         self._thread.start()
@@ -52,6 +54,22 @@ class ControlLoop:
         except (AttributeError, OSError) as e:
             self.priority_status = (f"normal scheduling (SCHED_FIFO {self.priority} refused: {e}; "
                                     f"raise the rtprio limit, e.g. ulimit -r {self.priority})")
+
+    def raise_others(self, nice: int) -> str:
+        """Every other thread of this process (the executor, DDS's own threads, the keeper) to
+        ``nice``, and with them the threads they start later. The clock waits for the GIL and for
+        the DDS writer's lock, which these threads hold in turn: one that holds either while it
+        waits for a CPU behind the worker and the simulator delays the clock however high its
+        own priority (a 9 ms publish in a hot swap). Returns what was done, or why not."""
+        mine, done = self._thread.native_id, 0
+        try:
+            for tid in os.listdir("/proc/self/task"):
+                if int(tid) != mine:
+                    os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+                    done += 1
+        except (AttributeError, OSError) as e:
+            return f"other threads at their nice value ({nice} refused: {e})"
+        return f"{done} other threads at nice {nice}"
 
     def wake(self) -> None:
         self._wake.set()
@@ -77,6 +95,7 @@ class ControlLoop:
         self._started.set()
         next_t = time.monotonic()
         while not self._stop.is_set():
+            self.start_late_s = max(0.0, time.monotonic() - next_t)
             try:
                 self._tick()
             except Exception as e:  # noqa: BLE001 - the loop must outlive one bad tick
@@ -85,8 +104,11 @@ class ControlLoop:
             self.ticks += 1
             next_t += self.period_s
             now = time.monotonic()
-            if now > next_t:  # overran: resume on the next slot boundary
-                missed = int((now - next_t) // self.period_s) + 1
+            if now > next_t:
+                # Overran: skip only the slots whose whole period has passed, and run the one in
+                # progress at once, late. Skipping that one too (as this loop once did) turned a
+                # tick that ended 1 ms into the next slot into a two-period gap in the commands.
+                missed = int((now - next_t) // self.period_s)
                 self.skipped_slots += missed
                 next_t += missed * self.period_s
             self._wake.wait(max(0.0, next_t - time.monotonic()))

@@ -89,7 +89,7 @@ class Controller:
     """``planner`` (run inline, behind ``action_filter``) or ``service`` (a worker) makes the plans."""
 
     #: How much later in its slot a command may go out than the previous one [s] (real time).
-    PHASE_STEP_S = 0.010
+    PHASE_STEP_S = 0.005
 
     def __init__(self, planner: Planner | None = None, config: ControllerConfig = ControllerConfig(),
                  estimator: StateEstimator | None = None, action_filter: ActionFilter | None = None,
@@ -215,6 +215,7 @@ class Controller:
         for old in [k for k in self._slot_t0 if k < slot - 64]:
             del self._slot_t0[old]
         self._realtime, self._missed = realtime, False
+        self.waited = None  # (submitted, collected) on the perf_counter clock, where the tick waited on the planner
         self.counters["ticks"] += 1
         if state is None:
             return self._fallback("no_state", "no state received yet", t0, slot)
@@ -245,7 +246,9 @@ class Controller:
             # fresh command at +1 ms after a late one at the deadline made 55 ms gaps), while a
             # consistently slow planner still earns the whole deadline within a few slots.
             until = min(deadline, t0 + self._last_phase_s + self.PHASE_STEP_S)
+        t_submitted = time.perf_counter()
         got = self.service.collect(slot, until)
+        self.waited = (t_submitted, time.perf_counter())
         if got is None or got.slot != slot:
             # The fresh plan is late: an earlier slot's late answer may be newer than the best plan.
             if (got is not None and got.error is None and len(got.actions)

@@ -20,6 +20,7 @@ latest state under a lock, because loading for a hot swap or a restart runs on a
 """
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import sys
@@ -55,6 +56,11 @@ from planner_node.control.state_validation import (REJECT_REASONS, Rejected, Sta
 PARAMETERS = {p.name: (p.default, p.static, p.description) for p in PARAMS}
 
 
+#: With a real-time command clock, the node's other threads run at this nice value (see
+#: ControlLoop.raise_others); the planner worker sets its own.
+NODE_NICE = -10
+
+
 class PlannerNode(LifecycleNode):
     def __init__(self, **kw):
         super().__init__("planner", **kw)
@@ -85,6 +91,16 @@ class PlannerNode(LifecycleNode):
         self._last_publish: float | None = None
         self._gap_max_s = 0.0
         self._gap_window_s = 0.0  # since the last /diagnostics message
+        # the largest command gap since the last /diagnostics message, and where the time went [s]:
+        # when in its slot the previous command went out; then, in the slot that ended the gap,
+        # how late it started (its thread waited for a CPU or the GIL), the state lock and any
+        # swap's install, the tick before it asked the planner, its wait for the plan, the tick
+        # after, the publish
+        self._worst_slot = (0.0,) * 8
+        self._last_sent: float | None = None
+        self._last_phase = 0.0
+        self._gc_t0: float | None = None
+        self._gc_pause_s = 0.0  # the longest garbage collection since the last /diagnostics [s]
         self._resume_t0: float | None = None
         self._resume_ms = -1.0     # last time from a restarted clock's first state to a plan (-1: never)
         self._last_log: dict[tuple, float] = {}
@@ -257,12 +273,10 @@ class PlannerNode(LifecycleNode):
         return f
 
     def _load_swap(self, path: str) -> None:
-        # A background job: on a 2-core robot computer the load competes with the control tick
-        # for CPU; a lower priority for this thread (Linux: per-thread nice) keeps the tick first.
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        except (AttributeError, OSError):
-            pass
+        # A background job, but not at a lower priority: this thread shares the GIL with the
+        # command clock, and a niced thread that holds it waits behind the worker and the
+        # simulator for a CPU while the clock waits for it (20 ms past a slot's deadline, with
+        # this thread at nice 10). The heavy loading runs in the new worker process, niced there.
         from planner_node.runtime.bundle_gate import BundleRefused
         from planner_node.runtime.worker_service import WorkerFailed
         try:
@@ -358,6 +372,7 @@ class PlannerNode(LifecycleNode):
         # The tick runs on its own thread so planning never blocks the executor's callbacks.
         self._lockstep = bool(self.p("lockstep"))
         self._last_publish = None  # a pause while inactive is not a gap in the stream
+        self._last_sent = None
         # Enable the lifecycle publishers BEFORE the control thread starts: a disabled publisher
         # drops silently, and in lockstep a dropped answer to a state that was already waiting
         # marks it answered while the sim never steps (a deadlock seen in CI).
@@ -367,9 +382,10 @@ class PlannerNode(LifecycleNode):
         # Everything built so far (MuJoCo model, messages, the warm-up's objects) leaves the
         # collector's generations: a full collection then walks only what the run allocates,
         # instead of pausing every thread for the whole heap (swaps parse YAML and trigger it).
-        import gc
         gc.collect()
         gc.freeze()
+        if self._gc_timer not in gc.callbacks:
+            gc.callbacks.append(self._gc_timer)
         self._loop = ControlLoop(float(self.p("control_period")), self._tick, on_error=self._tick_error,
                                  # real-time priority only for a light clock: a thread that plans
                                  # inline (MPPI, planner_process inline) at SCHED_FIFO starved the
@@ -378,6 +394,8 @@ class PlannerNode(LifecycleNode):
                                  if self.controller.service.mode == "worker" else 0).start()
         if self._loop.priority and not self._loop.priority_status.startswith("SCHED_FIFO"):
             self.get_logger().warn(f"command clock: {self._loop.priority_status}")
+        elif self._loop.priority:
+            self._loop.priority_status += "; " + self._loop.raise_others(NODE_NICE)
         # On a steady clock: /diagnostics keeps flowing when /clock stops (a dead simulator).
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"activated: commanding every {float(self.p('control_period')) * 1e3:.0f} ms"
@@ -385,6 +403,8 @@ class PlannerNode(LifecycleNode):
         return ret
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
+        if self._gc_timer in gc.callbacks:
+            gc.callbacks.remove(self._gc_timer)
         if self._loop is not None:
             self._loop.stop()
             self._loop = None
@@ -532,14 +552,21 @@ class PlannerNode(LifecycleNode):
             joint, odom = self._joint, self._odom
             if self._pending is not None:  # hot swap (or a restarted worker) at a slot boundary
                 self._install_pending()
+        t_locked = time.perf_counter()
         state = None
         if joint is not None and odom is not None:
             state = MeasuredState(self._received, joint[1], joint[2], odom[1], odom[2], odom[3], odom[4])
         now = time.monotonic()
-        res = self.controller.tick(state, now, task=self.p("task"), command=self._cmd_twist, tick_start=t0,
+        # real time: the slot's deadline counts from when the slot began, not from when this
+        # thread got to run (a late start then waits less, and the gap between commands stays
+        # bounded by a period plus the controller's phase step)
+        late = self._loop.start_late_s if self._loop is not None and not self._lockstep else 0.0
+        res = self.controller.tick(state, now, task=self.p("task"), command=self._cmd_twist, tick_start=t0 - late,
                                    realtime=not self._lockstep,
                                    slot=self._loop.slot if self._loop and not self._lockstep else None)
+        t_planned = time.perf_counter()
         self.pub_cmd.publish(Float64MultiArray(data=res.positions.tolist()))
+        self._note_slot(t0, t_locked, t_planned, time.perf_counter())
         self._supervise_worker()
         now = time.monotonic()
         if self._last_publish is not None:  # the command stream's largest gap, on a steady clock
@@ -555,6 +582,24 @@ class PlannerNode(LifecycleNode):
             if self._resume_t0 is not None:  # planning again after a restarted clock: how long it took
                 self._resume_ms = 1e3 * (time.monotonic() - self._resume_t0)
                 self._resume_t0 = None
+
+    def _gc_timer(self, phase: str, info: dict) -> None:
+        """gc.callbacks: the longest collection since the last /diagnostics message. A collection
+        stops every thread of the node, the command clock's included."""
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+        elif self._gc_t0 is not None:
+            self._gc_pause_s = max(self._gc_pause_s, time.perf_counter() - self._gc_t0)
+            self._gc_t0 = None
+
+    def _note_slot(self, t0: float, t_locked: float, t_planned: float, t_sent: float) -> None:
+        """Keep the parts of the slot that ended the period's largest command gap (perf_counter)."""
+        late = self._loop.start_late_s if self._loop is not None and not self._lockstep else 0.0
+        waited = self.controller.waited or (t_planned, t_planned)
+        if self._last_sent is not None and t_sent - self._last_sent > self._worst_slot[0]:
+            self._worst_slot = (t_sent - self._last_sent, self._last_phase, late, t_locked - t0,
+                                waited[0] - t_locked, waited[1] - waited[0], t_planned - waited[1], t_sent - t_planned)
+        self._last_sent, self._last_phase = t_sent, late + t_sent - t0
 
     def _install_pending(self) -> None:
         """Under the lock, between slots: the loaded service takes over; the old one is closed apart."""
@@ -628,6 +673,11 @@ class PlannerNode(LifecycleNode):
         s["worker_pid"] = getattr(svc, "pid", -1) if svc is not None and svc.alive else -1
         s["command_gap_max_ms_last_period"] = 1e3 * self._gap_window_s  # since the previous message
         self._gap_window_s = 0.0
+        # "gap previous_phase start_late lock observe wait choose publish" [ms], the period's largest gap
+        s["gap_parts_ms_last_period"] = " ".join(f"{1e3 * x:.1f}" for x in self._worst_slot)
+        s["gc_pause_max_ms_last_period"] = 1e3 * self._gc_pause_s
+        self._gc_pause_s = 0.0
+        self._worst_slot = (0.0,) * 8
         st = DiagnosticStatus(name="planner_node", hardware_id="humanoid", message=f"bundle {self.active_bundle}")
         st.level = DiagnosticStatus.OK if s.get("deadline_misses", 0) == 0 else DiagnosticStatus.WARN
         st.values = [KeyValue(key="active_bundle", value=self.active_bundle),

@@ -27,7 +27,10 @@ if __name__ == "__main__" and "--start-nice" in sys.argv:
     # Before the heavy imports: a swap's new worker loads at low priority, so it does not take
     # the CPU from the worker still serving, nor from the node (whose command clock then waited
     # for the GIL behind a descheduled thread). The node renices it to 0 once it is ready.
-    os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[sys.argv.index("--start-nice") + 1]))
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[sys.argv.index("--start-nice") + 1]))
+    except OSError:  # below the nice value it was started at, without the right: keep that one
+        pass
 
 import numpy as np  # noqa: E402
 

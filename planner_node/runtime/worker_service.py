@@ -76,8 +76,9 @@ class WorkerPlanService(PlanService):
         self._ans_r, ans_w = os.pipe()
         cmd = [sys.executable, "-m", "planner_node.runtime.plan_worker", "--shm-fd", str(self.chan.fd),
                "--request-fd", str(req_r), "--answer-fd", str(ans_w), "--spec", json.dumps(asdict(spec))]
-        if spec.start_nice:
-            cmd += ["--start-nice", str(spec.start_nice)]
+        # always absolute: a node that raised its own threads' priority (command_clock_priority)
+        # does not hand it down to the planner
+        cmd += ["--start-nice", str(spec.start_nice)]
         try:
             self.proc = subprocess.Popen(cmd, pass_fds=(self.chan.fd, req_r, ans_w), close_fds=True)
         finally:
