@@ -3,7 +3,8 @@
 #   1. `planner up humanoid --duration 30` with the shipped bundle, UP_RUNS times: the last status
 #      line of each (is the robot up at the end?);
 #   2. `pytest -k "hil or ros or node or bridge"` HIL_RUNS times in a row: passed / failed per run.
-# Writes results/command_clock/acceptance/{up,hil}.txt (one line per run, then a summary line).
+# Writes results/command_clock/acceptance/{up,hil}.txt (one line per run, then a summary line), and
+# a failed run's whole pytest output as hil_failed_run<N>.log.
 #   bash experiments/clock_acceptance.sh [UP_RUNS=5] [HIL_RUNS=10]
 set -u
 cd "$(dirname "$0")/.."
@@ -41,7 +42,10 @@ if [ "$HIL_RUNS" -gt 0 ]; then
     summary=$(grep -E "[0-9]+ (passed|failed)" "$log" | tail -1)
     echo "run $i: rc $rc | $summary" | tee -a "$OUT/hil.txt.part"
     [ "$rc" -eq 0 ] && ok=$((ok + 1))
-    [ "$rc" -ne 0 ] && grep -E "^(FAILED|ERROR)" "$log" | tee -a "$OUT/hil.txt.part"
+    if [ "$rc" -ne 0 ]; then
+      grep -E "^(FAILED|ERROR)" "$log" | tee -a "$OUT/hil.txt.part"
+      cp "$log" "$OUT/hil_failed_run$i.log"   # the whole pytest output: what failed, and the nodes' logs
+    fi
     rm -f "$log"
   done
   echo "passed: $ok of $HIL_RUNS runs in a row" | tee -a "$OUT/hil.txt.part"
