@@ -55,7 +55,7 @@ def test_bridge_restart_planner_holds_then_resumes(tmp_path, hgap_bundle):
     print(f"bridge down {t_restart - t_kill:.1f} s: {len(held)} commands, {len(plans_while_down)} plans; "
           f"first plan {1e3 * (t_plan - t_first):.0f} ms after the new bridge's first state; diagnostics {d}")
     assert len(held) >= 0.5 * (t_restart - t_kill - 0.3) / spec.CONTROL_PERIOD_S, "the planner stopped commanding"
-    assert not plans_while_down, "planned on a stale state while the bridge was down"
+    assert not plans_while_down, f"planned on a stale state while the bridge was down\n{log_tail(tmp_path)}"
     assert np.all(np.isfinite(held))
     # The node times it: from the first state of the restarted clock it received to its next plan.
     # (Seen from this process the interval also holds DDS discovery of the new bridge by the

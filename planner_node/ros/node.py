@@ -62,6 +62,9 @@ NODE_NICE = -10
 
 
 class PlannerNode(LifecycleNode):
+    #: a command gap longer than this is logged with where its time went [s]
+    LOG_GAP_S = 0.2
+
     def __init__(self, **kw):
         super().__init__("planner", **kw)
         for name, (default, static, desc) in PARAMETERS.items():
@@ -599,6 +602,11 @@ class PlannerNode(LifecycleNode):
         if self._last_sent is not None and t_sent - self._last_sent > self._worst_slot[0]:
             self._worst_slot = (t_sent - self._last_sent, self._last_phase, late, t_locked - t0,
                                 waited[0] - t_locked, waited[1] - waited[0], t_planned - waited[1], t_sent - t_planned)
+            if self._worst_slot[0] > self.LOG_GAP_S:  # rare and worth a line: where the time went
+                self._chores.put((self.get_logger().warn, (
+                    "command gap of {:.0f} ms: previous command at {:.1f} ms into its slot; this slot started "
+                    "{:.1f} ms late, lock {:.1f}, observe {:.1f}, wait for the plan {:.1f}, choose {:.1f}, "
+                    "publish {:.1f} ms".format(*(1e3 * x for x in self._worst_slot)),)))
         self._last_sent, self._last_phase = t_sent, late + t_sent - t0
 
     def _install_pending(self) -> None:
