@@ -173,6 +173,12 @@ def main() -> int:
     return 0 if all(all(r["alive"].values()) for r in runs.values()) else 1
 
 
+def _node_values(probe, t0: float, key: str) -> list[str]:
+    """The planner node's /diagnostics values of ``key`` received since ``t0``."""
+    return [kv.value for t, m in probe.msgs["/diagnostics"] if t > t0 for st in m.status
+            if st.name == "planner_node" for kv in st.values if kv.key == key]
+
+
 def _clear_commands(probe) -> None:
     for held in (probe.msgs, probe.received, probe.sent):
         held["/humanoid/joint_commands"].clear()
@@ -185,16 +191,14 @@ _PHASE_COUNTERS = ("ticks", "fallbacks", "deadline_misses", "late_commands", "sw
 def _phase(probe, d0: dict, t0: float) -> dict:
     """What one phase did: counter deltas, the node's and this process's largest command gaps."""
     d1 = probe.diagnostics()
-    node_gaps = [float(kv.value) for t, m in probe.msgs["/diagnostics"] if t > t0 for st in m.status
-                 if st.name == "planner_node" for kv in st.values if kv.key == "command_gap_max_ms_last_period"]
+    node_gaps = [float(v) for v in _node_values(probe, t0, "command_gap_max_ms_last_period")]
     times = [t for t, _ in probe.msgs["/humanoid/joint_commands"]]
-    worst = [[float(x) for x in kv.value.split()] for t, m in probe.msgs["/diagnostics"] if t > t0
-             for st in m.status if st.name == "planner_node" for kv in st.values if kv.key == "gap_parts_ms_last_period"]
-    gc_ms = [float(kv.value) for t, m in probe.msgs["/diagnostics"] if t > t0 for st in m.status
-             if st.name == "planner_node" for kv in st.values if kv.key == "gc_pause_max_ms_last_period"]
-    return {"gc_pause_max_ms": max(gc_ms, default=float("nan")),
-            "largest_gap_parts_ms": dict(zip(("gap", "previous_phase", "start_late", "lock", "observe", "wait", "choose",
-                                             "publish"), max(worst, default=[]))),"seconds": round(time.monotonic() - t0, 1),
+    parts = [[float(x) for x in v.split()] for v in _node_values(probe, t0, "gap_parts_ms_last_period")]
+    return {"seconds": round(time.monotonic() - t0, 1),
+            "largest_gap_parts_ms": dict(zip(("gap", "previous_phase", "start_late", "lock", "observe", "wait",
+                                              "choose", "publish"), max(parts, default=[]))),
+            "gc_pause_max_ms": max((float(v) for v in _node_values(probe, t0, "gc_pause_max_ms_last_period")),
+                                   default=float("nan")),
             **{k: int(d1.get(k, 0)) - int(d0.get(k, 0)) for k in _PHASE_COUNTERS},
             "plan_age_p99_ms": float(d1.get("plan_age_p99_ms", "nan")),
             "max_gap_probe_ms": round(_gap_ms(times), 1),

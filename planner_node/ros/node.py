@@ -91,16 +91,14 @@ class PlannerNode(LifecycleNode):
         self._rejects.update({f"rejected_{t}_{r}": 0 for t, rs in REJECT_REASONS.items() for r in rs})
         self._rejects["tick_errors"] = 0
         self._rejects["states_queued_late"] = 0  # states that waited > 2 periods in the DDS queue
-        self._last_publish: float | None = None
-        self._gap_max_s = 0.0
-        self._gap_window_s = 0.0  # since the last /diagnostics message
+        self._gap_max_s = 0.0  # the command stream's largest gap, on a steady clock [s]
         # the largest command gap since the last /diagnostics message, and where the time went [s]:
         # when in its slot the previous command went out; then, in the slot that ended the gap,
         # how late it started (its thread waited for a CPU or the GIL), the state lock and any
         # swap's install, the tick before it asked the planner, its wait for the plan, the tick
         # after, the publish
         self._worst_slot = (0.0,) * 8
-        self._last_sent: float | None = None
+        self._last_sent: float | None = None  # when the last command went out (perf_counter)
         self._last_phase = 0.0
         self._gc_t0: float | None = None
         self._gc_pause_s = 0.0  # the longest garbage collection since the last /diagnostics [s]
@@ -374,8 +372,7 @@ class PlannerNode(LifecycleNode):
         # runs in real time, and a lockstep sim only advances when it receives our command.
         # The tick runs on its own thread so planning never blocks the executor's callbacks.
         self._lockstep = bool(self.p("lockstep"))
-        self._last_publish = None  # a pause while inactive is not a gap in the stream
-        self._last_sent = None
+        self._last_sent = None  # a pause while inactive is not a gap in the stream
         # Enable the lifecycle publishers BEFORE the control thread starts: a disabled publisher
         # drops silently, and in lockstep a dropped answer to a state that was already waiting
         # marks it answered while the sim never steps (a deadlock seen in CI).
@@ -569,13 +566,8 @@ class PlannerNode(LifecycleNode):
                                    slot=self._loop.slot if self._loop and not self._lockstep else None)
         t_planned = time.perf_counter()
         self.pub_cmd.publish(Float64MultiArray(data=res.positions.tolist()))
-        self._note_slot(t0, t_locked, t_planned, time.perf_counter())
+        self._note_slot(late, t0, t_locked, t_planned, time.perf_counter())
         self._supervise_worker()
-        now = time.monotonic()
-        if self._last_publish is not None:  # the command stream's largest gap, on a steady clock
-            self._gap_max_s = max(self._gap_max_s, now - self._last_publish)
-            self._gap_window_s = max(self._gap_window_s, now - self._last_publish)
-        self._last_publish = now
         if res.plan is not None:
             self._publish_plan(res.plan.actions)
             # built only for a listener (a viewer): K x T x 10 floats on the clock thread otherwise wasted
@@ -595,12 +587,14 @@ class PlannerNode(LifecycleNode):
             self._gc_pause_s = max(self._gc_pause_s, time.perf_counter() - self._gc_t0)
             self._gc_t0 = None
 
-    def _note_slot(self, t0: float, t_locked: float, t_planned: float, t_sent: float) -> None:
-        """Keep the parts of the slot that ended the period's largest command gap (perf_counter)."""
-        late = self._loop.start_late_s if self._loop is not None and not self._lockstep else 0.0
+    def _note_slot(self, late: float, t0: float, t_locked: float, t_planned: float, t_sent: float) -> None:
+        """The command stream's largest gap, and the parts of the slot that ended the period's
+        largest (perf_counter times; ``late``: how late the slot started) [s]."""
         waited = self.controller.waited or (t_planned, t_planned)
-        if self._last_sent is not None and t_sent - self._last_sent > self._worst_slot[0]:
-            self._worst_slot = (t_sent - self._last_sent, self._last_phase, late, t_locked - t0,
+        gap = t_sent - self._last_sent if self._last_sent is not None else 0.0
+        self._gap_max_s = max(self._gap_max_s, gap)
+        if gap > self._worst_slot[0]:
+            self._worst_slot = (gap, self._last_phase, late, t_locked - t0,
                                 waited[0] - t_locked, waited[1] - waited[0], t_planned - waited[1], t_sent - t_planned)
             if self._worst_slot[0] > self.LOG_GAP_S:  # rare and worth a line: where the time went
                 self._chores.put((self.get_logger().warn, (
@@ -679,8 +673,7 @@ class PlannerNode(LifecycleNode):
         s["command_clock"] = self._loop.priority_status if self._loop is not None else "stopped"
         svc = self.controller.service
         s["worker_pid"] = getattr(svc, "pid", -1) if svc is not None and svc.alive else -1
-        s["command_gap_max_ms_last_period"] = 1e3 * self._gap_window_s  # since the previous message
-        self._gap_window_s = 0.0
+        s["command_gap_max_ms_last_period"] = 1e3 * self._worst_slot[0]  # since the previous message
         # "gap previous_phase start_late lock observe wait choose publish" [ms], the period's largest gap
         s["gap_parts_ms_last_period"] = " ".join(f"{1e3 * x:.1f}" for x in self._worst_slot)
         s["gc_pause_max_ms_last_period"] = 1e3 * self._gc_pause_s
